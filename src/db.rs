@@ -1,0 +1,272 @@
+//! [`Db`]: the embedded database, typed keys in, samples out. Everything here goes through the engine.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::keys::{validate_name, Key};
+use crate::storage::engine::{Engine, EngineOptions, RecoveryReport};
+use crate::storage::head::DEFAULT_PAGES_PER_FILE;
+use crate::storage::io::{StdVfs, Vfs};
+use crate::storage::wal::payload::Sample;
+use crate::storage::{Durability, Lsn, MetricConfig, SeriesId};
+
+pub use crate::storage::engine::{WriteAck, WriteOutcome};
+
+/// How a database is opened.
+#[derive(Clone)]
+pub struct Options {
+    /// When writes are acknowledged. Default: [`Durability::Sync`], so an acknowledged sample is on disk.
+    pub durability: Durability,
+    /// Bytes per WAL segment. Default 64 MiB; at least 64 KiB.
+    pub segment_size: u64,
+    /// Pages of 4 KiB per head file, header page included. Default 4096 (16 MiB files).
+    pub pages_per_file: u32,
+    /// Time between scheduled checkpoints (`None`: only on [`Db::checkpoint`] and on close). Default 5 min.
+    pub checkpoint_interval: Option<Duration>,
+    /// The file system; default the real one. Tests pass a `storage::io::sim::SimVfs`.
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Sync,
+            segment_size: 64 << 20,
+            pages_per_file: DEFAULT_PAGES_PER_FILE,
+            checkpoint_interval: Some(Duration::from_secs(300)),
+            vfs: Arc::new(StdVfs),
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("segment_size", &self.segment_size)
+            .field("pages_per_file", &self.pages_per_file)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct KeyedSample {
+    path: usize,
+    metric: usize,
+    ts: i64,
+    value: f64,
+}
+
+/// Samples to write together. Samples for a metric that is not declared are counted, not stored.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    paths: Vec<Vec<u8>>,
+    path_index: HashMap<Vec<u8>, usize>,
+    metrics: Vec<String>,
+    keyed: Vec<KeyedSample>,
+    by_id: Vec<Sample>,
+    scratch: Vec<u8>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a sample of `metric` at `key` (unix seconds).
+    pub fn push(&mut self, key: &impl Key, metric: &str, ts: i64, value: f64) {
+        self.scratch.clear();
+        key.path().encode(&mut self.scratch);
+        let path = match self.path_index.get(&self.scratch) {
+            Some(&i) => i,
+            None => {
+                self.paths.push(self.scratch.clone());
+                self.path_index.insert(self.scratch.clone(), self.paths.len() - 1);
+                self.paths.len() - 1
+            }
+        };
+        let metric = match self.metrics.iter().position(|m| m == metric) {
+            Some(i) => i,
+            None => {
+                self.metrics.push(metric.to_owned());
+                self.metrics.len() - 1
+            }
+        };
+        self.keyed.push(KeyedSample { path, metric, ts, value });
+    }
+
+    /// Adds a sample of a series interned with [`Db::series_id`] (the fast path: no name lookups).
+    pub fn push_id(&mut self, id: SeriesId, ts: i64, value: f64) {
+        self.by_id.push(Sample { series: id, ts, value });
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.keyed.len() + self.by_id.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every sample, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.paths.clear();
+        self.path_index.clear();
+        self.metrics.clear();
+        self.keyed.clear();
+        self.by_id.clear();
+    }
+}
+
+/// Values of one series over a range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadResult {
+    /// Time of the first value (the requested `from` if there is no data).
+    pub from: i64,
+    /// One step past the last value (equal to `from` if there is no data).
+    pub to: i64,
+    /// Seconds between values.
+    pub frequency: i64,
+    /// Values, NaN for missing steps.
+    pub values: Vec<f64>,
+}
+
+/// An open database. `Send + Sync`: share it between threads with an `Arc`.
+pub struct Db {
+    engine: Engine,
+}
+
+impl Db {
+    /// Opens the database in `path`, creating it if needed and recovering what a crash left.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Db, Error> {
+        let engine = Engine::open(
+            options.vfs.clone(),
+            path.as_ref(),
+            EngineOptions {
+                durability: options.durability,
+                segment_size: options.segment_size,
+                pages_per_file: options.pages_per_file,
+                checkpoint_interval: options.checkpoint_interval,
+            },
+        )?;
+        Ok(Db { engine })
+    }
+
+    /// Declares a metric (idempotent for the same configuration; another configuration is an error).
+    pub fn declare_metric(&self, name: &str, config: MetricConfig) -> Result<(), Error> {
+        validate_name("metric", name)?;
+        if config.frequency < 1 {
+            return Err(Error::InvalidArgument(format!("metric {name:?}: frequency {} < 1", config.frequency)));
+        }
+        match self.engine.declare_metric(name, config)? {
+            Ok(_) => Ok(()),
+            Err(existing) => Err(Error::MetricConflict { name: name.to_owned(), existing, requested: config }),
+        }
+    }
+
+    /// A metric's configuration, if declared.
+    pub fn metric(&self, name: &str) -> Option<MetricConfig> {
+        self.engine.metric(name).map(|(_, c)| c)
+    }
+
+    /// The id of the series `key` + `metric`, interning it if new.
+    pub fn series_id(&self, key: &impl Key, metric: &str) -> Result<SeriesId, Error> {
+        let (m, _) = self.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
+        let path = key.path().to_bytes();
+        Ok(self.engine.intern(&[(m, &path)])?[0])
+    }
+
+    /// Writes a batch. The acknowledgement says under which durability it was given and counts every sample
+    /// as stored or not (too old, unknown metric, out of range).
+    pub fn write(&self, batch: &Batch) -> Result<WriteAck, Error> {
+        let mut samples = Vec::with_capacity(batch.len());
+        let count = self.engine.series_count();
+        for s in &batch.by_id {
+            if s.series.0 as usize >= count {
+                return Err(Error::InvalidArgument(format!("series id {} was never interned", s.series.0)));
+            }
+        }
+        samples.extend_from_slice(&batch.by_id);
+        let mut unknown = 0u64;
+        if !batch.keyed.is_empty() {
+            let metric_ids: Vec<Option<u32>> =
+                batch.metrics.iter().map(|m| self.engine.metric(m).map(|(id, _)| id)).collect();
+            // Intern each distinct (metric, path) once.
+            let mut pairs: Vec<(u32, usize)> = Vec::new();
+            let mut pair_index: HashMap<(u32, usize), usize> = HashMap::new();
+            let mut which = Vec::with_capacity(batch.keyed.len());
+            for k in &batch.keyed {
+                match metric_ids[k.metric] {
+                    None => which.push(usize::MAX),
+                    Some(m) => {
+                        let next = pairs.len();
+                        let i = *pair_index.entry((m, k.path)).or_insert(next);
+                        if i == next {
+                            pairs.push((m, k.path));
+                        }
+                        which.push(i);
+                    }
+                }
+            }
+            let wanted: Vec<(u32, &[u8])> = pairs.iter().map(|&(m, p)| (m, batch.paths[p].as_slice())).collect();
+            let ids = self.engine.intern(&wanted)?;
+            for (k, &w) in batch.keyed.iter().zip(&which) {
+                if w == usize::MAX {
+                    unknown += 1;
+                } else {
+                    samples.push(Sample { series: ids[w], ts: k.ts, value: k.value });
+                }
+            }
+        }
+        Ok(self.engine.write(samples, unknown)?)
+    }
+
+    /// Reads `metric` at `key` for nominal times in `[from, to)`. An unknown metric or `from > to` is an
+    /// error; a series never written is an empty result.
+    pub fn read(&self, key: &impl Key, metric: &str, from: i64, to: i64) -> Result<ReadResult, Error> {
+        let (m, config) = self.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
+        if from > to {
+            return Err(Error::InvalidArgument(format!("from {from} is after to {to}")));
+        }
+        let empty = ReadResult { from, to: from, frequency: config.frequency, values: Vec::new() };
+        let Some(id) = self.engine.lookup_series(m, &key.path().to_bytes()) else { return Ok(empty) };
+        Ok(match self.engine.read(id, from, to) {
+            Some(r) => ReadResult { from: r.from, to: r.to, frequency: r.frequency, values: r.values },
+            None => empty,
+        })
+    }
+
+    /// Frees the pages of `metric` at `key` whose every slot lies before `before`; returns how many pages.
+    pub fn free(&self, key: &impl Key, metric: &str, before: i64) -> Result<u64, Error> {
+        let (m, _) = self.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
+        let Some(id) = self.engine.lookup_series(m, &key.path().to_bytes()) else { return Ok(0) };
+        Ok(self.engine.free(vec![(id, before)])?)
+    }
+
+    /// Checkpoints now: the head is made durable and the WAL below the returned LSN is dropped.
+    pub fn checkpoint(&self) -> Result<Lsn, Error> {
+        Ok(self.engine.checkpoint()?)
+    }
+
+    /// What recovery found when the database opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        self.engine.recovery()
+    }
+
+    /// The engine underneath, for layers above (query, ingest) and tests.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Checkpoints and closes. Dropping a `Db` does the same, ignoring errors.
+    pub fn close(self) -> Result<(), Error> {
+        Ok(self.engine.close()?)
+    }
+}

@@ -1,0 +1,750 @@
+//! The engine: recovery, the writer thread (group commit), checkpoints. Works on `SeriesId`s and bytes only.
+//!
+//! **Threads and locks.** One writer thread owns the [`Wal`] and the [`HeadWriter`]; every mutation reaches it
+//! through one `crossbeam` channel, so the WAL order is the order in which the head changes, and replay
+//! rebuilds exactly the same state. Callers encode WAL payloads on their own threads. The catalog (metric
+//! and series names to ids) is shared under an `RwLock`; a new metric or series is given its id and its
+//! definition is sent into the channel while that lock is held, so no record that uses an id can enter the
+//! channel before the record that defines it.
+//!
+//! **Acknowledgement.** With [`Durability::Sync`] a batch is appended, the WAL is fsynced (once for all the
+//! batches the writer found waiting: group commit), then the head is updated and the caller answered. With
+//! `IntervalMs`/`None` the batch is written to the OS, applied and answered at once; the fsync follows within
+//! the interval, or at the next checkpoint. The [`WriteAck`] says which applied.
+//!
+//! **Failure.** A failed WAL write or fsync makes the engine read-only ([`StorageError::PreviousIo`]): the
+//! state of what that write covered is unknown, so it is never retried as if it were safe.
+//!
+//! **Checkpoint.** In the writer thread: seal the WAL segment (fsync) and start the next, take the head's
+//! state at that LSN, msync the head files, write the manifest atomically, release the pages freed before the
+//! checkpoint for reuse, and remove the WAL segments the manifest no longer needs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use parking_lot::{Mutex, RwLock};
+
+use crate::storage::error::{CorruptionKind, StorageError};
+use crate::storage::head::{Applied, Head, HeadRead, HeadState, HeadWriter, DEFAULT_PAGES_PER_FILE, MAX_FREQUENCY};
+use crate::storage::io::{DirLock, Vfs};
+use crate::storage::manifest::{Manifest, MetricEntry, SeriesEntry};
+use crate::storage::wal::payload::{self, Payload, Sample, SeriesDef};
+use crate::storage::wal::{ReplayReport, Wal};
+use crate::storage::{Durability, Lsn, MetricConfig, SeriesId};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// Bytes per WAL segment (at least 64 KiB).
+    pub segment_size: u64,
+    /// Pages per head file, the header page included (at least 2).
+    pub pages_per_file: u32,
+    /// Time between scheduled checkpoints; `None` checkpoints only on request and on close.
+    pub checkpoint_interval: Option<Duration>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            durability: Durability::IntervalMs(100),
+            segment_size: 64 << 20,
+            pages_per_file: DEFAULT_PAGES_PER_FILE,
+            checkpoint_interval: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// How a write was acknowledged and what happened to its samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteAck {
+    /// LSN of the batch's last WAL record (0 if nothing was logged).
+    pub lsn: Lsn,
+    /// The durability the acknowledgement was given under: `Sync` means the samples were fsynced first.
+    pub durability: Durability,
+    /// What happened to the samples.
+    pub outcome: WriteOutcome,
+}
+
+/// Counts of what a write did with its samples. Nothing is dropped silently: every sample is in one count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Stored.
+    pub stored: u64,
+    /// Older than the series' oldest page (or a freed range): not stored.
+    pub too_old: u64,
+    /// For a metric that was never declared: not stored.
+    pub unknown_metric: u64,
+    /// Timestamp outside ±2^50 s: not stored.
+    pub out_of_range: u64,
+}
+
+impl WriteOutcome {
+    fn count(&mut self, a: Applied) {
+        match a {
+            Applied::Stored => self.stored += 1,
+            Applied::TooOld => self.too_old += 1,
+            Applied::OutOfRange => self.out_of_range += 1,
+        }
+    }
+}
+
+/// What recovery did when the engine opened.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecoveryReport {
+    /// LSN of the checkpoint recovery started from.
+    pub checkpoint_lsn: Lsn,
+    /// What WAL replay found.
+    pub replay: ReplayReport,
+}
+
+/// Counters of the engine (monotonic).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Samples stored.
+    pub samples_stored: AtomicU64,
+    /// Samples refused as too old.
+    pub samples_too_old: AtomicU64,
+    /// Samples refused for an unknown metric.
+    pub samples_unknown_metric: AtomicU64,
+    /// WAL fsyncs.
+    pub wal_syncs: AtomicU64,
+    /// Checkpoints completed.
+    pub checkpoints: AtomicU64,
+}
+
+#[derive(Default)]
+struct Catalog {
+    metrics: Vec<MetricEntry>,
+    metric_ids: HashMap<String, u32>,
+    series: Vec<SeriesEntry>,
+    series_ids: HashMap<(u32, Vec<u8>), SeriesId>,
+}
+
+type Reply<T> = Sender<Result<T, StorageError>>;
+
+enum Cmd {
+    /// Records to log and apply. `samples` are applied after logging; `defs`/`declare` too.
+    Write { records: Vec<(u8, Vec<u8>)>, op: Op, unknown: u64, reply: Option<Reply<WriteAck>> },
+    Checkpoint { reply: Reply<Lsn> },
+    Shutdown { reply: Reply<()> },
+}
+
+enum Op {
+    Declare { id: u32, name: String, config: MetricConfig },
+    Define(Vec<SeriesDef>),
+    Samples(Vec<Sample>),
+    Free(Vec<(SeriesId, i64)>),
+}
+
+struct Shared {
+    catalog: RwLock<Catalog>,
+    head: Arc<Head>,
+    failed: Mutex<Option<String>>,
+    stats: EngineStats,
+    durability: Durability,
+    max_payload: usize,
+}
+
+/// An open engine. `Send + Sync`; cheap operations take `&self`.
+pub struct Engine {
+    shared: Arc<Shared>,
+    tx: Sender<Cmd>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+    dir: PathBuf,
+    _lock: Box<dyn DirLock>,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    wal: Wal,
+    head: HeadWriter,
+    metrics: Vec<MetricEntry>,
+    series: Vec<SeriesEntry>,
+    options: EngineOptions,
+    last_sync: Instant,
+    last_checkpoint: Instant,
+}
+
+fn apply_payload(
+    lsn: Lsn,
+    kind: u8,
+    bytes: &[u8],
+    head: &mut HeadWriter,
+    metrics: &mut Vec<MetricEntry>,
+    series: &mut Vec<SeriesEntry>,
+    wal_dir: &Path,
+) -> Result<(), StorageError> {
+    let bad = |k: CorruptionKind| StorageError::corrupt(wal_dir, lsn.0, k);
+    if kind == payload::Kind::Samples as u8 {
+        let mut err = None;
+        payload::for_each_sample(bytes, |s| {
+            if err.is_none() {
+                if let Err(e) = head.apply(s.series, s.ts, s.value) {
+                    err = Some(e);
+                }
+            }
+        })
+        .map_err(bad)?;
+        return err.map_or(Ok(()), Err);
+    }
+    match payload::decode(kind, bytes).map_err(bad)? {
+        Payload::DeclareMetric { id, name, config } => {
+            if id as usize != metrics.len() {
+                return Err(bad(CorruptionKind::Invalid(format!("metric id {id}, expected {}", metrics.len()))));
+            }
+            metrics.push(MetricEntry { name, config });
+        }
+        Payload::DefineSeries(defs) => {
+            for d in defs {
+                let Some(m) = metrics.get(d.metric as usize) else {
+                    return Err(bad(CorruptionKind::Invalid(format!("series {} of unknown metric {}", d.id.0, d.metric))));
+                };
+                if d.id.0 as usize != series.len() {
+                    return Err(bad(CorruptionKind::Invalid(format!("series id {}, expected {}", d.id.0, series.len()))));
+                }
+                head.add_series(m.config.frequency);
+                series.push(SeriesEntry { metric: d.metric, path: d.path });
+            }
+        }
+        Payload::Samples(_) => {}
+        Payload::Free(items) => {
+            for (id, before) in items {
+                head.free_before(id, before);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in `dir`: takes the directory lock, loads the manifest, maps the head,
+    /// replays the WAL and starts the writer thread.
+    pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, options: EngineOptions) -> Result<Engine, StorageError> {
+        if options.segment_size < crate::storage::wal::segment::MIN_SEGMENT_SIZE || options.pages_per_file < 2 {
+            return Err(StorageError::corrupt(
+                dir,
+                0,
+                CorruptionKind::Invalid("segment_size below 64 KiB or pages_per_file below 2".into()),
+            ));
+        }
+        vfs.create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
+        let lock = vfs.lock_dir(dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                StorageError::Locked(dir.to_owned())
+            } else {
+                StorageError::io("lock", dir, e)
+            }
+        })?;
+        let tmp = crate::storage::io::tmp_path(&dir.join(crate::storage::manifest::MANIFEST_NAME));
+        if vfs.exists(&tmp) {
+            vfs.remove_file(&tmp).map_err(|e| StorageError::io("remove", &tmp, e))?;
+        }
+        let manifest = Manifest::load(&*vfs, dir)?.unwrap_or_else(|| Manifest {
+            head: HeadState { pages_per_file: options.pages_per_file, ..HeadState::default() },
+            wal_seq: 1,
+            ..Manifest::default()
+        });
+        let frequencies: Vec<i64> =
+            manifest.series.iter().map(|s| manifest.metrics[s.metric as usize].config.frequency).collect();
+        let mut head = HeadWriter::open(vfs.clone(), &dir.join("head"), &manifest.head, &frequencies)?;
+        let mut metrics = manifest.metrics.clone();
+        let mut series = manifest.series.clone();
+        let wal_dir = dir.join("wal");
+        let (mut wal, replay) =
+            Wal::open(vfs.clone(), &wal_dir, options.segment_size, manifest.checkpoint_lsn, |lsn, kind, bytes| {
+                apply_payload(lsn, kind, bytes, &mut head, &mut metrics, &mut series, &wal_dir)
+            })?;
+        wal.remove_below(manifest.wal_seq)?;
+
+        let mut catalog = Catalog::default();
+        for (i, m) in metrics.iter().enumerate() {
+            catalog.metric_ids.insert(m.name.clone(), i as u32);
+        }
+        for (i, s) in series.iter().enumerate() {
+            catalog.series_ids.insert((s.metric, s.path.clone()), SeriesId(i as u32));
+        }
+        catalog.metrics = metrics.clone();
+        catalog.series = series.clone();
+
+        let shared = Arc::new(Shared {
+            catalog: RwLock::new(catalog),
+            head: head.head().clone(),
+            failed: Mutex::new(None),
+            stats: EngineStats::default(),
+            durability: options.durability,
+            max_payload: wal.max_payload(),
+        });
+        let (tx, rx) = unbounded();
+        let writer = Writer {
+            shared: shared.clone(),
+            vfs,
+            dir: dir.to_owned(),
+            wal,
+            head,
+            metrics,
+            series,
+            options,
+            last_sync: Instant::now(),
+            last_checkpoint: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("silt-wal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::io("spawn writer thread", dir, e))?;
+        Ok(Engine {
+            shared,
+            tx,
+            thread: Mutex::new(Some(thread)),
+            recovery: RecoveryReport { checkpoint_lsn: manifest.checkpoint_lsn, replay },
+            dir: dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    fn check_failed(&self) -> Result<(), StorageError> {
+        match &*self.shared.failed.lock() {
+            Some(msg) => Err(StorageError::PreviousIo(msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StorageError> {
+        let (rtx, rrx) = bounded(1);
+        self.tx.send(make(rtx)).map_err(|_| StorageError::Closed)?;
+        rrx.recv().map_err(|_| StorageError::Closed)?
+    }
+
+    /// What recovery found when the engine opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.shared.stats
+    }
+
+    /// The database's durability.
+    pub fn durability(&self) -> Durability {
+        self.shared.durability
+    }
+
+    /// Declares a metric, or checks that an existing declaration matches. Returns the metric id. Durable
+    /// under the database's durability once this returns.
+    pub fn declare_metric(&self, name: &str, config: MetricConfig) -> Result<Result<u32, MetricConfig>, StorageError> {
+        self.check_failed()?;
+        if !(1..=MAX_FREQUENCY).contains(&config.frequency) {
+            return Err(StorageError::corrupt(
+                name,
+                0,
+                CorruptionKind::Invalid(format!("frequency {} outside 1..={MAX_FREQUENCY}", config.frequency)),
+            ));
+        }
+        let reply_rx;
+        {
+            let mut cat = self.shared.catalog.write();
+            if let Some(&id) = cat.metric_ids.get(name) {
+                let existing = cat.metrics[id as usize].config;
+                return Ok(if existing == config { Ok(id) } else { Err(existing) });
+            }
+            let id = cat.metrics.len() as u32;
+            let mut bytes = Vec::new();
+            payload::encode_declare_metric(&mut bytes, id, name, config);
+            let (rtx, rrx) = bounded(1);
+            reply_rx = rrx;
+            self.tx
+                .send(Cmd::Write {
+                    records: vec![(payload::Kind::DeclareMetric as u8, bytes)],
+                    op: Op::Declare { id, name: name.to_owned(), config },
+                    unknown: 0,
+                    reply: Some(rtx),
+                })
+                .map_err(|_| StorageError::Closed)?;
+            cat.metrics.push(MetricEntry { name: name.to_owned(), config });
+            cat.metric_ids.insert(name.to_owned(), id);
+            // The id is visible to others only now, after its record is in the channel.
+            drop(cat);
+            let id_out = id;
+            reply_rx.recv().map_err(|_| StorageError::Closed)??;
+            Ok(Ok(id_out))
+        }
+    }
+
+    /// The id and configuration of a declared metric.
+    pub fn metric(&self, name: &str) -> Option<(u32, MetricConfig)> {
+        let cat = self.shared.catalog.read();
+        cat.metric_ids.get(name).map(|&id| (id, cat.metrics[id as usize].config))
+    }
+
+    /// Every declared metric, in id order.
+    pub fn metrics(&self) -> Vec<(String, MetricConfig)> {
+        self.shared.catalog.read().metrics.iter().map(|m| (m.name.clone(), m.config)).collect()
+    }
+
+    /// The id of an existing series.
+    pub fn lookup_series(&self, metric: u32, path: &[u8]) -> Option<SeriesId> {
+        self.shared.catalog.read().series_ids.get(&(metric, path.to_vec())).copied()
+    }
+
+    /// Interns series: returns the id of each `(metric id, canonical path)`, defining the new ones (their
+    /// definition is logged before any record that can use them).
+    pub fn intern(&self, wanted: &[(u32, &[u8])]) -> Result<Vec<SeriesId>, StorageError> {
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut missing = false;
+        {
+            let cat = self.shared.catalog.read();
+            for &(m, p) in wanted {
+                match cat.series_ids.get(&(m, p.to_vec())) {
+                    Some(&id) => out.push(id),
+                    None => {
+                        missing = true;
+                        out.push(SeriesId(u32::MAX));
+                    }
+                }
+            }
+        }
+        if !missing {
+            return Ok(out);
+        }
+        self.check_failed()?;
+        let mut cat = self.shared.catalog.write();
+        let mut defs = Vec::new();
+        for (i, &(m, p)) in wanted.iter().enumerate() {
+            if out[i].0 != u32::MAX {
+                continue;
+            }
+            if let Some(&id) = cat.series_ids.get(&(m, p.to_vec())) {
+                out[i] = id;
+                continue;
+            }
+            if (m as usize) >= cat.metrics.len() {
+                return Err(StorageError::corrupt(&self.dir, 0, CorruptionKind::Invalid(format!("metric id {m}"))));
+            }
+            let n = cat.series.len();
+            if n >= u32::MAX as usize - 1 {
+                return Err(StorageError::TooManySeries(u32::MAX - 1));
+            }
+            let id = SeriesId(n as u32);
+            cat.series.push(SeriesEntry { metric: m, path: p.to_vec() });
+            cat.series_ids.insert((m, p.to_vec()), id);
+            defs.push(SeriesDef { id, metric: m, path: p.to_vec() });
+            out[i] = id;
+        }
+        if !defs.is_empty() {
+            // Split so every record fits a segment.
+            let mut records = Vec::new();
+            let mut start = 0;
+            while start < defs.len() {
+                let mut end = start;
+                let mut size = 4;
+                while end < defs.len() && size + 10 + defs[end].path.len() <= self.shared.max_payload {
+                    size += 10 + defs[end].path.len();
+                    end += 1;
+                }
+                let mut bytes = Vec::with_capacity(size);
+                payload::encode_define_series(&mut bytes, &defs[start..end]);
+                records.push((payload::Kind::DefineSeries as u8, bytes));
+                start = end;
+            }
+            self.tx
+                .send(Cmd::Write { records, op: Op::Define(defs), unknown: 0, reply: None })
+                .map_err(|_| StorageError::Closed)?;
+        }
+        drop(cat);
+        Ok(out)
+    }
+
+    /// The metric id and canonical path of a series.
+    pub fn series_info(&self, id: SeriesId) -> Option<(u32, Vec<u8>)> {
+        let cat = self.shared.catalog.read();
+        cat.series.get(id.0 as usize).map(|s| (s.metric, s.path.clone()))
+    }
+
+    /// Number of series.
+    pub fn series_count(&self) -> usize {
+        self.shared.catalog.read().series.len()
+    }
+
+    /// Writes samples (every id must come from [`Engine::intern`]); `unknown_metric` samples the caller could
+    /// not resolve are counted in the outcome. Acknowledged under the database's durability.
+    pub fn write(&self, samples: Vec<Sample>, unknown_metric: u64) -> Result<WriteAck, StorageError> {
+        self.check_failed()?;
+        if samples.is_empty() {
+            let mut outcome = WriteOutcome { unknown_metric, ..WriteOutcome::default() };
+            outcome.unknown_metric = unknown_metric;
+            self.shared.stats.samples_unknown_metric.fetch_add(unknown_metric, Ordering::Relaxed);
+            return Ok(WriteAck { lsn: Lsn(0), durability: self.shared.durability, outcome });
+        }
+        // A sample takes at most 5 + 10 + 8 bytes.
+        let per_record = ((self.shared.max_payload - 12) / 23).max(1);
+        let mut records = Vec::with_capacity(samples.len().div_ceil(per_record));
+        for chunk in samples.chunks(per_record) {
+            let mut bytes = Vec::new();
+            payload::encode_samples(&mut bytes, chunk);
+            records.push((payload::Kind::Samples as u8, bytes));
+        }
+        self.call(|reply| Cmd::Write { records, op: Op::Samples(samples), unknown: unknown_metric, reply: Some(reply) })
+    }
+
+    /// Frees, per series, the pages whose every slot lies before the time. Returns the pages freed.
+    pub fn free(&self, items: Vec<(SeriesId, i64)>) -> Result<u64, StorageError> {
+        self.check_failed()?;
+        let mut bytes = Vec::new();
+        payload::encode_free(&mut bytes, &items);
+        let ack = self.call(|reply| Cmd::Write {
+            records: vec![(payload::Kind::Free as u8, bytes)],
+            op: Op::Free(items),
+            unknown: 0,
+            reply: Some(reply),
+        })?;
+        Ok(ack.outcome.stored)
+    }
+
+    /// Reads one series (see [`Head::read`]).
+    pub fn read(&self, id: SeriesId, from: i64, to: i64) -> Option<HeadRead> {
+        self.shared.head.read(id, from, to)
+    }
+
+    /// The shared head, for the query layer.
+    pub fn head(&self) -> &Arc<Head> {
+        &self.shared.head
+    }
+
+    /// Runs a checkpoint now; returns its LSN.
+    pub fn checkpoint(&self) -> Result<Lsn, StorageError> {
+        self.check_failed()?;
+        self.call(|reply| Cmd::Checkpoint { reply })
+    }
+
+    /// Checkpoints (unless read-only after a failure) and stops the writer thread.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let Some(thread) = self.thread.lock().take() else { return Ok(()) };
+        let r = self.call(|reply| Cmd::Shutdown { reply });
+        let _ = thread.join();
+        r
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl Writer {
+    fn fail(&self, e: &StorageError) {
+        let mut f = self.shared.failed.lock();
+        if f.is_none() {
+            *f = Some(e.to_string());
+            tracing::error!(error = %e, "WAL write failed; the database is read-only from now on");
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Cmd>) {
+        let mut group: Vec<Cmd> = Vec::new();
+        loop {
+            let timeout = self.next_timeout();
+            let first = match timeout {
+                Some(t) => match rx.recv_timeout(t) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                },
+            };
+            if let Some(c) = first {
+                group.push(c);
+                while group.len() < 1024 {
+                    match rx.try_recv() {
+                        Ok(c) => group.push(c),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if self.process(&mut group) {
+                return;
+            }
+            self.tick();
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        let mut t: Option<Duration> = None;
+        if let Durability::IntervalMs(ms) = self.options.durability {
+            if self.wal.has_unsynced() {
+                t = Some(Duration::from_millis(ms).saturating_sub(self.last_sync.elapsed()));
+            }
+        }
+        if let Some(iv) = self.options.checkpoint_interval {
+            let c = iv.saturating_sub(self.last_checkpoint.elapsed());
+            t = Some(t.map_or(c, |t| t.min(c)));
+        }
+        t
+    }
+
+    fn tick(&mut self) {
+        if self.shared.failed.lock().is_some() {
+            return;
+        }
+        if let Durability::IntervalMs(ms) = self.options.durability {
+            if self.wal.has_unsynced() && self.last_sync.elapsed() >= Duration::from_millis(ms) {
+                if let Err(e) = self.sync() {
+                    self.fail(&e);
+                }
+            }
+        }
+        if let Some(iv) = self.options.checkpoint_interval {
+            if self.last_checkpoint.elapsed() >= iv {
+                if let Err(e) = self.checkpoint() {
+                    tracing::error!(error = %e, "scheduled checkpoint failed");
+                    self.fail(&e);
+                }
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.wal.sync()?;
+        self.last_sync = Instant::now();
+        self.shared.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Logs, syncs, applies and answers a group of commands. Returns true on shutdown.
+    fn process(&mut self, group: &mut Vec<Cmd>) -> bool {
+        let failed = self.shared.failed.lock().clone();
+        // 1. Log every write of the group.
+        let mut lsns = Vec::with_capacity(group.len());
+        let mut log_err: Option<StorageError> = failed.map(StorageError::PreviousIo);
+        for cmd in group.iter() {
+            let mut last = Lsn(0);
+            if let (Cmd::Write { records, .. }, None) = (cmd, &log_err) {
+                for (kind, bytes) in records {
+                    match self.wal.append(*kind, bytes) {
+                        Ok(l) => last = l,
+                        Err(e) => {
+                            log_err = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            lsns.push(last);
+        }
+        if log_err.is_none() {
+            let r = if self.options.durability == Durability::Sync { self.sync() } else { self.wal.flush() };
+            if let Err(e) = r {
+                log_err = Some(e);
+            }
+        }
+        if let Some(e) = &log_err {
+            if !matches!(e, StorageError::PreviousIo(_)) {
+                self.fail(e);
+            }
+        }
+        // 2. Apply and answer, in order.
+        let mut shutdown = false;
+        for (cmd, lsn) in group.drain(..).zip(lsns) {
+            match cmd {
+                Cmd::Write { op, unknown, reply, .. } => {
+                    let r = match &log_err {
+                        Some(e) => Err(StorageError::PreviousIo(e.to_string())),
+                        None => self.apply(op, unknown, lsn),
+                    };
+                    if let Err(e) = &r {
+                        if log_err.is_none() {
+                            self.fail(e);
+                        }
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r);
+                    }
+                }
+                Cmd::Checkpoint { reply } => {
+                    let r = match &log_err {
+                        Some(e) => Err(StorageError::PreviousIo(e.to_string())),
+                        None => self.checkpoint(),
+                    };
+                    let _ = reply.send(r);
+                }
+                Cmd::Shutdown { reply } => {
+                    let r = if self.shared.failed.lock().is_some() { Ok(()) } else { self.checkpoint().map(|_| ()) };
+                    let _ = reply.send(r);
+                    shutdown = true;
+                }
+            }
+        }
+        shutdown
+    }
+
+    fn apply(&mut self, op: Op, unknown: u64, lsn: Lsn) -> Result<WriteAck, StorageError> {
+        let mut outcome = WriteOutcome { unknown_metric: unknown, ..WriteOutcome::default() };
+        match op {
+            Op::Declare { id, name, config } => {
+                debug_assert_eq!(id as usize, self.metrics.len());
+                self.metrics.push(MetricEntry { name, config });
+            }
+            Op::Define(defs) => {
+                for d in defs {
+                    let f = self.metrics[d.metric as usize].config.frequency;
+                    self.head.add_series(f);
+                    self.series.push(SeriesEntry { metric: d.metric, path: d.path });
+                }
+            }
+            Op::Samples(samples) => {
+                for s in &samples {
+                    outcome.count(self.head.apply(s.series, s.ts, s.value)?);
+                }
+                let st = &self.shared.stats;
+                st.samples_stored.fetch_add(outcome.stored, Ordering::Relaxed);
+                st.samples_too_old.fetch_add(outcome.too_old + outcome.out_of_range, Ordering::Relaxed);
+                st.samples_unknown_metric.fetch_add(unknown, Ordering::Relaxed);
+            }
+            Op::Free(items) => {
+                for (id, before) in items {
+                    outcome.stored += self.head.free_before(id, before) as u64;
+                }
+            }
+        }
+        Ok(WriteAck { lsn, durability: self.shared.durability, outcome })
+    }
+
+    fn checkpoint(&mut self) -> Result<Lsn, StorageError> {
+        let seq = self.wal.rotate()?;
+        self.last_sync = Instant::now();
+        let lsn = Lsn(self.wal.next_lsn().0 - 1);
+        let pending = self.head.pending_len();
+        let manifest = Manifest {
+            checkpoint_lsn: lsn,
+            wal_seq: seq,
+            metrics: self.metrics.clone(),
+            series: self.series.clone(),
+            head: self.head.state(),
+        };
+        self.head.head().flush()?;
+        manifest.store(&*self.vfs, &self.dir)?;
+        self.head.release_pending(pending);
+        self.wal.remove_below(seq)?;
+        self.last_checkpoint = Instant::now();
+        self.shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(lsn)
+    }
+}

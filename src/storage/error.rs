@@ -1,0 +1,96 @@
+//! Errors of the storage engine. Anything about disk carries the file and, where known, the offset.
+
+use std::path::PathBuf;
+
+/// What kind of damage a reader found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptionKind {
+    /// The file does not start with the expected magic number.
+    #[error("bad magic")]
+    BadMagic,
+    /// A stored checksum does not match the bytes it covers.
+    #[error("checksum mismatch: stored {expected:#010x}, computed {got:#010x}")]
+    ChecksumMismatch {
+        /// The checksum stored in the file.
+        expected: u32,
+        /// The checksum of the bytes read.
+        got: u32,
+    },
+    /// A length, count or offset points outside its container.
+    #[error("out of bounds: {0}")]
+    OutOfBounds(String),
+    /// A record decoded but says something impossible.
+    #[error("invalid record: {0}")]
+    Invalid(String),
+    /// Log sequence numbers are not contiguous.
+    #[error("LSN gap: expected {expected}, found {found}")]
+    LsnGap {
+        /// The next LSN the reader expected.
+        expected: u64,
+        /// The LSN it found.
+        found: u64,
+    },
+}
+
+/// An error of the storage engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is damaged.
+    #[error("corruption in {file} at offset {offset}: {kind}")]
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What is wrong.
+        kind: CorruptionKind,
+    },
+    /// A file was written by a version of silt this one cannot read.
+    #[error("{file}: unsupported format version {version} (this build reads {supported})")]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// The version found in it.
+        version: u32,
+        /// The version this build writes and reads.
+        supported: u32,
+    },
+    /// An earlier fsync or write failed; the database is read-only from then on, since the state of the
+    /// data that write covered is unknown (the PostgreSQL fsync lesson: never retry as if it were safe).
+    #[error("the database is read-only after an earlier I/O failure: {0}")]
+    PreviousIo(String),
+    /// The database is closed or its writer thread is gone.
+    #[error("the database is closed")]
+    Closed,
+    /// The data directory is locked by another process.
+    #[error("data directory {0} is in use by another process")]
+    Locked(PathBuf),
+    /// More series than a `SeriesId` can number.
+    #[error("series limit reached ({0})")]
+    TooManySeries(u32),
+}
+
+impl StorageError {
+    /// Wraps an I/O error with the operation and path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io { op, path: path.into(), source }
+    }
+
+    /// A corruption error.
+    pub fn corrupt(file: impl Into<PathBuf>, offset: u64, kind: CorruptionKind) -> Self {
+        StorageError::Corruption { file: file.into(), offset, kind }
+    }
+}

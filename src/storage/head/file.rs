@@ -1,0 +1,179 @@
+//! Head data files: the codec of `format/head.md`.
+//!
+//! A head file `head/<index:06>.pages` holds `pages_per_file` pages of 4096 bytes. Page 0 is the file header;
+//! pages 1.. hold 512 little-endian `f64` each and nothing else (descriptors live in the manifest).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use zerocopy::little_endian::U32;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::storage::error::{CorruptionKind, StorageError};
+use crate::storage::io::{create_zeroed, MappedRegion, OpenMode, Vfs};
+
+/// Bytes in a page.
+pub const PAGE_BYTES: usize = 4096;
+/// Values in a page.
+pub const PAGE_SLOTS: usize = 512;
+/// Magic number of a head file.
+pub const HEAD_MAGIC: [u8; 4] = *b"SLTH";
+/// Head file format version.
+pub const HEAD_VERSION: u32 = 1;
+
+/// The header at the start of page 0 of a head file.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct HeadFileHeader {
+    /// `SLTH`.
+    pub magic: [u8; 4],
+    /// Format version.
+    pub version: U32,
+    /// Index of this file (the number in its name).
+    pub index: U32,
+    /// Bytes per page: 4096.
+    pub page_bytes: U32,
+    /// Pages in the file, the header page included.
+    pub pages: U32,
+    /// Zero.
+    pub reserved: [u8; 8],
+    /// CRC32 of bytes 0..28.
+    pub crc: U32,
+}
+
+impl HeadFileHeader {
+    /// A header for file `index` of `pages` pages.
+    pub fn new(index: u32, pages: u32) -> Self {
+        let mut h = HeadFileHeader {
+            magic: HEAD_MAGIC,
+            version: U32::new(HEAD_VERSION),
+            index: U32::new(index),
+            page_bytes: U32::new(PAGE_BYTES as u32),
+            pages: U32::new(pages),
+            reserved: [0; 8],
+            crc: U32::new(0),
+        };
+        h.crc = U32::new(crc32fast::hash(&h.as_bytes()[..28]));
+        h
+    }
+}
+
+/// The file name of head file `index`.
+pub fn head_file_name(index: u32) -> String {
+    format!("{index:06}.pages")
+}
+
+/// Checks a head file header against what the manifest expects.
+pub fn check_header(path: &Path, bytes: &[u8], index: u32, pages: u32) -> Result<(), StorageError> {
+    let Ok((h, _)) = HeadFileHeader::read_from_prefix(bytes) else {
+        return Err(StorageError::corrupt(path, 0, CorruptionKind::OutOfBounds("head file header".into())));
+    };
+    if h.magic != HEAD_MAGIC {
+        return Err(StorageError::corrupt(path, 0, CorruptionKind::BadMagic));
+    }
+    let got = crc32fast::hash(&h.as_bytes()[..28]);
+    if got != h.crc.get() {
+        return Err(StorageError::corrupt(path, 0, CorruptionKind::ChecksumMismatch { expected: h.crc.get(), got }));
+    }
+    if h.version.get() != HEAD_VERSION {
+        return Err(StorageError::UnsupportedVersion {
+            file: path.to_owned(),
+            version: h.version.get(),
+            supported: HEAD_VERSION,
+        });
+    }
+    if h.index.get() != index || h.pages.get() != pages || h.page_bytes.get() != PAGE_BYTES as u32 {
+        return Err(StorageError::corrupt(
+            path,
+            8,
+            CorruptionKind::Invalid(format!(
+                "header says file {} of {} pages of {} bytes; expected file {index} of {pages} pages of {PAGE_BYTES}",
+                h.index.get(),
+                h.pages.get(),
+                h.page_bytes.get()
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// One mapped head file and the live lengths of its pages.
+pub struct HeadFile {
+    region: Arc<dyn MappedRegion>,
+    lens: Box<[AtomicU32]>,
+    path: PathBuf,
+}
+
+impl HeadFile {
+    /// Creates head file `index` with `pages` pages (zeroed, header written and synced) and maps it.
+    pub fn create(vfs: &dyn Vfs, dir: &Path, index: u32, pages: u32) -> Result<HeadFile, StorageError> {
+        let path = dir.join(head_file_name(index));
+        create_zeroed(vfs, &path, u64::from(pages) * PAGE_BYTES as u64)
+            .map_err(|e| StorageError::io("create", &path, e))?;
+        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| StorageError::io("open", &path, e))?;
+        file.write_all_at(HeadFileHeader::new(index, pages).as_bytes(), 0)
+            .map_err(|e| StorageError::io("write", &path, e))?;
+        file.sync_data().map_err(|e| StorageError::io("fsync", &path, e))?;
+        drop(file);
+        Self::map(vfs, &path, pages)
+    }
+
+    /// Opens and maps an existing head file after checking its header and size.
+    pub fn open(vfs: &dyn Vfs, dir: &Path, index: u32, pages: u32) -> Result<HeadFile, StorageError> {
+        let path = dir.join(head_file_name(index));
+        let file = vfs.open(&path, OpenMode::Read).map_err(|e| StorageError::io("open", &path, e))?;
+        let mut header = [0u8; 32];
+        file.read_exact_at(&mut header, 0).map_err(|e| StorageError::io("read", &path, e))?;
+        check_header(&path, &header, index, pages)?;
+        let len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
+        if len != u64::from(pages) * PAGE_BYTES as u64 {
+            return Err(StorageError::corrupt(
+                &path,
+                len,
+                CorruptionKind::OutOfBounds(format!("head file is {len} bytes, expected {pages} pages")),
+            ));
+        }
+        drop(file);
+        Self::map(vfs, &path, pages)
+    }
+
+    fn map(vfs: &dyn Vfs, path: &Path, pages: u32) -> Result<HeadFile, StorageError> {
+        let region = vfs.map(path).map_err(|e| StorageError::io("mmap", path, e))?;
+        let lens = (0..pages).map(|_| AtomicU32::new(0)).collect();
+        Ok(HeadFile { region, lens, path: path.to_owned() })
+    }
+
+    /// The 512 value words of page `page` (1-based within the file; page 0 is the header).
+    pub fn page(&self, page: u32) -> &[AtomicU64] {
+        let start = page as usize * PAGE_SLOTS;
+        &self.region.words()[start..start + PAGE_SLOTS]
+    }
+
+    /// The live length of page `page`.
+    pub fn len(&self, page: u32) -> &AtomicU32 {
+        &self.lens[page as usize]
+    }
+
+    /// msync.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.region.flush().map_err(|e| StorageError::io("msync", &self.path, e))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Stores a value in a slot (little-endian bits, so the file is the same on every host).
+#[inline]
+pub fn store(slot: &AtomicU64, v: f64) {
+    slot.store(v.to_bits().to_le(), Ordering::Relaxed);
+}
+
+/// Loads a value from a slot.
+#[inline]
+pub fn load(slot: &AtomicU64) -> f64 {
+    f64::from_bits(u64::from_le(slot.load(Ordering::Relaxed)))
+}

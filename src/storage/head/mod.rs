@@ -1,0 +1,417 @@
+//! The head: recent samples in mmapped 4 KiB pages of 512 `f64`. Spec of the files: `format/head.md`.
+//!
+//! **Grid.** A series' first write at `ts` fixes its grid origin `ts - F/2` (F = the metric's frequency).
+//! Slot `s` covers `[origin + s*F, origin + (s+1)*F)`; its nominal time is `origin + s*F + F/2`, so a timestamp
+//! snaps to the nearest multiple of F from the first write. Page `n` of a series holds slots `512n .. 512n+511`
+//! and starts at `origin + 512*n*F`. A series is a list of pages sorted by start (the on-disk chain links each
+//! page to the previous, older one); a page exists only where something was written, so a gap of more than a
+//! page costs nothing, and a timestamp past the newest page starts a new page. A full page is never copied.
+//!
+//! **Writes** (the single writer thread, [`HeadWriter`]): a slot written twice keeps the last value; writing
+//! slot `k` of a page whose length is `len <= k` fills slots `len..k` with NaN first and then publishes
+//! `len = k + 1`. Slots at or past `len` are undefined (they may hold bytes from before a crash or from an
+//! earlier owner of the page) and are never read. A write to a page below the series' floor (older than its
+//! oldest page, or freed) is not stored and is reported as too old.
+//!
+//! **Readers** run concurrently with the writer without locks on values: values are `AtomicU64` stores and
+//! loads (never torn); a page's length is published with `Release` after its values and loaded with `Acquire`.
+//! A reader takes a snapshot of a series' page list (an `Arc<[PageRef]>`) and holds the `reclaim` read lock
+//! while it reads, so no page it may touch is handed to another series meanwhile.
+//!
+//! **Free pages.** A freed page goes to `pending` and only becomes reusable once a checkpoint that records it
+//! as free is durable (else a crash could leave the manifest pointing at a page whose bytes were overwritten by
+//! its new owner), and only under the `reclaim` write lock. Files are reused through the free list before a
+//! new file is created.
+
+pub mod file;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::storage::error::{CorruptionKind, StorageError};
+use crate::storage::io::Vfs;
+use crate::storage::SeriesId;
+use file::{load, store, HeadFile, PAGE_BYTES, PAGE_SLOTS};
+
+/// Largest absolute timestamp accepted (2^50 s), so grid arithmetic never overflows.
+pub const MAX_ABS_TS: i64 = 1 << 50;
+/// Largest frequency accepted (one year in seconds).
+pub const MAX_FREQUENCY: i64 = 366 * 86_400;
+
+/// A page of a series: its global page number and the start time of its first slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRef {
+    /// Global page number: `file * pages_per_file + page_in_file`.
+    pub no: u32,
+    /// Start of the page's first slot.
+    pub start: i64,
+}
+
+/// The state of one series that readers share.
+pub struct SharedSeries {
+    frequency: i64,
+    pages: RwLock<Arc<[PageRef]>>,
+}
+
+/// The readable side of the head.
+pub struct Head {
+    pages_per_file: u32,
+    files: RwLock<Vec<Arc<HeadFile>>>,
+    series: RwLock<Vec<Arc<SharedSeries>>>,
+    reclaim: RwLock<()>,
+}
+
+/// The values of one series over a range, as [`Head::read`] returns them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadRead {
+    /// Nominal time of the first value.
+    pub from: i64,
+    /// Nominal time one step past the last value.
+    pub to: i64,
+    /// Seconds between values.
+    pub frequency: i64,
+    /// Values; NaN where nothing was written.
+    pub values: Vec<f64>,
+}
+
+/// Per-series state as a checkpoint records it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SeriesState {
+    /// Grid origin, once the series was first written.
+    pub origin: Option<i64>,
+    /// Lowest page number (on the series' grid) that may still be written.
+    pub floor: i64,
+    /// Pages sorted by start, with their lengths.
+    pub pages: Vec<(PageRef, u16)>,
+}
+
+/// The head's part of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HeadState {
+    /// Pages per head file, the header page included.
+    pub pages_per_file: u32,
+    /// Number of head files.
+    pub files: u32,
+    /// The next never-used page number.
+    pub hwm: u32,
+    /// Free pages.
+    pub free: Vec<u32>,
+    /// Per series, indexed by `SeriesId`.
+    pub series: Vec<SeriesState>,
+}
+
+/// Outcome of writing one sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored.
+    Stored,
+    /// Older than the series' oldest page (or freed range): not stored.
+    TooOld,
+    /// Timestamp outside ±2^50 s: not stored.
+    OutOfRange,
+}
+
+struct WriterSeries {
+    shared: Arc<SharedSeries>,
+    frequency: i64,
+    origin: Option<i64>,
+    floor: i64,
+    pages: Vec<PageRef>,
+}
+
+/// The writing side of the head, owned by the engine's writer thread.
+pub struct HeadWriter {
+    head: Arc<Head>,
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    files: Vec<Arc<HeadFile>>,
+    series: Vec<WriterSeries>,
+    free: Vec<u32>,
+    pending: Vec<u32>,
+    hwm: u32,
+}
+
+impl Head {
+    fn file_of(&self, no: u32) -> Option<(Arc<HeadFile>, u32)> {
+        let files = self.files.read();
+        let f = files.get((no / self.pages_per_file) as usize)?;
+        Some((f.clone(), no % self.pages_per_file))
+    }
+
+    /// The page list of a series (oldest first) and its frequency, or `None` for an unknown id.
+    pub fn pages(&self, id: SeriesId) -> Option<(Arc<[PageRef]>, i64)> {
+        let s = self.series.read().get(id.0 as usize)?.clone();
+        let pages = s.pages.read().clone();
+        Some((pages, s.frequency))
+    }
+
+    /// Reads the values of series `id` whose nominal times lie in `[from, to)`, clamped to what the series
+    /// holds. `None` when the series has no data in the range.
+    pub fn read(&self, id: SeriesId, from: i64, to: i64) -> Option<HeadRead> {
+        let _gate = self.reclaim.read();
+        let (pages, f) = self.pages(id)?;
+        let first = pages.first()?;
+        let last = pages.last()?;
+        let (_, last_file_page) = self.file_of(last.no)?;
+        let last_len = self.file_of(last.no)?.0.len(last_file_page).load(Ordering::Acquire) as i64;
+        // Slot numbers relative to the first page's start; nominal time of slot s = first.start + s*F + F/2.
+        let base = first.start;
+        let data_end = (last.start - base) / f + last_len; // one past the last defined slot
+        let slot_of = |t: i64| (t - base - f / 2).div_euclid(f);
+        let lo = slot_of(from.max(base + f / 2)).max(0);
+        // First slot whose nominal time is >= to, i.e. ceil((to - base - f/2) / f).
+        let hi = (to - base - f / 2 + f - 1).div_euclid(f).min(data_end);
+        if hi <= lo {
+            return None;
+        }
+        let mut values = vec![f64::NAN; (hi - lo) as usize];
+        for p in pages.iter() {
+            let p_lo = (p.start - base) / f;
+            let p_hi = p_lo + PAGE_SLOTS as i64;
+            if p_hi <= lo || p_lo >= hi {
+                continue;
+            }
+            let (file, page) = self.file_of(p.no)?;
+            let len = i64::from(file.len(page).load(Ordering::Acquire));
+            let words = file.page(page);
+            let a = lo.max(p_lo);
+            let b = hi.min(p_lo + len);
+            for s in a..b {
+                values[(s - lo) as usize] = load(&words[(s - p_lo) as usize]);
+            }
+        }
+        Some(HeadRead { from: base + lo * f + f / 2, to: base + hi * f + f / 2, frequency: f, values })
+    }
+
+    /// Bytes of head files mapped.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.files.read().len() as u64 * u64::from(self.pages_per_file) * PAGE_BYTES as u64
+    }
+
+    /// Number of series known to the head.
+    pub fn series_count(&self) -> usize {
+        self.series.read().len()
+    }
+
+    /// msync every head file.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let files = self.files.read().clone();
+        for f in files {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl HeadWriter {
+    /// Opens the head in `dir` as a checkpoint left it (`state`), or empty for a new database.
+    pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, state: &HeadState, frequencies: &[i64]) -> Result<Self, StorageError> {
+        vfs.create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
+        let ppf = state.pages_per_file;
+        let mut files = Vec::new();
+        for i in 0..state.files {
+            files.push(Arc::new(HeadFile::open(&*vfs, dir, i, ppf)?));
+        }
+        // Files created after the checkpoint are not referenced by it: remove them so they are recreated clean.
+        for name in vfs.list_dir(dir).map_err(|e| StorageError::io("list", dir, e))? {
+            let stale = name
+                .strip_suffix(".pages")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|i| i >= state.files);
+            if stale || name.ends_with(".tmp") {
+                let p = dir.join(&name);
+                vfs.remove_file(&p).map_err(|e| StorageError::io("remove", &p, e))?;
+            }
+        }
+        let head = Arc::new(Head {
+            pages_per_file: ppf,
+            files: RwLock::new(files.clone()),
+            series: RwLock::new(Vec::new()),
+            reclaim: RwLock::new(()),
+        });
+        let mut w = HeadWriter {
+            head,
+            vfs,
+            dir: dir.to_owned(),
+            files,
+            series: Vec::new(),
+            free: state.free.clone(),
+            pending: Vec::new(),
+            hwm: state.hwm,
+        };
+        let capacity = state.files * ppf;
+        let bad = |msg: String| StorageError::corrupt(dir, 0, CorruptionKind::Invalid(msg));
+        if state.hwm > capacity || state.free.iter().any(|&p| p >= state.hwm || p % ppf == 0) {
+            return Err(bad(format!("page numbers past the {capacity} pages of the head files")));
+        }
+        if state.series.len() > frequencies.len() {
+            return Err(bad("more series states than series".into()));
+        }
+        for (i, &f) in frequencies.iter().enumerate() {
+            w.add_series(f);
+            let Some(st) = state.series.get(i) else { continue };
+            let s = &mut w.series[i];
+            s.origin = st.origin;
+            s.floor = st.floor;
+            for &(p, len) in &st.pages {
+                if p.no >= state.hwm || p.no % ppf == 0 || len as usize > PAGE_SLOTS {
+                    return Err(bad(format!("series {i}: page {} of length {len} is out of bounds", p.no)));
+                }
+                let file = &w.files[(p.no / ppf) as usize];
+                file.len(p.no % ppf).store(u32::from(len), Ordering::Release);
+                s.pages.push(p);
+            }
+            s.shared.pages.write().clone_from(&Arc::from(s.pages.as_slice()));
+        }
+        Ok(w)
+    }
+
+    /// The shared, readable head.
+    pub fn head(&self) -> &Arc<Head> {
+        &self.head
+    }
+
+    /// Registers the next series id with its frequency.
+    pub fn add_series(&mut self, frequency: i64) -> SeriesId {
+        let shared = Arc::new(SharedSeries { frequency, pages: RwLock::new(Arc::from(Vec::new())) });
+        self.head.series.write().push(shared.clone());
+        self.series.push(WriterSeries { shared, frequency, origin: None, floor: 0, pages: Vec::new() });
+        SeriesId((self.series.len() - 1) as u32)
+    }
+
+    fn alloc_page(&mut self) -> Result<u32, StorageError> {
+        if let Some(p) = self.free.pop() {
+            return Ok(p);
+        }
+        let ppf = self.head.pages_per_file;
+        if self.hwm % ppf == 0 {
+            self.hwm += 1; // page 0 of every file is its header
+        }
+        if self.hwm >= self.files.len() as u32 * ppf {
+            let index = self.files.len() as u32;
+            let f = Arc::new(HeadFile::create(&*self.vfs, &self.dir, index, ppf)?);
+            self.files.push(f.clone());
+            self.head.files.write().push(f);
+            if self.hwm % ppf == 0 {
+                self.hwm += 1;
+            }
+        }
+        let p = self.hwm;
+        self.hwm += 1;
+        Ok(p)
+    }
+
+    /// Writes one sample. The series id must have been added.
+    pub fn apply(&mut self, id: SeriesId, ts: i64, value: f64) -> Result<Applied, StorageError> {
+        if !(-MAX_ABS_TS..=MAX_ABS_TS).contains(&ts) {
+            return Ok(Applied::OutOfRange);
+        }
+        let Some(s) = self.series.get_mut(id.0 as usize) else {
+            return Err(StorageError::corrupt(&self.dir, 0, CorruptionKind::Invalid(format!("unknown series {}", id.0))));
+        };
+        let f = s.frequency;
+        let origin = *s.origin.get_or_insert(ts - f / 2);
+        if ts < origin {
+            return Ok(Applied::TooOld);
+        }
+        let slot = (ts - origin) / f;
+        let n = slot / PAGE_SLOTS as i64;
+        if n < s.floor {
+            return Ok(Applied::TooOld);
+        }
+        let i = (slot % PAGE_SLOTS as i64) as usize;
+        let start = origin + n * PAGE_SLOTS as i64 * f;
+        let pos = match s.pages.last() {
+            Some(last) if last.start == start => Ok(s.pages.len() - 1),
+            _ => s.pages.binary_search_by_key(&start, |p| p.start),
+        };
+        let no = match pos {
+            Ok(k) => s.pages[k].no,
+            Err(k) => {
+                let no = self.alloc_page()?;
+                let s = &mut self.series[id.0 as usize];
+                s.pages.insert(k, PageRef { no, start });
+                let ppf = self.head.pages_per_file;
+                self.files[(no / ppf) as usize].len(no % ppf).store(0, Ordering::Release);
+                *s.shared.pages.write() = Arc::from(s.pages.as_slice());
+                no
+            }
+        };
+        let ppf = self.head.pages_per_file;
+        let file = &self.files[(no / ppf) as usize];
+        let page = no % ppf;
+        let words = file.page(page);
+        let len_cell = file.len(page);
+        let len = len_cell.load(Ordering::Relaxed) as usize;
+        store(&words[i], value);
+        if i >= len {
+            for w in &words[len..i] {
+                store(w, f64::NAN);
+            }
+            len_cell.store(i as u32 + 1, Ordering::Release);
+        }
+        Ok(Applied::Stored)
+    }
+
+    /// Frees the pages of series `id` whose every slot lies before `before`; returns how many. Writes older
+    /// than the freed range are refused from then on.
+    pub fn free_before(&mut self, id: SeriesId, before: i64) -> usize {
+        let Some(s) = self.series.get_mut(id.0 as usize) else { return 0 };
+        let span = PAGE_SLOTS as i64 * s.frequency;
+        let keep = s.pages.iter().position(|p| p.start.saturating_add(span) > before).unwrap_or(s.pages.len());
+        if keep == 0 {
+            return 0;
+        }
+        let freed: Vec<PageRef> = s.pages.drain(..keep).collect();
+        if let (Some(origin), Some(last)) = (s.origin, freed.last()) {
+            s.floor = s.floor.max((last.start - origin) / span + 1);
+        }
+        *s.shared.pages.write() = Arc::from(s.pages.as_slice());
+        self.pending.extend(freed.iter().map(|p| p.no));
+        freed.len()
+    }
+
+    /// What a checkpoint records. Pages pending reuse are recorded as free.
+    pub fn state(&self) -> HeadState {
+        let ppf = self.head.pages_per_file;
+        let series = self
+            .series
+            .iter()
+            .map(|s| SeriesState {
+                origin: s.origin,
+                floor: s.floor,
+                pages: s
+                    .pages
+                    .iter()
+                    .map(|p| (*p, self.files[(p.no / ppf) as usize].len(p.no % ppf).load(Ordering::Relaxed) as u16))
+                    .collect(),
+            })
+            .collect();
+        let mut free = self.free.clone();
+        free.extend_from_slice(&self.pending);
+        HeadState { pages_per_file: ppf, files: self.files.len() as u32, hwm: self.hwm, free, series }
+    }
+
+    /// Number of pages freed but not yet reusable.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Makes the first `n` pending pages reusable: a checkpoint recording them as free is durable.
+    pub fn release_pending(&mut self, n: usize) {
+        let _gate = self.head.reclaim.write();
+        let n = n.min(self.pending.len());
+        self.free.extend(self.pending.drain(..n));
+    }
+
+    /// Pages in use by series.
+    pub fn used_pages(&self) -> usize {
+        self.series.iter().map(|s| s.pages.len()).sum()
+    }
+}
+
+/// Default pages per head file (16 MiB files).
+pub const DEFAULT_PAGES_PER_FILE: u32 = 4096;

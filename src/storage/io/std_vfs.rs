@@ -1,0 +1,134 @@
+//! The real file system, with `memmap2` for maps and `File::lock` for the directory lock.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use super::{DirLock, MappedRegion, OpenMode, VFile, Vfs};
+
+/// The operating system's file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdVfs;
+
+struct StdFile(File);
+
+impl VFile for StdFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+struct StdRegion {
+    map: memmap2::MmapRaw,
+    words: usize,
+}
+
+impl MappedRegion for StdRegion {
+    #[allow(unsafe_code)]
+    fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `map` is a shared read-write mapping of `words * 8` bytes that lives as long as `self`,
+        // and the returned slice borrows `self`, so it cannot outlive the mapping. Mappings start on a page
+        // boundary, so the pointer is aligned for `AtomicU64`. The file is never truncated while mapped and the
+        // data directory is locked exclusively, so the memory stays valid and no other process of ours writes
+        // it. All access from this process goes through `AtomicU64`, which permits shared mutation, so
+        // concurrent loads and stores are not data races.
+        unsafe { std::slice::from_raw_parts(self.map.as_mut_ptr().cast::<AtomicU64>(), self.words) }
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.map.flush()
+    }
+}
+
+struct StdLock(#[allow(dead_code)] File);
+impl DirLock for StdLock {}
+
+impl Vfs for StdVfs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn VFile>> {
+        let mut opts = OpenOptions::new();
+        match mode {
+            OpenMode::Read => opts.read(true),
+            OpenMode::ReadWrite => opts.read(true).write(true),
+            OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
+        };
+        Ok(Box::new(StdFile(opts.open(path)?)))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn map(&self, path: &Path) -> io::Result<Arc<dyn MappedRegion>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        if len == 0 || len % 4096 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot map {}: length {len} is not a non-zero multiple of 4096", path.display()),
+            ));
+        }
+        let words = usize::try_from(len / 8)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
+        let map = memmap2::MmapOptions::new().map_raw(&file)?;
+        Ok(Arc::new(StdRegion { map, words }))
+    }
+
+    fn lock_dir(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.join("LOCK"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(StdLock(file))),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another process", path.display()),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
