@@ -143,6 +143,12 @@ pub struct Db {
     engine: Engine,
 }
 
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.engine.dir()).finish_non_exhaustive()
+    }
+}
+
 impl Db {
     /// Opens the database in `path`, creating it if needed and recovering what a crash left.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Db, Error> {
