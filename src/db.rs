@@ -138,6 +138,19 @@ pub struct ReadResult {
     pub values: Vec<f64>,
 }
 
+/// Statistics over a range, as cc-metric-store's `stats`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stats {
+    /// Non-NaN values.
+    pub samples: u64,
+    /// Their average.
+    pub avg: f64,
+    /// Their minimum.
+    pub min: f64,
+    /// Their maximum.
+    pub max: f64,
+}
+
 /// An open database. `Send + Sync`: share it between threads with an `Arc`.
 pub struct Db {
     engine: Engine,
@@ -247,6 +260,30 @@ impl Db {
             Some(r) => ReadResult { from: r.from, to: r.to, frequency: r.frequency, values: r.values },
             None => empty,
         })
+    }
+
+    /// Samples, average, minimum and maximum of the non-NaN values of `metric` at `key` with nominal times
+    /// in `[from, to)`. `samples == 0` means there were none (and avg/min/max are NaN).
+    pub fn stats(&self, key: &impl Key, metric: &str, from: i64, to: i64) -> Result<Stats, Error> {
+        let (m, _) = self.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
+        if from > to {
+            return Err(Error::InvalidArgument(format!("from {from} is after to {to}")));
+        }
+        let none = Stats { samples: 0, avg: f64::NAN, min: f64::NAN, max: f64::NAN };
+        let Some(id) = self.engine.lookup_series(m, &key.path().to_bytes()) else { return Ok(none) };
+        Ok(Self::stats_of(self.engine.head().stats(id, from, to)))
+    }
+
+    /// [`Db::stats`] for an interned series id.
+    pub fn stats_by_id(&self, id: SeriesId, from: i64, to: i64) -> Stats {
+        Self::stats_of(self.engine.head().stats(id, from, to))
+    }
+
+    fn stats_of(h: crate::storage::head::HeadStats) -> Stats {
+        if h.samples == 0 {
+            return Stats { samples: 0, avg: f64::NAN, min: f64::NAN, max: f64::NAN };
+        }
+        Stats { samples: h.samples, avg: h.sum / h.samples as f64, min: h.min, max: h.max }
     }
 
     /// Frees the pages of `metric` at `key` whose every slot lies before `before`; returns how many pages.

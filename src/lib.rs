@@ -25,7 +25,7 @@ pub mod error;
 pub mod keys;
 pub mod storage;
 
-pub use db::{Batch, Db, Options, ReadResult, WriteAck, WriteOutcome};
+pub use db::{Batch, Db, Options, ReadResult, Stats, WriteAck, WriteOutcome};
 pub use storage::Lsn;
 pub use error::Error;
 pub use keys::{HostKey, JobKey, Key, KeyError, ServiceKey};

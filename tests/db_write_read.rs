@@ -282,3 +282,25 @@ fn the_real_file_system_round_trips() {
     assert_eq!(r.values.len(), 3000);
     assert!(r.values.iter().enumerate().all(|(i, v)| *v == i as f64));
 }
+
+#[test]
+fn stats_skip_nan_and_respect_the_range() {
+    let vfs = SimVfs::new();
+    let db = open(&vfs);
+    write(&db, &[(T, 1.0), (T + 10, f64::NAN), (T + 20, 3.0), (T + 40, 8.0)]);
+    let s = db.stats(&key(), "load", T, T + 30).expect("stats");
+    assert_eq!((s.samples, s.avg, s.min, s.max), (2, 2.0, 1.0, 3.0));
+    let s = db.stats(&key(), "load", T + 10, T + 100).expect("stats");
+    assert_eq!((s.samples, s.min, s.max), (2, 3.0, 8.0));
+    let s = db.stats(&key(), "load", T + 100, T + 200).expect("stats");
+    assert_eq!(s.samples, 0);
+    assert!(s.avg.is_nan());
+    // Across a page boundary.
+    let mut b = Batch::new();
+    for i in 0..1500 {
+        b.push(&key(), "load", T + i * 10, 1.0);
+    }
+    db.write(&b).expect("write");
+    let s = db.stats(&key(), "load", T + 5000, T + 10_000).expect("stats");
+    assert_eq!(s.samples, 500);
+}

@@ -77,6 +77,19 @@ pub struct HeadRead {
     pub values: Vec<f64>,
 }
 
+/// Count, sum, minimum and maximum over the non-NaN values of a range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadStats {
+    /// Non-NaN values seen.
+    pub samples: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// Their minimum (+inf if none).
+    pub min: f64,
+    /// Their maximum (-inf if none).
+    pub max: f64,
+}
+
 /// Per-series state as a checkpoint records it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SeriesState {
@@ -155,8 +168,8 @@ impl Head {
         let (pages, f) = self.pages(id)?;
         let first = pages.first()?;
         let last = pages.last()?;
-        let (_, last_file_page) = self.file_of(last.no)?;
-        let last_len = self.file_of(last.no)?.0.len(last_file_page).load(Ordering::Acquire) as i64;
+        let (last_file, last_page) = self.file_of(last.no)?;
+        let last_len = i64::from(last_file.len(last_page).load(Ordering::Acquire));
         // Slot numbers relative to the first page's start; nominal time of slot s = first.start + s*F + F/2.
         let base = first.start;
         let data_end = (last.start - base) / f + last_len; // one past the last defined slot
@@ -184,6 +197,35 @@ impl Head {
             }
         }
         Some(HeadRead { from: base + lo * f + f / 2, to: base + hi * f + f / 2, frequency: f, values })
+    }
+
+    /// Count, sum, minimum and maximum of the non-NaN values of series `id` whose nominal times lie in
+    /// `[from, to)`. Scans the pages without copying them.
+    pub fn stats(&self, id: SeriesId, from: i64, to: i64) -> HeadStats {
+        let mut st = HeadStats { samples: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
+        let _gate = self.reclaim.read();
+        let Some((pages, f)) = self.pages(id) else { return st };
+        for p in pages.iter() {
+            // Slot k of this page has nominal time p.start + k*F + F/2.
+            let lo = (from - p.start - f / 2 + f - 1).div_euclid(f).max(0);
+            let hi = (to - p.start - f / 2 + f - 1).div_euclid(f).min(PAGE_SLOTS as i64);
+            if hi <= lo {
+                continue;
+            }
+            let Some((file, page)) = self.file_of(p.no) else { continue };
+            let len = i64::from(file.len(page).load(Ordering::Acquire));
+            let words = file.page(page);
+            for w in &words[lo as usize..hi.min(len).max(lo) as usize] {
+                let v = load(w);
+                if !v.is_nan() {
+                    st.samples += 1;
+                    st.sum += v;
+                    st.min = st.min.min(v);
+                    st.max = st.max.max(v);
+                }
+            }
+        }
+        st
     }
 
     /// Bytes of head files mapped.
