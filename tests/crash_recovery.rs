@@ -9,6 +9,7 @@
 //! (its outcome is unknown to the caller) may have happened or not, sample by sample.
 //!
 //! The case count comes from `PROPTEST_CASES`.
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

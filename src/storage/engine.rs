@@ -127,6 +127,9 @@ struct Catalog {
     series_ids: HashMap<(u32, Vec<u8>), SeriesId>,
 }
 
+/// Largest canonical path a series may have (it must fit a `u16` length and any WAL record).
+pub const MAX_PATH_BYTES: usize = 4096;
+
 type Reply<T> = Sender<Result<T, StorageError>>;
 
 enum Cmd {
@@ -254,6 +257,25 @@ impl Engine {
             wal_seq: 1,
             ..Manifest::default()
         });
+        if !vfs.exists(&dir.join(crate::storage::manifest::MANIFEST_NAME)) {
+            // Without a manifest the WAL must still start at its first segment (nothing was ever checkpointed);
+            // otherwise the manifest was lost, and opening would discard data: refuse before touching anything.
+            let wal_dir = dir.join("wal");
+            if vfs.exists(&wal_dir) {
+                if let Some((seq, path)) = crate::storage::wal::list_segments(&*vfs, &wal_dir)?.first() {
+                    if *seq != 1 {
+                        return Err(StorageError::corrupt(
+                            path,
+                            0,
+                            CorruptionKind::Invalid(format!(
+                                "MANIFEST is missing but the WAL starts at segment {seq}: the checkpoint that covers \
+                                 the earlier records is lost"
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
         let frequencies: Vec<i64> =
             manifest.series.iter().map(|s| manifest.metrics[s.metric as usize].config.frequency).collect();
         let mut head = HeadWriter::open(vfs.clone(), &dir.join("head"), &manifest.head, &frequencies)?;
@@ -261,9 +283,10 @@ impl Engine {
         let mut series = manifest.series.clone();
         let wal_dir = dir.join("wal");
         let (mut wal, replay) =
-            Wal::open(vfs.clone(), &wal_dir, options.segment_size, manifest.checkpoint_lsn, |lsn, kind, bytes| {
+            Wal::open(vfs.clone(), &wal_dir, options.segment_size, manifest.checkpoint_lsn, manifest.wal_seq, |lsn, kind, bytes| {
                 apply_payload(lsn, kind, bytes, &mut head, &mut metrics, &mut series, &wal_dir)
             })?;
+        // Segments below the manifest's first needed one are left over from a crash during a checkpoint.
         wal.remove_below(manifest.wal_seq)?;
 
         let mut catalog = Catalog::default();
@@ -355,6 +378,13 @@ impl Engine {
                 CorruptionKind::Invalid(format!("frequency {} outside 1..={MAX_FREQUENCY}", config.frequency)),
             ));
         }
+        if name.is_empty() || name.len() > u8::MAX as usize {
+            return Err(StorageError::corrupt(
+                name,
+                0,
+                CorruptionKind::Invalid(format!("metric name of {} bytes (1..=255)", name.len())),
+            ));
+        }
         let reply_rx;
         {
             let mut cat = self.shared.catalog.write();
@@ -432,6 +462,13 @@ impl Engine {
                 out[i] = id;
                 continue;
             }
+            if p.is_empty() || p.len() > MAX_PATH_BYTES {
+                return Err(StorageError::corrupt(
+                    &self.dir,
+                    0,
+                    CorruptionKind::Invalid(format!("series path of {} bytes (1..={MAX_PATH_BYTES})", p.len())),
+                ));
+            }
             if (m as usize) >= cat.metrics.len() {
                 return Err(StorageError::corrupt(&self.dir, 0, CorruptionKind::Invalid(format!("metric id {m}"))));
             }
@@ -485,8 +522,7 @@ impl Engine {
     pub fn write(&self, samples: Vec<Sample>, unknown_metric: u64) -> Result<WriteAck, StorageError> {
         self.check_failed()?;
         if samples.is_empty() {
-            let mut outcome = WriteOutcome { unknown_metric, ..WriteOutcome::default() };
-            outcome.unknown_metric = unknown_metric;
+            let outcome = WriteOutcome { unknown_metric, ..WriteOutcome::default() };
             self.shared.stats.samples_unknown_metric.fetch_add(unknown_metric, Ordering::Relaxed);
             return Ok(WriteAck { lsn: Lsn(0), durability: self.shared.durability, outcome });
         }
@@ -504,10 +540,17 @@ impl Engine {
     /// Frees, per series, the pages whose every slot lies before the time. Returns the pages freed.
     pub fn free(&self, items: Vec<(SeriesId, i64)>) -> Result<u64, StorageError> {
         self.check_failed()?;
-        let mut bytes = Vec::new();
-        payload::encode_free(&mut bytes, &items);
+        let per_record = ((self.shared.max_payload - 4) / 12).max(1);
+        let records = items
+            .chunks(per_record)
+            .map(|chunk| {
+                let mut bytes = Vec::new();
+                payload::encode_free(&mut bytes, chunk);
+                (payload::Kind::Free as u8, bytes)
+            })
+            .collect();
         let ack = self.call(|reply| Cmd::Write {
-            records: vec![(payload::Kind::Free as u8, bytes)],
+            records,
             op: Op::Free(items),
             unknown: 0,
             reply: Some(reply),
@@ -660,8 +703,11 @@ impl Writer {
                 self.fail(e);
             }
         }
-        // 2. Apply and answer, in order.
+        // 2. Apply and answer the writes, in order. Checkpoints and shutdown wait until every write of the
+        //    group is applied: the checkpoint LSN covers every record logged so far, so all of them must be
+        //    in the head when it is taken.
         let mut shutdown = false;
+        let mut deferred = Vec::new();
         for (cmd, lsn) in group.drain(..).zip(lsns) {
             match cmd {
                 Cmd::Write { op, unknown, reply, .. } => {
@@ -678,11 +724,20 @@ impl Writer {
                         let _ = reply.send(r);
                     }
                 }
+                other => deferred.push(other),
+            }
+        }
+        for cmd in deferred {
+            match cmd {
                 Cmd::Checkpoint { reply } => {
-                    let r = match &log_err {
-                        Some(e) => Err(StorageError::PreviousIo(e.to_string())),
+                    let failed = self.shared.failed.lock().clone();
+                    let r = match failed {
+                        Some(e) => Err(StorageError::PreviousIo(e)),
                         None => self.checkpoint(),
                     };
+                    if let Err(e) = &r {
+                        self.fail(e);
+                    }
                     let _ = reply.send(r);
                 }
                 Cmd::Shutdown { reply } => {
@@ -690,6 +745,7 @@ impl Writer {
                     let _ = reply.send(r);
                     shutdown = true;
                 }
+                Cmd::Write { .. } => {}
             }
         }
         shutdown

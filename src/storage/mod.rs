@@ -2,6 +2,7 @@
 //!
 //! This layer knows series only by [`SeriesId`] and never names a client (server, stream engine, jobs).
 
+pub mod check;
 pub mod engine;
 pub mod error;
 pub mod head;

@@ -41,6 +41,12 @@ pub const MAX_ABS_TS: i64 = 1 << 50;
 /// Largest frequency accepted (one year in seconds).
 pub const MAX_FREQUENCY: i64 = 366 * 86_400;
 
+/// Clamps a query range to where data can be (well inside ±2^52 s), so slot arithmetic never overflows.
+fn clamp_range(from: i64, to: i64) -> (i64, i64) {
+    const LIMIT: i64 = 4 * MAX_ABS_TS;
+    (from.clamp(-LIMIT, LIMIT), to.clamp(-LIMIT, LIMIT))
+}
+
 /// A page of a series: its global page number and the start time of its first slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageRef {
@@ -164,6 +170,7 @@ impl Head {
     /// Reads the values of series `id` whose nominal times lie in `[from, to)`, clamped to what the series
     /// holds. `None` when the series has no data in the range.
     pub fn read(&self, id: SeriesId, from: i64, to: i64) -> Option<HeadRead> {
+        let (from, to) = clamp_range(from, to);
         let _gate = self.reclaim.read();
         let (pages, f) = self.pages(id)?;
         let first = pages.first()?;
@@ -202,6 +209,7 @@ impl Head {
     /// Count, sum, minimum and maximum of the non-NaN values of series `id` whose nominal times lie in
     /// `[from, to)`. Scans the pages without copying them.
     pub fn stats(&self, id: SeriesId, from: i64, to: i64) -> HeadStats {
+        let (from, to) = clamp_range(from, to);
         let mut st = HeadStats { samples: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
         let _gate = self.reclaim.read();
         let Some((pages, f)) = self.pages(id) else { return st };
@@ -258,15 +266,21 @@ impl HeadWriter {
             files.push(Arc::new(HeadFile::open(&*vfs, dir, i, ppf)?));
         }
         // Files created after the checkpoint are not referenced by it: remove them so they are recreated clean.
+        let mut removed = false;
         for name in vfs.list_dir(dir).map_err(|e| StorageError::io("list", dir, e))? {
             let stale = name
                 .strip_suffix(".pages")
+                .filter(|n| n.len() >= 6 && n.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|n| n.parse::<u32>().ok())
                 .is_some_and(|i| i >= state.files);
             if stale || name.ends_with(".tmp") {
                 let p = dir.join(&name);
                 vfs.remove_file(&p).map_err(|e| StorageError::io("remove", &p, e))?;
+                removed = true;
             }
+        }
+        if removed {
+            vfs.sync_dir(dir).map_err(|e| StorageError::io("fsync dir", dir, e))?;
         }
         let head = Arc::new(Head {
             pages_per_file: ppf,
@@ -284,7 +298,7 @@ impl HeadWriter {
             pending: Vec::new(),
             hwm: state.hwm,
         };
-        let capacity = state.files * ppf;
+        let capacity = state.files.checked_mul(ppf).unwrap_or(u32::MAX);
         let bad = |msg: String| StorageError::corrupt(dir, 0, CorruptionKind::Invalid(msg));
         if state.hwm > capacity || state.free.iter().any(|&p| p >= state.hwm || p % ppf == 0) {
             return Err(bad(format!("page numbers past the {capacity} pages of the head files")));
@@ -329,7 +343,7 @@ impl HeadWriter {
             return Ok(p);
         }
         let ppf = self.head.pages_per_file;
-        if self.hwm % ppf == 0 {
+        if self.hwm.is_multiple_of(ppf) {
             self.hwm += 1; // page 0 of every file is its header
         }
         if self.hwm >= self.files.len() as u32 * ppf {
@@ -337,7 +351,7 @@ impl HeadWriter {
             let f = Arc::new(HeadFile::create(&*self.vfs, &self.dir, index, ppf)?);
             self.files.push(f.clone());
             self.head.files.write().push(f);
-            if self.hwm % ppf == 0 {
+            if self.hwm.is_multiple_of(ppf) {
                 self.hwm += 1;
             }
         }

@@ -39,7 +39,7 @@ struct StdRegion {
 }
 
 impl MappedRegion for StdRegion {
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "viewing a shared mapping as atomic words is the one way to read it")]
     fn words(&self) -> &[AtomicU64] {
         // SAFETY: `map` is a shared read-write mapping of `words * 8` bytes that lives as long as `self`,
         // and the returned slice borrows `self`, so it cannot outlive the mapping. Mappings start on a page

@@ -61,8 +61,9 @@ pub fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, PathBuf)>, S
 }
 
 impl Wal {
-    /// Opens the log in `dir` (created if missing), replays every record with an LSN above `after` through
-    /// `apply` in order, repairs a torn tail, and returns the log ready to append at the next LSN.
+    /// Opens the log in `dir` (created if missing), replays every record with an LSN above `after` from the
+    /// segments numbered `min_seq` and up through `apply` in order, repairs a torn tail, and returns the log
+    /// ready to append at the next LSN (in a new segment `min_seq` if none is left).
     ///
     /// `apply` gets `(lsn, kind, payload)`; an error from it stops replay and is returned.
     pub fn open(
@@ -70,10 +71,12 @@ impl Wal {
         dir: &Path,
         segment_size: u64,
         after: Lsn,
+        min_seq: u64,
         mut apply: impl FnMut(Lsn, u8, &[u8]) -> Result<(), StorageError>,
     ) -> Result<(Wal, ReplayReport), StorageError> {
         vfs.create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
-        let mut segs = list_segments(&*vfs, dir)?;
+        // Segments below `min_seq` are covered by the checkpoint: not read (the caller removes them).
+        let mut segs: Vec<_> = list_segments(&*vfs, dir)?.into_iter().filter(|(s, _)| *s >= min_seq).collect();
         let mut report = ReplayReport { last_lsn: after.0, ..ReplayReport::default() };
         let mut resume: Option<(u64, PathBuf, u64, bool)> = None;
 
@@ -150,7 +153,7 @@ impl Wal {
         let next_lsn = report.last_lsn + 1;
         let current = match resume {
             Some((seq, path, off, zero)) => SegmentWriter::reopen(&*vfs, &path, seq, off, zero)?,
-            None => SegmentWriter::create(&*vfs, dir, 1, next_lsn, segment_size)?,
+            None => SegmentWriter::create(&*vfs, dir, min_seq.max(1), next_lsn, segment_size)?,
         };
         let wal = Wal { vfs, dir: dir.to_owned(), segment_size, current, pending: Vec::new(), next_lsn, unsynced: false };
         Ok((wal, report))
@@ -224,6 +227,7 @@ impl Wal {
     /// Removes every segment numbered below `seq` (their records are covered by a durable checkpoint).
     pub fn remove_below(&mut self, seq: u64) -> Result<usize, StorageError> {
         let mut n = 0;
+        let seq = seq.min(self.current.seq());
         for (s, path) in list_segments(&*self.vfs, &self.dir)? {
             if s < seq {
                 self.vfs.remove_file(&path).map_err(|e| StorageError::io("remove", &path, e))?;

@@ -1,0 +1,142 @@
+//! Regressions found in review of the first engine cut.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use silt::storage::io::sim::SimVfs;
+use silt::storage::io::Vfs;
+use silt::{Aggregation, Batch, Db, Durability, Error, JobKey, MetricConfig, Options};
+
+const T: i64 = 1_700_000_000;
+
+fn opts(vfs: &SimVfs) -> Options {
+    Options {
+        vfs: Arc::new(vfs.clone()),
+        durability: Durability::Sync,
+        segment_size: 64 << 10,
+        pages_per_file: 8,
+        checkpoint_interval: None,
+    }
+}
+
+fn open(vfs: &SimVfs) -> Db {
+    let db = Db::open("/db", opts(vfs)).expect("open");
+    db.declare_metric("m", MetricConfig { frequency: 10, aggregation: Aggregation::Sum }).expect("declare");
+    db
+}
+
+/// A checkpoint taken while other threads' writes were queued in the same group claimed their LSNs before
+/// they were in the head; recovery then skipped them.
+#[test]
+fn checkpoints_racing_writers_never_skip_acknowledged_writes() {
+    let vfs = SimVfs::new();
+    let db = Arc::new(open(&vfs));
+    let writers: Vec<_> = (0..6u32)
+        .map(|w| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..150i64 {
+                    let mut b = Batch::new();
+                    // A new series every few writes, so DefineSeries records are in flight too.
+                    let k = JobKey::new("job", &format!("op{}", i / 10), w).expect("key");
+                    b.push(&k, "m", T + i * 10, f64::from(w) + i as f64);
+                    db.write(&b).expect("write");
+                }
+            })
+        })
+        .collect();
+    let checkpointer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for _ in 0..60 {
+                db.checkpoint().expect("checkpoint");
+            }
+        })
+    };
+    for w in writers {
+        w.join().expect("writer");
+    }
+    checkpointer.join().expect("checkpointer");
+    let crashed = vfs.crash_clean();
+    drop(db);
+    let db = open(&crashed);
+    for w in 0..6u32 {
+        for op in 0..15 {
+            let k = JobKey::new("job", &format!("op{op}"), w).expect("key");
+            let r = db.read(&k, "m", T, T + 1500).expect("read");
+            let present: Vec<i64> = r
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_nan())
+                .map(|(i, _)| (r.from - T) / 10 + i as i64)
+                .collect();
+            let want: Vec<i64> = (op * 10..op * 10 + 10).collect();
+            assert_eq!(present, want, "writer {w} op{op}");
+        }
+    }
+}
+
+/// With no WAL segment left on disk, the log recreated segment 1 and then deleted it as older than the
+/// manifest's first needed segment, so later writes went to a deleted file.
+#[test]
+fn a_wal_directory_without_segments_still_keeps_new_writes() {
+    let vfs = SimVfs::new();
+    {
+        let db = open(&vfs);
+        let mut b = Batch::new();
+        b.push(&JobKey::new("j", "o", 0).expect("key"), "m", T, 1.0);
+        db.write(&b).expect("write");
+        db.checkpoint().expect("checkpoint");
+        db.close().expect("close");
+    }
+    let wal = Path::new("/db/wal");
+    for name in vfs.list_dir(wal).expect("list") {
+        vfs.remove_file(&wal.join(name)).expect("remove");
+    }
+    vfs.sync_dir(wal).expect("sync");
+    let db = open(&vfs);
+    let mut b = Batch::new();
+    b.push(&JobKey::new("j", "o", 0).expect("key"), "m", T + 10, 2.0);
+    db.write(&b).expect("write");
+    let crashed = vfs.crash_clean();
+    drop(db);
+    let db = open(&crashed);
+    let r = db.read(&JobKey::new("j", "o", 0).expect("key"), "m", T, T + 20).expect("read");
+    assert_eq!(r.values, vec![1.0, 2.0]);
+}
+
+/// Reading with extreme bounds after a write before 1970 overflowed.
+#[test]
+fn extreme_read_bounds_do_not_overflow() {
+    let vfs = SimVfs::new();
+    let db = open(&vfs);
+    let k = JobKey::new("j", "o", 0).expect("key");
+    let mut b = Batch::new();
+    b.push(&k, "m", -1_000_000, 1.0);
+    db.write(&b).expect("write");
+    let r = db.read(&k, "m", i64::MIN, i64::MAX).expect("read");
+    assert_eq!(r.values, vec![1.0]);
+    assert_eq!(db.stats(&k, "m", i64::MIN, i64::MAX).expect("stats").samples, 1);
+}
+
+/// A lost MANIFEST made open treat the directory as new and delete the head files before replay failed.
+#[test]
+fn a_lost_manifest_is_refused_without_deleting_anything() {
+    let vfs = SimVfs::new();
+    {
+        let db = open(&vfs);
+        let mut b = Batch::new();
+        b.push(&JobKey::new("j", "o", 0).expect("key"), "m", T, 1.0);
+        db.write(&b).expect("write");
+        db.checkpoint().expect("checkpoint");
+        db.close().expect("close");
+    }
+    vfs.remove_file(Path::new("/db/MANIFEST")).expect("remove");
+    let heads = vfs.list_dir(Path::new("/db/head")).expect("list");
+    assert!(!heads.is_empty());
+    let e = Db::open("/db", opts(&vfs)).expect_err("opening without the manifest must fail");
+    assert!(matches!(e, Error::Storage(silt::storage::StorageError::Corruption { .. })), "{e}");
+    assert!(e.to_string().contains("MANIFEST is missing"), "{e}");
+    assert_eq!(vfs.list_dir(Path::new("/db/head")).expect("list"), heads, "head files were touched");
+}
