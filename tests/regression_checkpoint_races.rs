@@ -140,3 +140,37 @@ fn a_lost_manifest_is_refused_without_deleting_anything() {
     assert!(e.to_string().contains("MANIFEST is missing"), "{e}");
     assert_eq!(vfs.list_dir(Path::new("/db/head")).expect("list"), heads, "head files were touched");
 }
+
+/// After an interrupted newest segment (damaged header, nothing behind it) is removed, the segment before it
+/// was sealed: damage in its records is corruption to report, not a torn tail to cut off silently.
+#[test]
+fn damage_before_an_interrupted_segment_is_reported_not_truncated() {
+    use silt::storage::io::OpenMode;
+    let vfs = SimVfs::new();
+    let db = open(&vfs);
+    for i in 0..5 {
+        let mut b = Batch::new();
+        b.push(&JobKey::new("j", "o", 0).expect("key"), "m", T + i * 10, i as f64);
+        db.write(&b).expect("write");
+    }
+    let crashed = vfs.crash_clean();
+    drop(db);
+    let wal = Path::new("/db/wal");
+    let segs = crashed.list_dir(wal).expect("list");
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    let first = wal.join(&segs[0]);
+    // Damage a byte inside the last record of segment 1.
+    let bytes = crashed.snapshot_file(&first).expect("segment");
+    let end = bytes.iter().rposition(|&b| b != 0).expect("records");
+    let f = crashed.open(&first, OpenMode::ReadWrite).expect("open");
+    f.write_all_at(&[bytes[end - 4] ^ 0xff], (end - 4) as u64).expect("damage");
+    f.sync_data().expect("sync");
+    // An all-zero segment 2: its creation "was interrupted" before the header reached the disk.
+    let second = wal.join("00000000000000000002.wal");
+    let f = crashed.open(&second, OpenMode::CreateNew).expect("create");
+    f.write_all_at(&vec![0u8; 64 << 10], 0).expect("zeros");
+    f.sync_data().expect("sync");
+    crashed.sync_dir(wal).expect("sync dir");
+    let e = Db::open("/db", opts(&crashed)).expect_err("damage in a sealed segment must be reported");
+    assert!(matches!(e, Error::Storage(silt::storage::StorageError::Corruption { .. })), "{e}");
+}

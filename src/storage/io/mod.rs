@@ -103,6 +103,23 @@ pub trait Vfs: Send + Sync + 'static {
     fn exists(&self, path: &Path) -> bool;
     /// Maps an existing file whose length is a non-zero multiple of 4096 bytes.
     fn map(&self, path: &Path) -> io::Result<Arc<dyn MappedRegion>>;
+    /// Creates a file of `len_bytes` zero bytes whose blocks are allocated on disk (so later stores through a
+    /// map never meet a full disk), synced with its directory. The default writes the zeros.
+    fn create_allocated(&self, path: &Path, len_bytes: u64) -> io::Result<()> {
+        let file = self.open(path, OpenMode::CreateNew)?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off < len_bytes {
+            let n = (len_bytes - off).min(chunk.len() as u64) as usize;
+            file.write_all_at(&chunk[..n], off)?;
+            off += n as u64;
+        }
+        file.sync_data()?;
+        if let Some(dir) = path.parent() {
+            self.sync_dir(dir)?;
+        }
+        Ok(())
+    }
     /// Takes an exclusive lock on a directory (a `LOCK` file inside it); fails if another holder has it.
     fn lock_dir(&self, path: &Path) -> io::Result<Box<dyn DirLock>>;
 }
@@ -110,19 +127,7 @@ pub trait Vfs: Send + Sync + 'static {
 /// Creates a file of `len_bytes` zero bytes, written out (not sparse) so that later stores through a map
 /// never meet a full disk, then syncs it and its directory.
 pub fn create_zeroed(vfs: &dyn Vfs, path: &Path, len_bytes: u64) -> io::Result<()> {
-    let file = vfs.open(path, OpenMode::CreateNew)?;
-    let chunk = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    while off < len_bytes {
-        let n = (len_bytes - off).min(chunk.len() as u64) as usize;
-        file.write_all_at(&chunk[..n], off)?;
-        off += n as u64;
-    }
-    file.sync_data()?;
-    if let Some(dir) = path.parent() {
-        vfs.sync_dir(dir)?;
-    }
-    Ok(())
+    vfs.create_allocated(path, len_bytes)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the directory.

@@ -82,7 +82,12 @@ impl Wal {
 
         // A newest segment whose header is damaged never held a synced record (the header is synced with
         // the segment's creation, before any record): it is removed.
-        if let Some((_, path)) = segs.last() {
+        // Only a segment newer than the manifest's first needed one can be such an interrupted creation: that
+        // one was created and synced before the manifest naming it was written (segment 1 of a database
+        // never checkpointed is the other exception).
+        let removable = |seq: u64| seq > min_seq || (seq == 1 && min_seq <= 1);
+        if let Some((seq, path)) = segs.last().filter(|(seq, _)| removable(*seq)) {
+            let _ = seq;
             let path = path.clone();
             if let Err(StorageError::Corruption { .. }) = scan(&*vfs, &path) {
                 let file = vfs.open(&path, crate::storage::io::OpenMode::Read).map_err(|e| StorageError::io("open", &path, e))?;
@@ -99,9 +104,13 @@ impl Wal {
         }
 
         let count = segs.len();
+        // After removing an interrupted newest segment, the one before it was sealed (synced before the next
+        // was created): damage in it is corruption, not a torn tail, and writing continues in a new segment.
+        let last_is_sealed = !report.removed_empty.is_empty();
+        let next_seq = segs.last().map_or(min_seq.max(1), |(s, _)| s + 1);
         let mut expected: Option<u64> = None;
         for (i, (seq, path)) in segs.iter().enumerate() {
-            let last = i + 1 == count;
+            let last = i + 1 == count && !last_is_sealed;
             let s = scan(&*vfs, path)?;
             if s.header.seq.get() != *seq {
                 return Err(StorageError::corrupt(
@@ -153,7 +162,7 @@ impl Wal {
         let next_lsn = report.last_lsn + 1;
         let current = match resume {
             Some((seq, path, off, zero)) => SegmentWriter::reopen(&*vfs, &path, seq, off, zero)?,
-            None => SegmentWriter::create(&*vfs, dir, min_seq.max(1), next_lsn, segment_size)?,
+            None => SegmentWriter::create(&*vfs, dir, next_seq, next_lsn, segment_size)?,
         };
         let wal = Wal { vfs, dir: dir.to_owned(), segment_size, current, pending: Vec::new(), next_lsn, unsynced: false };
         Ok((wal, report))

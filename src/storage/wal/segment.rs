@@ -178,20 +178,13 @@ impl SegmentWriter {
     /// Creates segment `seq` of `size` bytes in `dir`, with its header, synced with its directory.
     pub fn create(vfs: &dyn Vfs, dir: &Path, seq: u64, first_lsn: u64, size: u64) -> Result<Self, StorageError> {
         let path = dir.join(segment_name(seq));
-        let file = vfs.open(&path, OpenMode::CreateNew).map_err(|e| StorageError::io("create", &path, e))?;
-        let mut chunk = vec![0u8; (1usize << 20).min(size as usize)];
-        chunk[..SEGMENT_HEADER_LEN].copy_from_slice(SegmentHeader::new(seq, first_lsn).as_bytes());
-        let mut off = 0u64;
-        while off < size {
-            let n = (size - off).min(chunk.len() as u64) as usize;
-            file.write_all_at(&chunk[..n], off).map_err(|e| StorageError::io("write", &path, e))?;
-            if off == 0 {
-                chunk[..SEGMENT_HEADER_LEN].fill(0);
-            }
-            off += n as u64;
-        }
+        // Allocated (zeros, blocks reserved) and synced with the directory, then the header, synced: a
+        // segment whose header is not intact never held a record.
+        vfs.create_allocated(&path, size).map_err(|e| StorageError::io("create", &path, e))?;
+        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| StorageError::io("open", &path, e))?;
+        file.write_all_at(SegmentHeader::new(seq, first_lsn).as_bytes(), 0)
+            .map_err(|e| StorageError::io("write", &path, e))?;
         file.sync_data().map_err(|e| StorageError::io("fsync", &path, e))?;
-        vfs.sync_dir(dir).map_err(|e| StorageError::io("fsync dir", dir, e))?;
         Ok(SegmentWriter { file, path, seq, offset: SEGMENT_HEADER_LEN as u64, size })
     }
 
