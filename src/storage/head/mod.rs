@@ -47,6 +47,45 @@ fn clamp_range(from: i64, to: i64) -> (i64, i64) {
     (from.clamp(-LIMIT, LIMIT), to.clamp(-LIMIT, LIMIT))
 }
 
+/// Four independent lanes of count/sum/min/max, so the scan is not one long dependency chain.
+struct Acc4 {
+    n: [u64; 4],
+    sum: [f64; 4],
+    min: [f64; 4],
+    max: [f64; 4],
+}
+
+impl Default for Acc4 {
+    fn default() -> Self {
+        Acc4 { n: [0; 4], sum: [0.0; 4], min: [f64::INFINITY; 4], max: [f64::NEG_INFINITY; 4] }
+    }
+}
+
+#[inline]
+fn scan_stats(words: &[std::sync::atomic::AtomicU64], acc: &mut Acc4) {
+    let mut chunks = words.chunks_exact(4);
+    for c in &mut chunks {
+        for k in 0..4 {
+            let v = load(&c[k]);
+            if !v.is_nan() {
+                acc.n[k] += 1;
+                acc.sum[k] += v;
+                acc.min[k] = if v < acc.min[k] { v } else { acc.min[k] };
+                acc.max[k] = if v > acc.max[k] { v } else { acc.max[k] };
+            }
+        }
+    }
+    for w in chunks.remainder() {
+        let v = load(w);
+        if !v.is_nan() {
+            acc.n[0] += 1;
+            acc.sum[0] += v;
+            acc.min[0] = acc.min[0].min(v);
+            acc.max[0] = acc.max[0].max(v);
+        }
+    }
+}
+
 /// A page of a series: its global page number and the start time of its first slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageRef {
@@ -187,22 +226,28 @@ impl Head {
         if hi <= lo {
             return None;
         }
-        let mut values = vec![f64::NAN; (hi - lo) as usize];
+        let n = (hi - lo) as usize;
+        let mut values = Vec::with_capacity(n);
+        let files = self.files.read();
         for p in pages.iter() {
             let p_lo = (p.start - base) / f;
             let p_hi = p_lo + PAGE_SLOTS as i64;
             if p_hi <= lo || p_lo >= hi {
                 continue;
             }
-            let (file, page) = self.file_of(p.no)?;
+            let file = files.get((p.no / self.pages_per_file) as usize)?;
+            let page = p.no % self.pages_per_file;
             let len = i64::from(file.len(page).load(Ordering::Acquire));
-            let words = file.page(page);
             let a = lo.max(p_lo);
             let b = hi.min(p_lo + len);
-            for s in a..b {
-                values[(s - lo) as usize] = load(&words[(s - p_lo) as usize]);
+            if b <= a {
+                continue;
             }
+            values.resize((a - lo) as usize, f64::NAN); // a gap before this page
+            let words = &file.page(page)[(a - p_lo) as usize..(b - p_lo) as usize];
+            values.extend(words.iter().map(load));
         }
+        values.resize(n, f64::NAN);
         Some(HeadRead { from: base + lo * f + f / 2, to: base + hi * f + f / 2, frequency: f, values })
     }
 
@@ -213,6 +258,8 @@ impl Head {
         let mut st = HeadStats { samples: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
         let _gate = self.reclaim.read();
         let Some((pages, f)) = self.pages(id) else { return st };
+        let files = self.files.read();
+        let mut acc = Acc4::default();
         for p in pages.iter() {
             // Slot k of this page has nominal time p.start + k*F + F/2.
             let lo = (from - p.start - f / 2 + f - 1).div_euclid(f).max(0);
@@ -220,18 +267,19 @@ impl Head {
             if hi <= lo {
                 continue;
             }
-            let Some((file, page)) = self.file_of(p.no) else { continue };
+            let Some(file) = files.get((p.no / self.pages_per_file) as usize) else { continue };
+            let page = p.no % self.pages_per_file;
             let len = i64::from(file.len(page).load(Ordering::Acquire));
-            let words = file.page(page);
-            for w in &words[lo as usize..hi.min(len).max(lo) as usize] {
-                let v = load(w);
-                if !v.is_nan() {
-                    st.samples += 1;
-                    st.sum += v;
-                    st.min = st.min.min(v);
-                    st.max = st.max.max(v);
-                }
+            let hi = hi.min(len);
+            if hi > lo {
+                scan_stats(&file.page(page)[lo as usize..hi as usize], &mut acc);
             }
+        }
+        for k in 0..4 {
+            st.samples += acc.n[k];
+            st.sum += acc.sum[k];
+            st.min = st.min.min(acc.min[k]);
+            st.max = st.max.max(acc.max[k]);
         }
         st
     }
