@@ -111,7 +111,8 @@ impl Vfs for StdVfs {
         }
         let words = usize::try_from(len / 8)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
-        let map = memmap2::MmapOptions::new().map_raw(&file)?;
+        // Populate: fault the whole file in now, in bulk, rather than one page fault per first store later.
+        let map = memmap2::MmapOptions::new().populate().map_raw(&file)?;
         Ok(Arc::new(StdRegion { map, words }))
     }
 
