@@ -113,8 +113,14 @@ fn options(vfs: &SimVfs) -> Options {
     }
 }
 
+thread_local! {
+    /// Scheduled checkpoints for the variant that runs them in the background all the time.
+    static BACKGROUND: std::cell::Cell<Option<std::time::Duration>> = const { std::cell::Cell::new(None) };
+}
+
 fn open(vfs: &SimVfs) -> Db {
-    let db = Db::open("/data", options(vfs)).unwrap_or_else(|e| panic!("recovery failed: {e}"));
+    let o = Options { checkpoint_interval: BACKGROUND.with(|b| b.get()), ..options(vfs) };
+    let db = Db::open("/data", o).unwrap_or_else(|e| panic!("recovery failed: {e}"));
     db.declare_metric("m", MetricConfig { frequency: F, aggregation: Aggregation::Sum }).expect("declare");
     db
 }
@@ -251,7 +257,18 @@ proptest! {
 
     #[test]
     fn acknowledged_samples_survive_any_crash(ops in proptest::collection::vec(op(), 1..40)) {
+        BACKGROUND.with(|b| b.set(None));
         run(materialize(ops))?;
+    }
+
+    /// The same with a scheduled checkpoint every millisecond, so crashes and faults land while the
+    /// checkpointer thread msyncs and writes the manifest concurrently with writes.
+    #[test]
+    fn acknowledged_samples_survive_crashes_during_background_checkpoints(ops in proptest::collection::vec(op(), 1..40)) {
+        BACKGROUND.with(|b| b.set(Some(std::time::Duration::from_millis(1))));
+        let r = run(materialize(ops));
+        BACKGROUND.with(|b| b.set(None));
+        r?;
     }
 }
 

@@ -15,9 +15,12 @@
 //! **Failure.** A failed WAL write or fsync makes the engine read-only ([`StorageError::PreviousIo`]): the
 //! state of what that write covered is unknown, so it is never retried as if it were safe.
 //!
-//! **Checkpoint.** In the writer thread: seal the WAL segment (fsync) and start the next, take the head's
-//! state at that LSN, msync the head files, write the manifest atomically, release the pages freed before the
-//! checkpoint for reuse, and remove the WAL segments the manifest no longer needs.
+//! **Checkpoint.** On the writer thread, after every write already logged is applied: seal the WAL segment
+//! (fsync) and start the next, and take the head's state at that LSN. On the checkpointer thread, while the
+//! writer goes on: msync the head files and write the manifest atomically. Back on the writer thread once
+//! that is durable: release the pages freed before the checkpoint for reuse and remove the WAL segments the
+//! manifest no longer needs. One checkpoint is in flight at a time; a request that arrives meanwhile gets
+//! the next one. The final checkpoint on close runs wholly on the writer thread.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 use crate::storage::error::{CorruptionKind, StorageError};
@@ -176,6 +179,32 @@ struct Writer {
     options: EngineOptions,
     last_sync: Instant,
     last_checkpoint: Instant,
+    /// The checkpoint whose msync and manifest write run on the checkpointer thread.
+    in_flight: Option<InFlight>,
+    /// Callers that asked for a checkpoint while one was in flight: they need one that starts later.
+    waiting: Vec<Reply<Lsn>>,
+    jobs: Sender<CheckpointJob>,
+    done: Receiver<Result<(), StorageError>>,
+}
+
+/// What the writer remembers of a checkpoint in flight.
+struct InFlight {
+    lsn: Lsn,
+    wal_seq: u64,
+    pending: usize,
+    waiters: Vec<Reply<Lsn>>,
+}
+
+/// The part of a checkpoint that runs off the writer thread: stores into the head after the state was taken
+/// only ever hold values that WAL replay from the checkpoint LSN rewrites, so the msync may run while the
+/// writer goes on.
+struct CheckpointJob {
+    manifest: Manifest,
+}
+
+fn run_checkpoint_job(vfs: &dyn Vfs, dir: &Path, head: &Head, job: &CheckpointJob) -> Result<(), StorageError> {
+    head.flush()?;
+    job.manifest.store(vfs, dir)
 }
 
 fn apply_payload(
@@ -308,6 +337,23 @@ impl Engine {
             max_payload: wal.max_payload(),
         });
         let (tx, rx) = unbounded();
+        let (jobs_tx, jobs_rx) = bounded::<CheckpointJob>(1);
+        let (done_tx, done_rx) = bounded(1);
+        {
+            let vfs = vfs.clone();
+            let data_dir = dir.to_owned();
+            let head = shared.head.clone();
+            std::thread::Builder::new()
+                .name("silt-checkpointer".into())
+                .spawn(move || {
+                    for job in jobs_rx {
+                        if done_tx.send(run_checkpoint_job(&*vfs, &data_dir, &head, &job)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| StorageError::io("spawn checkpointer thread", dir, e))?;
+        }
         let writer = Writer {
             shared: shared.clone(),
             vfs,
@@ -319,6 +365,10 @@ impl Engine {
             options,
             last_sync: Instant::now(),
             last_checkpoint: Instant::now(),
+            in_flight: None,
+            waiting: Vec::new(),
+            jobs: jobs_tx,
+            done: done_rx,
         };
         let thread = std::thread::Builder::new()
             .name("silt-wal-writer".into())
@@ -601,26 +651,25 @@ impl Writer {
     fn run(mut self, rx: Receiver<Cmd>) {
         let mut group: Vec<Cmd> = Vec::new();
         loop {
-            let timeout = self.next_timeout();
-            let first = match timeout {
-                Some(t) => match rx.recv_timeout(t) {
-                    Ok(c) => Some(c),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                },
-                None => match rx.recv() {
-                    Ok(c) => Some(c),
+            let timeout = self.next_timeout().unwrap_or(Duration::from_secs(3600));
+            crossbeam_channel::select! {
+                recv(rx) -> c => match c {
+                    Ok(c) => {
+                        group.push(c);
+                        while group.len() < 1024 {
+                            match rx.try_recv() {
+                                Ok(c) => group.push(c),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     Err(_) => return,
                 },
-            };
-            if let Some(c) = first {
-                group.push(c);
-                while group.len() < 1024 {
-                    match rx.try_recv() {
-                        Ok(c) => group.push(c),
-                        Err(_) => break,
-                    }
+                recv(self.done) -> r => {
+                    let r = r.unwrap_or(Err(StorageError::Closed));
+                    self.finish_checkpoint(r);
                 }
+                default(timeout) => {}
             }
             if self.process(&mut group) {
                 return;
@@ -655,11 +704,8 @@ impl Writer {
             }
         }
         if let Some(iv) = self.options.checkpoint_interval {
-            if self.last_checkpoint.elapsed() >= iv {
-                if let Err(e) = self.checkpoint() {
-                    tracing::error!(error = %e, "scheduled checkpoint failed");
-                    self.fail(&e);
-                }
+            if self.in_flight.is_none() && self.last_checkpoint.elapsed() >= iv {
+                self.start_checkpoint(Vec::new());
             }
         }
     }
@@ -731,17 +777,23 @@ impl Writer {
             match cmd {
                 Cmd::Checkpoint { reply } => {
                     let failed = self.shared.failed.lock().clone();
-                    let r = match failed {
-                        Some(e) => Err(StorageError::PreviousIo(e)),
-                        None => self.checkpoint(),
-                    };
-                    if let Err(e) = &r {
-                        self.fail(e);
+                    match failed {
+                        Some(e) => {
+                            let _ = reply.send(Err(StorageError::PreviousIo(e)));
+                        }
+                        None => self.start_checkpoint(vec![reply]),
                     }
-                    let _ = reply.send(r);
                 }
                 Cmd::Shutdown { reply } => {
+                    // Let a checkpoint in flight finish, then take the final one here.
+                    if self.in_flight.is_some() {
+                        let r = self.done.recv().unwrap_or(Err(StorageError::Closed));
+                        self.finish_checkpoint(r);
+                    }
                     let r = if self.shared.failed.lock().is_some() { Ok(()) } else { self.checkpoint().map(|_| ()) };
+                    for w in self.waiting.drain(..) {
+                        let _ = w.send(r.as_ref().map(|_| Lsn(self.wal.next_lsn().0 - 1)).map_err(|_| StorageError::Closed));
+                    }
                     let _ = reply.send(r);
                     shutdown = true;
                 }
@@ -783,7 +835,9 @@ impl Writer {
         Ok(WriteAck { lsn, durability: self.shared.durability, outcome })
     }
 
-    fn checkpoint(&mut self) -> Result<Lsn, StorageError> {
+    /// Takes the state for a checkpoint at the current LSN: seals the WAL segment and starts the next, so
+    /// the manifest can name the first segment recovery needs.
+    fn begin_checkpoint(&mut self) -> Result<(CheckpointJob, InFlight), StorageError> {
         let seq = self.wal.rotate()?;
         self.last_sync = Instant::now();
         let lsn = Lsn(self.wal.next_lsn().0 - 1);
@@ -795,12 +849,80 @@ impl Writer {
             series: self.series.clone(),
             head: self.head.state(),
         };
-        self.head.head().flush()?;
-        manifest.store(&*self.vfs, &self.dir)?;
+        Ok((CheckpointJob { manifest }, InFlight { lsn, wal_seq: seq, pending, waiters: Vec::new() }))
+    }
+
+    /// Starts a checkpoint on the checkpointer thread, or queues the waiters for the next one if one is in
+    /// flight (it may have started before their writes).
+    fn start_checkpoint(&mut self, waiters: Vec<Reply<Lsn>>) {
+        if self.in_flight.is_some() {
+            self.waiting.extend(waiters);
+            return;
+        }
+        match self.begin_checkpoint() {
+            Ok((job, mut meta)) => {
+                meta.waiters = waiters;
+                if self.jobs.send(job).is_err() {
+                    let e = StorageError::Closed;
+                    self.fail(&e);
+                    for w in meta.waiters {
+                        let _ = w.send(Err(StorageError::Closed));
+                    }
+                    return;
+                }
+                self.in_flight = Some(meta);
+            }
+            Err(e) => {
+                self.fail(&e);
+                for w in waiters {
+                    let _ = w.send(Err(StorageError::PreviousIo(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Completes the checkpoint in flight once its manifest is durable (or failed).
+    fn finish_checkpoint(&mut self, r: Result<(), StorageError>) {
+        let Some(meta) = self.in_flight.take() else { return };
+        let r = r.and_then(|()| self.complete(meta.lsn, meta.wal_seq, meta.pending));
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "checkpoint failed");
+            self.fail(e);
+        }
+        for w in meta.waiters {
+            let _ = w.send(match &r {
+                Ok(lsn) => Ok(*lsn),
+                Err(e) => Err(StorageError::PreviousIo(e.to_string())),
+            });
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        if !waiting.is_empty() {
+            let failed = self.shared.failed.lock().clone();
+            match failed {
+                Some(e) => {
+                    for w in waiting {
+                        let _ = w.send(Err(StorageError::PreviousIo(e.clone())));
+                    }
+                }
+                None => self.start_checkpoint(waiting),
+            }
+        }
+    }
+
+    /// After the manifest is durable: pages freed before the checkpoint become reusable and the WAL below
+    /// it goes.
+    fn complete(&mut self, lsn: Lsn, wal_seq: u64, pending: usize) -> Result<Lsn, StorageError> {
         self.head.release_pending(pending);
-        self.wal.remove_below(seq)?;
+        self.wal.remove_below(wal_seq)?;
         self.last_checkpoint = Instant::now();
         self.shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(lsn)
+    }
+
+    /// A whole checkpoint on this thread (at shutdown).
+    fn checkpoint(&mut self) -> Result<Lsn, StorageError> {
+        let (job, meta) = self.begin_checkpoint()?;
+        run_checkpoint_job(&*self.vfs, &self.dir, self.head.head(), &job)?;
+        self.complete(meta.lsn, meta.wal_seq, meta.pending)
     }
 }
