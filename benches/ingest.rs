@@ -23,8 +23,8 @@ fn full_run() -> bool {
 
 fn setup(durability: Durability, series: usize) -> (tempfile::TempDir, Db, Vec<SeriesId>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(dir.path(), Options { durability, checkpoint_interval: None, ..Options::default() })
-        .expect("open");
+    let db =
+        Db::open(dir.path(), Options { durability, checkpoint_interval: None, ..Options::default() }).expect("open");
     db.declare_metric("cpu_load", MetricConfig { frequency: F, aggregation: Aggregation::Avg }).expect("declare");
     let ids = (0..series)
         .map(|i| {

@@ -19,11 +19,9 @@ const DAY: i64 = 8640;
 
 fn setup(series: usize) -> (tempfile::TempDir, Db, Vec<SeriesId>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(
-        dir.path(),
-        Options { durability: Durability::None, checkpoint_interval: None, ..Options::default() },
-    )
-    .expect("open");
+    let db =
+        Db::open(dir.path(), Options { durability: Durability::None, checkpoint_interval: None, ..Options::default() })
+            .expect("open");
     db.declare_metric("cpu_load", MetricConfig { frequency: F, aggregation: Aggregation::Avg }).expect("declare");
     let ids: Vec<SeriesId> = (0..series)
         .map(|i| {

@@ -11,9 +11,7 @@
 use silt::{Aggregation, Batch, Db, HostKey, Key, MetricConfig, Options};
 
 fn main() -> Result<(), silt::Error> {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "silt-data".to_owned());
+    let dir = std::env::args().nth(1).unwrap_or_else(|| "silt-data".to_owned());
     let db = Db::open(&dir, Options::default())?;
     let recovery = db.recovery();
     println!(
@@ -21,13 +19,7 @@ fn main() -> Result<(), silt::Error> {
         recovery.checkpoint_lsn.0, recovery.replay.applied
     );
 
-    db.declare_metric(
-        "cpu_load",
-        MetricConfig {
-            frequency: 60,
-            aggregation: Aggregation::Avg,
-        },
-    )?;
+    db.declare_metric("cpu_load", MetricConfig { frequency: 60, aggregation: Aggregation::Avg })?;
     let key = HostKey::new("emmy", "n0001")?.component("hwthread", 3)?;
 
     const T: i64 = 1_700_000_000;
@@ -44,10 +36,7 @@ fn main() -> Result<(), silt::Error> {
     let read = db.read(&key, "cpu_load", T, T + 180)?;
     let path = key.path();
     for (i, v) in read.values.iter().enumerate() {
-        println!(
-            "cpu_load {path} @ {}: {v}",
-            read.from + i as i64 * read.frequency
-        );
+        println!("cpu_load {path} @ {}: {v}", read.from + i as i64 * read.frequency);
     }
 
     db.close()?;

@@ -10,9 +10,7 @@ use std::path::Path;
 use crate::keys::SeriesPath;
 use crate::storage::manifest::Manifest;
 use crate::storage::wal::payload::{self, Payload};
-use crate::storage::wal::record::{
-    decode_frame, encode_frame, frame_len, Frame, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN,
-};
+use crate::storage::wal::record::{decode_frame, encode_frame, frame_len, Frame, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
 
 /// The names of the fuzz targets, which are also the corpus directories `fuzz/corpus/<name>/`.
 pub const TARGETS: [&str; 3] = ["wal_record", "manifest", "series_path"];
@@ -62,27 +60,11 @@ fn walk_segment(data: &[u8]) {
     loop {
         match decode_frame(data, off) {
             Frame::End | Frame::Bad(_) => return,
-            Frame::Record {
-                lsn,
-                kind,
-                payload,
-                next,
-            } => {
-                assert_eq!(
-                    next,
-                    off + frame_len(payload.len()),
-                    "frame at {off}: wrong next offset"
-                );
-                assert_eq!(
-                    next % 8,
-                    0,
-                    "frame at {off}: next offset {next} not aligned"
-                );
+            Frame::Record { lsn, kind, payload, next } => {
+                assert_eq!(next, off + frame_len(payload.len()), "frame at {off}: wrong next offset");
+                assert_eq!(next % 8, 0, "frame at {off}: next offset {next} not aligned");
                 let end = off + FRAME_HEADER_LEN + payload.len();
-                assert!(
-                    end <= data.len(),
-                    "frame at {off}: payload runs past the input"
-                );
+                assert!(end <= data.len(), "frame at {off}: payload runs past the input");
 
                 let mut frame = Vec::new();
                 encode_frame(&mut frame, lsn, kind, payload);
@@ -92,9 +74,7 @@ fn walk_segment(data: &[u8]) {
                     &data[off..end],
                     "frame at {off}: re-encoded header and payload differ from the input"
                 );
-                assert!(frame[FRAME_HEADER_LEN + payload.len()..]
-                    .iter()
-                    .all(|&b| b == 0));
+                assert!(frame[FRAME_HEADER_LEN + payload.len()..].iter().all(|&b| b == 0));
 
                 check_payload(off, kind, payload);
                 off = next;
@@ -130,31 +110,17 @@ fn check_payload(off: usize, kind: u8, bytes: &[u8]) {
         return;
     };
     let mut again = Vec::new();
-    assert_eq!(
-        payload::encode(&mut again, &p),
-        kind,
-        "frame at {off}: payload re-encodes to another kind"
-    );
-    let back = payload::decode(kind, &again).unwrap_or_else(|e| {
-        panic!("frame at {off}: re-encoded payload {p:?} does not decode: {e}")
-    });
-    assert!(
-        same_payload(&p, &back),
-        "frame at {off}: payload {p:?} re-decodes as {back:?}"
-    );
+    assert_eq!(payload::encode(&mut again, &p), kind, "frame at {off}: payload re-encodes to another kind");
+    let back = payload::decode(kind, &again)
+        .unwrap_or_else(|e| panic!("frame at {off}: re-encoded payload {p:?} does not decode: {e}"));
+    assert!(same_payload(&p, &back), "frame at {off}: payload {p:?} re-decodes as {back:?}");
     match p {
         Payload::Samples(_) => {
             let mut third = Vec::new();
             payload::encode(&mut third, &back);
-            assert_eq!(
-                third, again,
-                "frame at {off}: re-encoding a Samples payload is not a fixed point"
-            );
+            assert_eq!(third, again, "frame at {off}: re-encoding a Samples payload is not a fixed point");
         }
-        _ => assert_eq!(
-            again, bytes,
-            "frame at {off}: canonical payload re-encodes differently"
-        ),
+        _ => assert_eq!(again, bytes, "frame at {off}: canonical payload re-encodes differently"),
     }
 }
 
@@ -163,9 +129,9 @@ fn same_payload(a: &Payload, b: &Payload) -> bool {
     match (a, b) {
         (Payload::Samples(x), Payload::Samples(y)) => {
             x.len() == y.len()
-                && x.iter().zip(y).all(|(s, t)| {
-                    s.series == t.series && s.ts == t.ts && s.value.to_bits() == t.value.to_bits()
-                })
+                && x.iter()
+                    .zip(y)
+                    .all(|(s, t)| s.series == t.series && s.ts == t.ts && s.value.to_bits() == t.value.to_bits())
         }
         _ => a == b,
     }
@@ -196,19 +162,11 @@ fn manifest_round_trip(data: &[u8]) {
         return;
     };
     let bytes = m.encode();
-    assert_eq!(
-        bytes.len(),
-        data.len(),
-        "re-encoded manifest has another length"
-    );
+    assert_eq!(bytes.len(), data.len(), "re-encoded manifest has another length");
     match Manifest::decode(path, &bytes) {
         Ok(back) => {
             assert_eq!(back, m, "manifest changes in a round trip");
-            assert_eq!(
-                back.encode(),
-                bytes,
-                "manifest encoding is not a fixed point"
-            );
+            assert_eq!(back.encode(), bytes, "manifest encoding is not a fixed point");
         }
         Err(e) => panic!("re-encoded manifest does not decode: {e}\nmanifest: {m:?}"),
     }
@@ -221,31 +179,19 @@ fn manifest_round_trip(data: &[u8]) {
 /// - On `Ok(p)` from `FromStr`: `p`'s `Display` is the input text, and `p`'s bytes decode back to `p`.
 pub fn check_series_path(data: &[u8]) {
     if let Ok((p, n)) = SeriesPath::decode(data) {
-        assert!(
-            n <= data.len(),
-            "decode consumed {n} of {} bytes",
-            data.len()
-        );
+        assert!(n <= data.len(), "decode consumed {n} of {} bytes", data.len());
         assert_eq!(n, p.encoded_len(), "decode consumed {n} bytes of {p:?}");
         let mut out = Vec::new();
         p.encode(&mut out);
         assert_eq!(out, &data[..n], "{p:?} re-encodes differently");
         let text = p.to_string();
-        assert_eq!(
-            text.parse::<SeriesPath>().as_ref(),
-            Ok(&p),
-            "text form {text:?} does not parse back"
-        );
+        assert_eq!(text.parse::<SeriesPath>().as_ref(), Ok(&p), "text form {text:?} does not parse back");
     }
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(p) = s.parse::<SeriesPath>() {
             assert_eq!(p.to_string(), s, "text form does not round-trip");
             let bytes = p.to_bytes();
-            assert_eq!(
-                SeriesPath::decode(&bytes),
-                Ok((p, bytes.len())),
-                "bytes of {s:?} do not decode back"
-            );
+            assert_eq!(SeriesPath::decode(&bytes), Ok((p, bytes.len())), "bytes of {s:?} do not decode back");
         }
     }
 }

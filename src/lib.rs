@@ -29,7 +29,7 @@ pub mod keys;
 pub mod storage;
 
 pub use db::{Batch, Db, Options, ReadResult, Stats, WriteAck, WriteOutcome};
-pub use storage::Lsn;
 pub use error::Error;
 pub use keys::{HostKey, JobKey, Key, KeyError, ServiceKey};
+pub use storage::Lsn;
 pub use storage::{Aggregation, Durability, MetricConfig, SeriesId};

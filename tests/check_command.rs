@@ -27,10 +27,7 @@ fn options() -> Options {
 }
 
 fn key(i: u32) -> HostKey {
-    HostKey::new("emmy", "n0001")
-        .unwrap()
-        .component("hwthread", i)
-        .unwrap()
+    HostKey::new("emmy", "n0001").unwrap().component("hwthread", i).unwrap()
 }
 
 /// Writes batches `from..to`: each has `PER_BATCH` consecutive minutes for each of the `SERIES` series.
@@ -40,12 +37,7 @@ fn write_batches(db: &Db, from: i64, to: i64) {
         for s in 0..SERIES {
             for j in 0..PER_BATCH {
                 let slot = b * PER_BATCH + j;
-                batch.push(
-                    &key(s),
-                    "cpu_load",
-                    T + slot * 60,
-                    (slot * 1000 + i64::from(s)) as f64,
-                );
+                batch.push(&key(s), "cpu_load", T + slot * 60, (slot * 1000 + i64::from(s)) as f64);
             }
         }
         let ack = db.write(&batch).unwrap();
@@ -100,14 +92,7 @@ fn fixture() -> Fixture {
     let closed = tmp.path().join("db");
     let image = tmp.path().join("image");
     let db = Db::open(&closed, options()).unwrap();
-    db.declare_metric(
-        "cpu_load",
-        MetricConfig {
-            frequency: 60,
-            aggregation: Aggregation::Avg,
-        },
-    )
-    .unwrap();
+    db.declare_metric("cpu_load", MetricConfig { frequency: 60, aggregation: Aggregation::Avg }).unwrap();
     write_batches(&db, 0, 30);
     // Free the first page of one series so the manifest has a free list.
     assert_eq!(db.free(&key(0), "cpu_load", T + 512 * 60).unwrap(), 1);
@@ -118,26 +103,15 @@ fn fixture() -> Fixture {
     let before = snapshot(&closed);
     let live = check(&StdVfs, &closed).unwrap();
     assert!(!live.is_damaged(), "{live}");
-    assert_eq!(
-        before,
-        snapshot(&closed),
-        "check modified the live directory"
-    );
+    assert_eq!(before, snapshot(&closed), "check modified the live directory");
 
     copy_dir(&closed, &image);
     db.close().unwrap();
-    Fixture {
-        _tmp: tmp,
-        closed,
-        image,
-    }
+    Fixture { _tmp: tmp, closed, image }
 }
 
 fn damage(r: &CheckReport) -> Vec<&silt::storage::check::Problem> {
-    r.problems
-        .iter()
-        .filter(|p| p.severity == Severity::Damage)
-        .collect()
+    r.problems.iter().filter(|p| p.severity == Severity::Damage).collect()
 }
 
 fn name(p: &Path) -> String {
@@ -155,50 +129,29 @@ fn clean_directories_check_clean() {
     assert_eq!(r.manifest.series, SERIES as usize);
     assert_eq!(r.segments.len(), 1, "{r}");
     assert_eq!(r.segments[0].records, 0);
-    assert_eq!(
-        r.segments[0].first_lsn,
-        Some(r.manifest.checkpoint_lsn.0 + 1)
-    );
-    assert!(
-        r.pages.checked && r.pages.bad == 0 && r.pages.leaked == 0,
-        "{r}"
-    );
+    assert_eq!(r.segments[0].first_lsn, Some(r.manifest.checkpoint_lsn.0 + 1));
+    assert!(r.pages.checked && r.pages.bad == 0 && r.pages.leaked == 0, "{r}");
     assert_eq!(r.head_files.len() as u32, r.manifest.head_files);
-    assert!(r
-        .head_files
-        .iter()
-        .all(|h| h.referenced && h.header_valid && h.size == h.expected_size));
+    assert!(r.head_files.iter().all(|h| h.referenced && h.header_valid && h.size == h.expected_size));
     assert!(r.to_string().contains("result     ok"), "{r}");
 
     let r = check(&StdVfs, &f.image).unwrap();
     assert!(!r.is_damaged(), "{r}");
     assert!(r.problems.is_empty(), "{r}");
-    assert!(
-        r.segments.len() >= 3,
-        "need sealed segments with records: {r}"
-    );
+    assert!(r.segments.len() >= 3, "need sealed segments with records: {r}");
     assert!(r.segments.iter().all(|s| s.end == SegmentEnd::Clean), "{r}");
     assert!(r.lsn.gaps.is_empty(), "{r}");
     assert!(r.segments.last().unwrap().records > 0, "{r}");
     assert!(r.lsn.to_replay > 0);
     assert!(r.manifest.free_pages >= 1, "{r}");
-    assert!(
-        r.head_files.iter().any(|h| !h.referenced),
-        "head files created after the checkpoint: {r}"
-    );
+    assert!(r.head_files.iter().any(|h| !h.referenced), "head files created after the checkpoint: {r}");
 }
 
 #[test]
 fn flipped_byte_in_a_sealed_segment_is_damage() {
     let f = fixture();
     let r = check(&StdVfs, &f.image).unwrap();
-    let sealed = r
-        .segments
-        .iter()
-        .rev()
-        .skip(1)
-        .find(|s| s.records >= 3)
-        .expect("a sealed segment with records");
+    let sealed = r.segments.iter().rev().skip(1).find(|s| s.records >= 3).expect("a sealed segment with records");
     let path = sealed.path.clone();
     let s = scan(&StdVfs, &path).unwrap();
     let frame = s.frames[s.frames.len() / 2];
@@ -213,17 +166,9 @@ fn flipped_byte_in_a_sealed_segment_is_damage() {
     assert!(r.is_damaged(), "{r}");
     let d = damage(&r);
     let frame_off = (frame.start - FRAME_HEADER_LEN) as u64;
-    assert!(
-        d.iter().any(|p| p.file == path
-            && p.offset == Some(frame_off)
-            && p.message.contains(&name(&path))),
-        "{r}"
-    );
+    assert!(d.iter().any(|p| p.file == path && p.offset == Some(frame_off) && p.message.contains(&name(&path))), "{r}");
     let seg = r.segments.iter().find(|s| s.path == path).unwrap();
-    assert!(
-        matches!(seg.end, SegmentEnd::Corrupt { offset, .. } if offset == frame_off),
-        "{seg:?}"
-    );
+    assert!(matches!(seg.end, SegmentEnd::Corrupt { offset, .. } if offset == frame_off), "{seg:?}");
     assert!(r.to_string().contains(&name(&path)), "{r}");
     // The engine agrees: it refuses to open the log.
     assert!(Db::open(&f.image, options()).is_err());
@@ -242,12 +187,7 @@ fn flipped_byte_in_the_manifest_is_damage() {
     assert!(r.is_damaged(), "{r}");
     assert!(r.manifest.found && !r.manifest.valid);
     assert!(!r.pages.checked);
-    assert!(
-        damage(&r)
-            .iter()
-            .any(|p| p.file == path && p.message.contains("MANIFEST")),
-        "{r}"
-    );
+    assert!(damage(&r).iter().any(|p| p.file == path && p.message.contains("MANIFEST")), "{r}");
     assert!(Db::open(&f.closed, options()).is_err());
 }
 
@@ -260,12 +200,7 @@ fn torn_tail_in_the_newest_segment_is_only_a_warning() {
     let last = *s.frames.last().unwrap();
     // Cut the file in the middle of the last record's payload, as a crash during that write could.
     let cut = (last.start + last.len / 2) as u64;
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&newest)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    fs::OpenOptions::new().write(true).open(&newest).unwrap().set_len(cut).unwrap();
 
     let before = snapshot(&f.image);
     let r = check(&StdVfs, &f.image).unwrap();
@@ -274,16 +209,10 @@ fn torn_tail_in_the_newest_segment_is_only_a_warning() {
     let tail_off = (last.start - FRAME_HEADER_LEN) as u64;
     assert_eq!(r.problems.len(), 1, "{r}");
     let p = &r.problems[0];
-    assert_eq!(
-        (p.severity, &p.file, p.offset),
-        (Severity::Warning, &newest, Some(tail_off))
-    );
+    assert_eq!((p.severity, &p.file, p.offset), (Severity::Warning, &newest, Some(tail_off)));
     assert!(p.message.contains(&name(&newest)), "{r}");
     let seg = r.segments.last().unwrap();
-    assert!(
-        matches!(seg.end, SegmentEnd::TornTail { offset, .. } if offset == tail_off),
-        "{seg:?}"
-    );
+    assert!(matches!(seg.end, SegmentEnd::TornTail { offset, .. } if offset == tail_off), "{seg:?}");
     assert_eq!(seg.records, s.frames.len() as u64 - 1);
 
     // The engine agrees: it opens, repairing the tail.
@@ -297,41 +226,20 @@ fn binary_exit_codes() {
     let f = fixture();
     let bin = env!("CARGO_BIN_EXE_silt");
 
-    let out = Command::new(bin)
-        .arg("check")
-        .arg(&f.closed)
-        .output()
-        .unwrap();
+    let out = Command::new(bin).arg("check").arg(&f.closed).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("result     ok"), "{stdout}");
 
     // Damage a sealed segment of the image: exit 1, and stdout names the file.
     let r = check(&StdVfs, &f.image).unwrap();
-    let sealed = r
-        .segments
-        .iter()
-        .rev()
-        .skip(1)
-        .find(|s| s.records > 0)
-        .unwrap()
-        .path
-        .clone();
+    let sealed = r.segments.iter().rev().skip(1).find(|s| s.records > 0).unwrap().path.clone();
     let s = scan(&StdVfs, &sealed).unwrap();
     let frame = s.frames[0];
     let mut bytes = fs::read(&sealed).unwrap();
     bytes[frame.start] ^= 0xff;
     fs::write(&sealed, &bytes).unwrap();
-    let out = Command::new(bin)
-        .arg("check")
-        .arg(&f.image)
-        .output()
-        .unwrap();
+    let out = Command::new(bin).arg("check").arg(&f.image).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains(&name(&sealed)), "{stdout}");
@@ -339,11 +247,7 @@ fn binary_exit_codes() {
 
     // A directory that cannot be read: exit 2, the error on stderr, nothing on stdout.
     let missing = f.closed.join("does-not-exist");
-    let out = Command::new(bin)
-        .arg("check")
-        .arg(&missing)
-        .output()
-        .unwrap();
+    let out = Command::new(bin).arg("check").arg(&missing).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -131,12 +131,7 @@ fn observe(db: &Db) -> Vec<BTreeMap<i64, f64>> {
         .map(|s| {
             let r = db.read(&key(s), "m", T - 100 * F, T + (SLOTS + 100) * F).expect("read");
             let first = (r.from - T) / F;
-            r.values
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| !v.is_nan())
-                .map(|(i, v)| (first + i as i64, *v))
-                .collect()
+            r.values.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(i, v)| (first + i as i64, *v)).collect()
         })
         .collect()
 }
@@ -352,7 +347,14 @@ fn run_unsynced(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
             let ok = g == d
                 || g.is_some_and(|g| since.get(&(s, slot)).is_some_and(|vs| vs.contains(&g)))
                 || (g.is_none() && slot / PAGE < freed_since[su]);
-            prop_assert!(ok, "series {} slot {}: recovered {:?}, at checkpoint {:?}", s, slot, g.map(f64::from_bits), d.map(f64::from_bits));
+            prop_assert!(
+                ok,
+                "series {} slot {}: recovered {:?}, at checkpoint {:?}",
+                s,
+                slot,
+                g.map(f64::from_bits),
+                d.map(f64::from_bits)
+            );
         }
     }
     Ok(())

@@ -14,9 +14,7 @@ use silt::storage::manifest::{Manifest, MetricEntry, SeriesEntry};
 use silt::storage::wal::payload::{self, Payload, Sample, SeriesDef};
 use silt::storage::wal::record::encode_frame;
 use silt::storage::wal::segment::{segment_name, SegmentHeader};
-use silt::{
-    Aggregation, Batch, Db, Durability, HostKey, JobKey, Key, Lsn, MetricConfig, Options, SeriesId,
-};
+use silt::{Aggregation, Batch, Db, Durability, HostKey, JobKey, Key, Lsn, MetricConfig, Options, SeriesId};
 use zerocopy::IntoBytes;
 
 /// A reader of the formats written from the specs, independent of the crate's codecs.
@@ -41,13 +39,10 @@ mod spec {
             Le { buf, pos: 0 }
         }
         pub fn take(&mut self, n: usize) -> &'a [u8] {
-            let s = self.buf.get(self.pos..self.pos + n).unwrap_or_else(|| {
-                panic!(
-                    "read of {n} bytes at {} runs past {}",
-                    self.pos,
-                    self.buf.len()
-                )
-            });
+            let s = self
+                .buf
+                .get(self.pos..self.pos + n)
+                .unwrap_or_else(|| panic!("read of {n} bytes at {} runs past {}", self.pos, self.buf.len()));
             self.pos += n;
             s
         }
@@ -152,10 +147,7 @@ mod spec {
             assert_eq!(off % 8, 0, "frame at {off} not 8-aligned");
             let rest = &seg[off.min(seg.len())..];
             if rest.len() < 24 || rest[..24].iter().all(|&b| b == 0) {
-                assert!(
-                    rest.iter().all(|&b| b == 0),
-                    "non-zero bytes after the end marker at {off}"
-                );
+                assert!(rest.iter().all(|&b| b == 0), "non-zero bytes after the end marker at {off}");
                 return (out, off);
             }
             let mut r = Le::new(&rest[..24]);
@@ -169,17 +161,8 @@ mod spec {
             let payload = &rest[24..24 + len as usize];
             assert_eq!(stored, crc(&[&rest[4..24], payload]), "frame CRC at {off}");
             let total = (24 + len as usize).div_ceil(8) * 8;
-            assert!(
-                rest[24 + len as usize..total].iter().all(|&b| b == 0),
-                "padding at {off}"
-            );
-            out.push(Frame {
-                offset: off,
-                len,
-                lsn,
-                kind,
-                payload: payload.to_vec(),
-            });
+            assert!(rest[24 + len as usize..total].iter().all(|&b| b == 0), "padding at {off}");
+            out.push(Frame { offset: off, len, lsn, kind, payload: payload.to_vec() });
             off += total;
         }
     }
@@ -206,12 +189,7 @@ mod spec {
                 let id = r.u32();
                 let n = r.u8() as usize;
                 let name = String::from_utf8(r.take(n).to_vec()).unwrap();
-                Record::DeclareMetric {
-                    id,
-                    name,
-                    frequency: r.i64(),
-                    aggregation: r.u8(),
-                }
+                Record::DeclareMetric { id, name, frequency: r.i64(), aggregation: r.u8() }
             }
             2 => {
                 let count = r.u32();
@@ -369,24 +347,11 @@ mod spec {
                 let floor = r.i64();
                 let page_count = r.u32();
                 let n = r.u16() as usize;
-                Series {
-                    metric,
-                    origin,
-                    floor,
-                    page_count,
-                    path: r.take(n).to_vec(),
-                }
+                Series { metric, origin, floor, page_count, path: r.take(n).to_vec() }
             })
             .collect();
         let pages = (0..n_pages)
-            .map(|_| Desc {
-                no: r.u32(),
-                series: r.u32(),
-                start: r.i64(),
-                prev: r.u32(),
-                len: r.u16(),
-                pad: r.arr(),
-            })
+            .map(|_| Desc { no: r.u32(), series: r.u32(), start: r.i64(), prev: r.u32(), len: r.u16(), pad: r.arr() })
             .collect();
         let free = (0..n_free).map(|_| r.u32()).collect();
         r.done();
@@ -436,20 +401,12 @@ fn unhex(s: &str) -> Vec<u8> {
         .filter(|c| !c.is_whitespace())
         .collect();
     assert_eq!(digits.len() % 2, 0, "odd number of hex digits");
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap())
-        .collect()
+    (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap()).collect()
 }
 
 fn hex(b: &[u8]) -> String {
     b.chunks(16)
-        .map(|c| {
-            c.iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -457,9 +414,7 @@ fn hex(b: &[u8]) -> String {
 const T: i64 = 1_700_000_000;
 
 fn host_key() -> HostKey {
-    HostKey::new("emmy", "n0001")
-        .and_then(|k| k.component("hwthread", 3))
-        .unwrap()
+    HostKey::new("emmy", "n0001").and_then(|k| k.component("hwthread", 3)).unwrap()
 }
 
 fn host_path() -> Vec<u8> {
@@ -467,10 +422,7 @@ fn host_path() -> Vec<u8> {
 }
 
 fn job_path() -> Vec<u8> {
-    JobKey::new("wordcount", "map", 7)
-        .unwrap()
-        .path()
-        .to_bytes()
+    JobKey::new("wordcount", "map", 7).unwrap().path().to_bytes()
 }
 
 /// `wal.md`: a segment header for segment 1 and one frame of each record kind, as the crate writes them.
@@ -607,11 +559,7 @@ fn wal_golden_bytes() {
         let kind = payload::encode(&mut b, p);
         encode_frame(&mut seg, i as u64 + 1, kind, &b);
     }
-    assert_eq!(
-        hex(&seg),
-        hex(&unhex(WAL_GOLDEN)),
-        "the WAL format changed: bump the version, update format/wal.md"
-    );
+    assert_eq!(hex(&seg), hex(&unhex(WAL_GOLDEN)), "the WAL format changed: bump the version, update format/wal.md");
 
     // What the spec says, built by hand.
     let mut by_spec = Vec::new();
@@ -632,43 +580,17 @@ fn wal_golden_bytes() {
     let h = spec::segment_header(&seg);
     assert_eq!(
         h,
-        spec::SegmentHeader {
-            magic: *b"SLTW",
-            version: 1,
-            seq: 1,
-            first_lsn: 1,
-            reserved: 0,
-            crc: 0xe37f_0830
-        }
+        spec::SegmentHeader { magic: *b"SLTW", version: 1, seq: 1, first_lsn: 1, reserved: 0, crc: 0xe37f_0830 }
     );
     let (frames, end) = spec::frames(&seg);
     assert_eq!(end, 256);
-    let offsets: Vec<_> = frames
-        .iter()
-        .map(|f| (f.offset, f.len, f.lsn, f.kind))
-        .collect();
-    assert_eq!(
-        offsets,
-        vec![
-            (32, 22, 1, 1),
-            (80, 37, 2, 2),
-            (144, 43, 3, 3),
-            (216, 16, 4, 4)
-        ]
-    );
-    let records: Vec<_> = frames
-        .iter()
-        .map(|f| spec::record(f.kind, &f.payload))
-        .collect();
+    let offsets: Vec<_> = frames.iter().map(|f| (f.offset, f.len, f.lsn, f.kind)).collect();
+    assert_eq!(offsets, vec![(32, 22, 1, 1), (80, 37, 2, 2), (144, 43, 3, 3), (216, 16, 4, 4)]);
+    let records: Vec<_> = frames.iter().map(|f| spec::record(f.kind, &f.payload)).collect();
     assert_eq!(
         records,
         vec![
-            spec::Record::DeclareMetric {
-                id: 0,
-                name: "cpu_load".into(),
-                frequency: 60,
-                aggregation: 2
-            },
+            spec::Record::DeclareMetric { id: 0, name: "cpu_load".into(), frequency: 60, aggregation: 2 },
             spec::Record::DefineSeries(vec![(0, 0, host_path())]),
             spec::Record::Samples(vec![
                 (0, T, 0.5f64.to_bits()),
@@ -683,16 +605,10 @@ fn wal_golden_bytes() {
 #[test]
 fn wal_crc_covers_header_bytes_4_to_24_and_payload_but_not_padding() {
     for len in 1..=41usize {
-        let payload: Vec<u8> = (0..len as u8)
-            .map(|b| b.wrapping_mul(37).wrapping_add(1))
-            .collect();
+        let payload: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37).wrapping_add(1)).collect();
         let mut f = Vec::new();
         encode_frame(&mut f, 0x0102_0304_0506_0708, 0xab, &payload);
-        assert_eq!(
-            f.len(),
-            (24 + len).div_ceil(8) * 8,
-            "frame length for payload {len}"
-        );
+        assert_eq!(f.len(), (24 + len).div_ceil(8) * 8, "frame length for payload {len}");
         assert_eq!(f, spec::frame(0x0102_0304_0506_0708, 0xab, &payload));
         let stored = u32::from_le_bytes(f[..4].try_into().unwrap());
         assert_eq!(stored, spec::crc(&[&f[4..24 + len]]));
@@ -711,26 +627,16 @@ fn wal_payload_edge_encodings() {
         (16383, &[0xff, 0x7f]),
         (16384, &[0x80, 0x80, 0x01]),
         (u64::from(u32::MAX), &[0xff, 0xff, 0xff, 0xff, 0x0f]),
-        (
-            u64::MAX,
-            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
-        ),
+        (u64::MAX, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
     ] {
         let mut out = Vec::new();
         payload::put_varint(&mut out, v);
         assert_eq!(out, bytes, "varint {v}");
     }
     // zigzag: 0 -> 0, -1 -> 1, 1 -> 2, -2 -> 3, ...
-    for (v, z) in [
-        (0i64, 0u64),
-        (-1, 1),
-        (1, 2),
-        (-2, 3),
-        (60, 120),
-        (-60, 119),
-        (i64::MAX, u64::MAX - 1),
-        (i64::MIN, u64::MAX),
-    ] {
+    for (v, z) in
+        [(0i64, 0u64), (-1, 1), (1, 2), (-2, 3), (60, 120), (-60, 119), (i64::MAX, u64::MAX - 1), (i64::MIN, u64::MAX)]
+    {
         assert_eq!(spec::zigzag(v), z);
         assert_eq!(spec::unzigzag(z), v);
     }
@@ -739,27 +645,12 @@ fn wal_payload_edge_encodings() {
     let quiet_nan = f64::NAN;
     let signalling = f64::from_bits(0x7ff0_0000_0000_0001);
     let samples = vec![
-        Sample {
-            series: SeriesId(u32::MAX),
-            ts: i64::MAX,
-            value: -0.0,
-        },
-        Sample {
-            series: SeriesId(127),
-            ts: i64::MIN,
-            value: quiet_nan,
-        },
-        Sample {
-            series: SeriesId(128),
-            ts: 0,
-            value: signalling,
-        },
+        Sample { series: SeriesId(u32::MAX), ts: i64::MAX, value: -0.0 },
+        Sample { series: SeriesId(127), ts: i64::MIN, value: quiet_nan },
+        Sample { series: SeriesId(128), ts: 0, value: signalling },
     ];
     let mut b = Vec::new();
-    assert_eq!(
-        payload::encode(&mut b, &Payload::Samples(samples.clone())),
-        3
-    );
+    assert_eq!(payload::encode(&mut b, &Payload::Samples(samples.clone())), 3);
     let mut want = 3u32.to_le_bytes().to_vec();
     want.extend_from_slice(&i64::MAX.to_le_bytes());
     want.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
@@ -767,19 +658,12 @@ fn wal_payload_edge_encodings() {
     want.extend_from_slice(&[0x7f, 0x02]); // i64::MIN - i64::MAX wraps to 1; zigzag(1) = 2
     want.extend_from_slice(&quiet_nan.to_bits().to_le_bytes());
     // series 128 = 80 01; 0 - i64::MAX = i64::MIN + 1; zigzag = 2^64 - 3 = fd ff ff ff ff ff ff ff ff 01.
-    want.extend_from_slice(&[
-        0x80, 0x01, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
-    ]);
+    want.extend_from_slice(&[0x80, 0x01, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
     want.extend_from_slice(&0x7ff0_0000_0000_0001u64.to_le_bytes());
     assert_eq!(hex(&b), hex(&want));
     assert_eq!(
         spec::record(3, &b),
-        spec::Record::Samples(
-            samples
-                .iter()
-                .map(|s| (s.series.0, s.ts, s.value.to_bits()))
-                .collect()
-        )
+        spec::Record::Samples(samples.iter().map(|s| (s.series.0, s.ts, s.value.to_bits())).collect())
     );
 
     // Empty lists: a bare count (Samples also has base_ts = 0).
@@ -795,29 +679,14 @@ fn wal_payload_edge_encodings() {
     assert_eq!(b.len(), 4 + 12);
 
     // DeclareMetric: each aggregation byte.
-    for (agg, byte) in [
-        (Aggregation::None, 0u8),
-        (Aggregation::Sum, 1),
-        (Aggregation::Avg, 2),
-    ] {
+    for (agg, byte) in [(Aggregation::None, 0u8), (Aggregation::Sum, 1), (Aggregation::Avg, 2)] {
         let mut b = Vec::new();
-        let p = Payload::DeclareMetric {
-            id: 9,
-            name: "x".into(),
-            config: MetricConfig {
-                frequency: 1,
-                aggregation: agg,
-            },
-        };
+        let p =
+            Payload::DeclareMetric { id: 9, name: "x".into(), config: MetricConfig { frequency: 1, aggregation: agg } };
         assert_eq!(payload::encode(&mut b, &p), 1);
         assert_eq!(
             spec::record(1, &b),
-            spec::Record::DeclareMetric {
-                id: 9,
-                name: "x".into(),
-                frequency: 1,
-                aggregation: byte
-            }
+            spec::Record::DeclareMetric { id: 9, name: "x".into(), frequency: 1, aggregation: byte }
         );
     }
 }
@@ -835,11 +704,7 @@ fn file_names() {
 #[test]
 fn head_header_golden_bytes() {
     let got = HeadFileHeader::new(7, 16).as_bytes().to_vec();
-    assert_eq!(
-        hex(&got),
-        hex(&unhex(HEAD_GOLDEN)),
-        "the head format changed: bump the version, update format/head.md"
-    );
+    assert_eq!(hex(&got), hex(&unhex(HEAD_GOLDEN)), "the head format changed: bump the version, update format/head.md");
     let h = spec::head_header(&got);
     assert_eq!(
         h,
@@ -859,30 +724,13 @@ fn head_header_golden_bytes() {
 fn series_path_canonical_bytes() {
     // keys::SeriesPath::encode: ns tag u8, segment count u8, then per segment len u8 + UTF-8.
     let host = host_path();
-    assert_eq!(
-        hex(&host),
-        hex(&unhex(
-            "01 03  04 656d6d79  05 6e30303031  09 687774687265616433"
-        ))
-    );
-    assert_eq!(
-        spec::path(&host),
-        (1, vec!["emmy".into(), "n0001".into(), "hwthread3".into()])
-    );
-    assert_eq!(
-        spec::path(&job_path()),
-        (2, vec!["wordcount".into(), "map".into(), "7".into()])
-    );
-    let svc = silt::ServiceKey::new("ingest", "0")
-        .unwrap()
-        .path()
-        .to_bytes();
+    assert_eq!(hex(&host), hex(&unhex("01 03  04 656d6d79  05 6e30303031  09 687774687265616433")));
+    assert_eq!(spec::path(&host), (1, vec!["emmy".into(), "n0001".into(), "hwthread3".into()]));
+    assert_eq!(spec::path(&job_path()), (2, vec!["wordcount".into(), "map".into(), "7".into()]));
+    let svc = silt::ServiceKey::new("ingest", "0").unwrap().path().to_bytes();
     assert_eq!(hex(&svc), hex(&unhex("03 02  06 696e67657374  01 30")));
     let p: SeriesPath = "host:emmy/n0001".parse().unwrap();
-    assert_eq!(
-        spec::path(&p.to_bytes()),
-        (1, vec!["emmy".into(), "n0001".into()])
-    );
+    assert_eq!(spec::path(&p.to_bytes()), (1, vec!["emmy".into(), "n0001".into()]));
 }
 
 #[test]
@@ -907,44 +755,14 @@ fn manifest_golden_bytes() {
             files: 2,
             hwm: 7,
             reserved: 0,
-            metrics: vec![
-                ("cpu_load".into(), 60, 2),
-                ("mem_used".into(), 10, 1),
-                ("up".into(), 30, 0)
-            ],
+            metrics: vec![("cpu_load".into(), 60, 2), ("mem_used".into(), 10, 1), ("up".into(), 30, 0)],
             series: vec![
-                spec::Series {
-                    metric: 0,
-                    origin,
-                    floor: 1,
-                    page_count: 2,
-                    path: host_path()
-                },
-                spec::Series {
-                    metric: 2,
-                    origin: i64::MIN,
-                    floor: 0,
-                    page_count: 0,
-                    path: job_path()
-                },
+                spec::Series { metric: 0, origin, floor: 1, page_count: 2, path: host_path() },
+                spec::Series { metric: 2, origin: i64::MIN, floor: 0, page_count: 0, path: job_path() },
             ],
             pages: vec![
-                spec::Desc {
-                    no: 5,
-                    series: 0,
-                    start: origin + 512 * 60,
-                    prev: u32::MAX,
-                    len: 512,
-                    pad: [0; 2]
-                },
-                spec::Desc {
-                    no: 2,
-                    series: 0,
-                    start: origin + 2 * 512 * 60,
-                    prev: 5,
-                    len: 3,
-                    pad: [0; 2]
-                },
+                spec::Desc { no: 5, series: 0, start: origin + 512 * 60, prev: u32::MAX, len: 512, pad: [0; 2] },
+                spec::Desc { no: 2, series: 0, start: origin + 2 * 512 * 60, prev: 5, len: 3, pad: [0; 2] },
             ],
             free: vec![6, 1, 3],
             crc: 0xc5c9_2d11,
@@ -960,33 +778,19 @@ fn manifest_golden_bytes() {
 fn empty_manifest_is_60_bytes() {
     let m = Manifest {
         wal_seq: 1,
-        head: HeadState {
-            pages_per_file: 4096,
-            ..HeadState::default()
-        },
+        head: HeadState { pages_per_file: 4096, ..HeadState::default() },
         ..Manifest::default()
     };
     let b = m.encode();
     assert_eq!(b.len(), 60);
     let p = spec::manifest(&b);
-    assert_eq!(
-        (
-            p.checkpoint_lsn,
-            p.wal_seq,
-            p.pages_per_file,
-            p.files,
-            p.hwm
-        ),
-        (0, 1, 4096, 0, 0)
-    );
+    assert_eq!((p.checkpoint_lsn, p.wal_seq, p.pages_per_file, p.files, p.hwm), (0, 1, 4096, 0, 0));
     assert!(p.metrics.is_empty() && p.series.is_empty() && p.pages.is_empty() && p.free.is_empty());
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     v.sort();
     v
 }
@@ -1000,21 +804,11 @@ fn only_segment(dir: &Path, seq: u64, first_lsn: u64, size: usize) -> Vec<(u64, 
     let wal = dir.join("wal");
     assert_eq!(names(&wal), vec![format!("{seq:020}.wal")]);
     let seg = read(&wal.join(format!("{seq:020}.wal")));
-    assert_eq!(
-        seg.len(),
-        size,
-        "segments are preallocated to their full size"
-    );
+    assert_eq!(seg.len(), size, "segments are preallocated to their full size");
     let h = spec::segment_header(&seg);
-    assert_eq!(
-        (h.magic, h.version, h.seq, h.first_lsn, h.reserved),
-        (*b"SLTW", 1, seq, first_lsn, 0)
-    );
+    assert_eq!((h.magic, h.version, h.seq, h.first_lsn, h.reserved), (*b"SLTW", 1, seq, first_lsn, 0));
     let (frames, _) = spec::frames(&seg);
-    frames
-        .iter()
-        .map(|f| (f.lsn, spec::record(f.kind, &f.payload)))
-        .collect()
+    frames.iter().map(|f| (f.lsn, spec::record(f.kind, &f.payload))).collect()
 }
 
 #[test]
@@ -1037,14 +831,7 @@ fn data_directory_written_by_db() {
 
     // 1. Declare, define, write: three records in segment 1, one head file, no manifest yet.
     let db = Db::open(&dir, opts()).unwrap();
-    db.declare_metric(
-        "cpu_load",
-        MetricConfig {
-            frequency: 60,
-            aggregation: Aggregation::Avg,
-        },
-    )
-    .unwrap();
+    db.declare_metric("cpu_load", MetricConfig { frequency: 60, aggregation: Aggregation::Avg }).unwrap();
     let mut b = Batch::new();
     b.push(&key, "cpu_load", T, 0.5);
     b.push(&key, "cpu_load", T + 60, 1.5);
@@ -1053,81 +840,29 @@ fn data_directory_written_by_db() {
     assert_eq!(
         only_segment(&dir, 1, 1, 64 << 10),
         vec![
-            (
-                1,
-                spec::Record::DeclareMetric {
-                    id: 0,
-                    name: "cpu_load".into(),
-                    frequency: 60,
-                    aggregation: 2
-                }
-            ),
+            (1, spec::Record::DeclareMetric { id: 0, name: "cpu_load".into(), frequency: 60, aggregation: 2 }),
             (2, spec::Record::DefineSeries(vec![(0, 0, path.clone())])),
-            (
-                3,
-                spec::Record::Samples(vec![
-                    (0, T, 0.5f64.to_bits()),
-                    (0, T + 60, 1.5f64.to_bits())
-                ])
-            ),
+            (3, spec::Record::Samples(vec![(0, T, 0.5f64.to_bits()), (0, T + 60, 1.5f64.to_bits())])),
         ]
     );
     assert_eq!(names(&dir.join("head")), vec!["000000.pages"]);
     let head = read(&dir.join("head/000000.pages"));
     assert_eq!(head.len(), 4 * 4096);
     let h = spec::head_header(&head);
-    assert_eq!(
-        (
-            h.magic,
-            h.version,
-            h.index,
-            h.page_bytes,
-            h.pages,
-            h.reserved
-        ),
-        (*b"SLTH", 1, 0, 4096, 4, [0; 8])
-    );
-    assert!(
-        head[32..4096].iter().all(|&b| b == 0),
-        "the rest of the header page is zero"
-    );
+    assert_eq!((h.magic, h.version, h.index, h.page_bytes, h.pages, h.reserved), (*b"SLTH", 1, 0, 4096, 4, [0; 8]));
+    assert!(head[32..4096].iter().all(|&b| b == 0), "the rest of the header page is zero");
     // The first page allocated is global page 1 (page 0 is the header); slot = (ts - origin) / F.
-    assert_eq!(
-        (spec::slot(&head, 1, 0), spec::slot(&head, 1, 1)),
-        (0.5f64.to_bits(), 1.5f64.to_bits())
-    );
+    assert_eq!((spec::slot(&head, 1, 0), spec::slot(&head, 1, 1)), (0.5f64.to_bits(), 1.5f64.to_bits()));
 
     // 2. Checkpoint: MANIFEST appears, segment 1 is replaced by an empty segment 2.
     assert_eq!(db.checkpoint().unwrap(), Lsn(3));
     assert_eq!(names(&dir), vec!["LOCK", "MANIFEST", "head", "wal"]);
     let m = spec::manifest(&read(&dir.join("MANIFEST")));
-    assert_eq!(
-        (m.magic, m.version, m.checkpoint_lsn, m.wal_seq),
-        (*b"SLTM", 1, 3, 2)
-    );
+    assert_eq!((m.magic, m.version, m.checkpoint_lsn, m.wal_seq), (*b"SLTM", 1, 3, 2));
     assert_eq!((m.pages_per_file, m.files, m.hwm, m.reserved), (4, 1, 2, 0));
     assert_eq!(m.metrics, vec![("cpu_load".to_string(), 60, 2)]);
-    assert_eq!(
-        m.series,
-        vec![spec::Series {
-            metric: 0,
-            origin,
-            floor: 0,
-            page_count: 1,
-            path: path.clone()
-        }]
-    );
-    assert_eq!(
-        m.pages,
-        vec![spec::Desc {
-            no: 1,
-            series: 0,
-            start: origin,
-            prev: u32::MAX,
-            len: 2,
-            pad: [0; 2]
-        }]
-    );
+    assert_eq!(m.series, vec![spec::Series { metric: 0, origin, floor: 0, page_count: 1, path: path.clone() }]);
+    assert_eq!(m.pages, vec![spec::Desc { no: 1, series: 0, start: origin, prev: u32::MAX, len: 2, pad: [0; 2] }]);
     assert!(m.free.is_empty());
     assert_eq!(only_segment(&dir, 2, 4, 64 << 10), vec![]);
 
@@ -1139,10 +874,7 @@ fn data_directory_written_by_db() {
     assert_eq!(
         only_segment(&dir, 2, 4, 64 << 10),
         vec![
-            (
-                4,
-                spec::Record::Samples(vec![(0, T + span, 2.5f64.to_bits())])
-            ),
+            (4, spec::Record::Samples(vec![(0, T + span, 2.5f64.to_bits())])),
             (5, spec::Record::Free(vec![(0, origin + span)])),
         ]
     );
@@ -1154,38 +886,17 @@ fn data_directory_written_by_db() {
     assert_eq!(names(&dir), vec!["LOCK", "MANIFEST", "head", "wal"]);
     let m = spec::manifest(&read(&dir.join("MANIFEST")));
     assert_eq!((m.checkpoint_lsn, m.wal_seq, m.files, m.hwm), (5, 3, 1, 3));
-    assert_eq!(
-        m.series,
-        vec![spec::Series {
-            metric: 0,
-            origin,
-            floor: 1,
-            page_count: 1,
-            path: path.clone()
-        }]
-    );
+    assert_eq!(m.series, vec![spec::Series { metric: 0, origin, floor: 1, page_count: 1, path: path.clone() }]);
     assert_eq!(
         m.pages,
-        vec![spec::Desc {
-            no: 2,
-            series: 0,
-            start: origin + span,
-            prev: u32::MAX,
-            len: 1,
-            pad: [0; 2]
-        }]
+        vec![spec::Desc { no: 2, series: 0, start: origin + span, prev: u32::MAX, len: 1, pad: [0; 2] }]
     );
     assert_eq!(m.free, vec![1]);
     assert_eq!(only_segment(&dir, 3, 6, 64 << 10), vec![]);
 
     // 5. Reopen: the free page is reused (after the durable checkpoint that recorded it), gaps are NaN.
     let db = Db::open(&dir, opts()).unwrap();
-    assert_eq!(
-        db.read(&key, "cpu_load", T + span, T + span + 60)
-            .unwrap()
-            .values,
-        vec![2.5]
-    );
+    assert_eq!(db.read(&key, "cpu_load", T + span, T + span + 60).unwrap().values, vec![2.5]);
     let mut b = Batch::new();
     b.push(&key, "cpu_load", T + 2 * span, 3.5);
     b.push(&key, "cpu_load", T + 2 * span + 180, 4.5);
@@ -1194,44 +905,18 @@ fn data_directory_written_by_db() {
         only_segment(&dir, 3, 6, 64 << 10),
         vec![(
             6,
-            spec::Record::Samples(vec![
-                (0, T + 2 * span, 3.5f64.to_bits()),
-                (0, T + 2 * span + 180, 4.5f64.to_bits())
-            ])
+            spec::Record::Samples(vec![(0, T + 2 * span, 3.5f64.to_bits()), (0, T + 2 * span + 180, 4.5f64.to_bits())])
         )]
     );
     db.close().unwrap();
     let m = spec::manifest(&read(&dir.join("MANIFEST")));
     assert_eq!((m.checkpoint_lsn, m.wal_seq, m.files, m.hwm), (6, 4, 1, 3));
-    assert_eq!(
-        m.series,
-        vec![spec::Series {
-            metric: 0,
-            origin,
-            floor: 1,
-            page_count: 2,
-            path: path.clone()
-        }]
-    );
+    assert_eq!(m.series, vec![spec::Series { metric: 0, origin, floor: 1, page_count: 2, path: path.clone() }]);
     assert_eq!(
         m.pages,
         vec![
-            spec::Desc {
-                no: 2,
-                series: 0,
-                start: origin + span,
-                prev: u32::MAX,
-                len: 1,
-                pad: [0; 2]
-            },
-            spec::Desc {
-                no: 1,
-                series: 0,
-                start: origin + 2 * span,
-                prev: 2,
-                len: 4,
-                pad: [0; 2]
-            },
+            spec::Desc { no: 2, series: 0, start: origin + span, prev: u32::MAX, len: 1, pad: [0; 2] },
+            spec::Desc { no: 1, series: 0, start: origin + 2 * span, prev: 2, len: 4, pad: [0; 2] },
         ]
     );
     assert!(m.free.is_empty());
@@ -1247,32 +932,13 @@ fn wal_golden_records() -> Vec<Payload> {
         Payload::DeclareMetric {
             id: 0,
             name: "cpu_load".into(),
-            config: MetricConfig {
-                frequency: 60,
-                aggregation: Aggregation::Avg,
-            },
+            config: MetricConfig { frequency: 60, aggregation: Aggregation::Avg },
         },
-        Payload::DefineSeries(vec![SeriesDef {
-            id: SeriesId(0),
-            metric: 0,
-            path: host_path(),
-        }]),
+        Payload::DefineSeries(vec![SeriesDef { id: SeriesId(0), metric: 0, path: host_path() }]),
         Payload::Samples(vec![
-            Sample {
-                series: SeriesId(0),
-                ts: T,
-                value: 0.5,
-            },
-            Sample {
-                series: SeriesId(0),
-                ts: T + 60,
-                value: 1.5,
-            },
-            Sample {
-                series: SeriesId(300),
-                ts: T - 60,
-                value: -2.25,
-            },
+            Sample { series: SeriesId(0), ts: T, value: 0.5 },
+            Sample { series: SeriesId(0), ts: T + 60, value: 1.5 },
+            Sample { series: SeriesId(300), ts: T - 60, value: -2.25 },
         ]),
         Payload::Free(vec![(SeriesId(0), T - 30 + 512 * 60)]),
     ]
@@ -1286,36 +952,15 @@ fn golden_manifest() -> Manifest {
         metrics: vec![
             MetricEntry {
                 name: "cpu_load".into(),
-                config: MetricConfig {
-                    frequency: 60,
-                    aggregation: Aggregation::Avg,
-                },
+                config: MetricConfig { frequency: 60, aggregation: Aggregation::Avg },
             },
             MetricEntry {
                 name: "mem_used".into(),
-                config: MetricConfig {
-                    frequency: 10,
-                    aggregation: Aggregation::Sum,
-                },
+                config: MetricConfig { frequency: 10, aggregation: Aggregation::Sum },
             },
-            MetricEntry {
-                name: "up".into(),
-                config: MetricConfig {
-                    frequency: 30,
-                    aggregation: Aggregation::None,
-                },
-            },
+            MetricEntry { name: "up".into(), config: MetricConfig { frequency: 30, aggregation: Aggregation::None } },
         ],
-        series: vec![
-            SeriesEntry {
-                metric: 0,
-                path: host_path(),
-            },
-            SeriesEntry {
-                metric: 2,
-                path: job_path(),
-            },
-        ],
+        series: vec![SeriesEntry { metric: 0, path: host_path() }, SeriesEntry { metric: 2, path: job_path() }],
         head: HeadState {
             pages_per_file: 4,
             files: 2,
@@ -1326,27 +971,11 @@ fn golden_manifest() -> Manifest {
                     origin: Some(origin),
                     floor: 1,
                     pages: vec![
-                        (
-                            PageRef {
-                                no: 5,
-                                start: origin + 512 * 60,
-                            },
-                            512,
-                        ),
-                        (
-                            PageRef {
-                                no: 2,
-                                start: origin + 2 * 512 * 60,
-                            },
-                            3,
-                        ),
+                        (PageRef { no: 5, start: origin + 512 * 60 }, 512),
+                        (PageRef { no: 2, start: origin + 2 * 512 * 60 }, 3),
                     ],
                 },
-                SeriesState {
-                    origin: None,
-                    floor: 0,
-                    pages: vec![],
-                },
+                SeriesState { origin: None, floor: 0, pages: vec![] },
             ],
         },
     }

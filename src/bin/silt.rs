@@ -48,9 +48,7 @@ type CliError = Box<dyn std::error::Error>;
 /// Writes to stdout; a closed pipe (`silt check DIR | head`) is not an error.
 fn print(text: impl std::fmt::Display) -> Result<(), CliError> {
     match writeln!(io::stdout().lock(), "{text}") {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(format!("writing to stdout: {e}").into())
-        }
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(format!("writing to stdout: {e}").into()),
         _ => Ok(()),
     }
 }
@@ -58,11 +56,7 @@ fn print(text: impl std::fmt::Display) -> Result<(), CliError> {
 fn run_check(args: &CheckArgs) -> Result<ExitCode, CliError> {
     let report = check(&StdVfs, &args.dir).map_err(silt::Error::from)?;
     print(&report)?;
-    Ok(if report.is_damaged() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if report.is_damaged() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn main() -> ExitCode {

@@ -217,35 +217,19 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), KeyError> {
         return Err(KeyError::Empty { what });
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(KeyError::TooLong {
-            what,
-            len: name.len(),
-            max: MAX_NAME_BYTES,
-        });
+        return Err(KeyError::TooLong { what, len: name.len(), max: MAX_NAME_BYTES });
     }
     if name.contains('/') {
-        return Err(KeyError::Separator {
-            what,
-            name: name.to_owned(),
-        });
+        return Err(KeyError::Separator { what, name: name.to_owned() });
     }
     if name.chars().any(char::is_control) {
-        return Err(KeyError::Control {
-            what,
-            name: name.to_owned(),
-        });
+        return Err(KeyError::Control { what, name: name.to_owned() });
     }
     if name == "." || name == ".." {
-        return Err(KeyError::DotName {
-            what,
-            name: name.to_owned(),
-        });
+        return Err(KeyError::DotName { what, name: name.to_owned() });
     }
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
-        return Err(KeyError::Whitespace {
-            what,
-            name: name.to_owned(),
-        });
+        return Err(KeyError::Whitespace { what, name: name.to_owned() });
     }
     Ok(())
 }
@@ -319,21 +303,19 @@ impl SeriesPath {
     /// `bytes` is untrusted (it comes from disk): the tag, the count, every length, the UTF-8 and
     /// every naming rule are checked, and any violation is a [`KeyError`].
     pub fn decode(bytes: &[u8]) -> Result<(SeriesPath, usize), KeyError> {
-        let (&tag, rest) = bytes
-            .split_first()
-            .ok_or_else(|| KeyError::Malformed("empty input, expected a namespace tag".into()))?;
-        let ns = Namespace::from_tag(tag)
-            .ok_or_else(|| KeyError::Malformed(format!("unknown namespace tag {tag:#04x}")))?;
-        let (&count, mut rest) = rest
-            .split_first()
-            .ok_or_else(|| KeyError::Malformed("truncated before the segment count".into()))?;
+        let (&tag, rest) =
+            bytes.split_first().ok_or_else(|| KeyError::Malformed("empty input, expected a namespace tag".into()))?;
+        let ns =
+            Namespace::from_tag(tag).ok_or_else(|| KeyError::Malformed(format!("unknown namespace tag {tag:#04x}")))?;
+        let (&count, mut rest) =
+            rest.split_first().ok_or_else(|| KeyError::Malformed("truncated before the segment count".into()))?;
         let count = usize::from(count);
         check_segment_count(count)?;
         let mut segments = Vec::with_capacity(count);
         for index in 0..count {
-            let (&len, after_len) = rest.split_first().ok_or_else(|| {
-                KeyError::Malformed(format!("truncated before the length of segment {index}"))
-            })?;
+            let (&len, after_len) = rest
+                .split_first()
+                .ok_or_else(|| KeyError::Malformed(format!("truncated before the length of segment {index}")))?;
             let len = usize::from(len);
             if len > after_len.len() {
                 return Err(KeyError::Malformed(format!(
@@ -342,9 +324,8 @@ impl SeriesPath {
                 )));
             }
             let (raw, after_segment) = after_len.split_at(len);
-            let segment = std::str::from_utf8(raw).map_err(|e| {
-                KeyError::Malformed(format!("segment {index} is not valid UTF-8: {e}"))
-            })?;
+            let segment = std::str::from_utf8(raw)
+                .map_err(|e| KeyError::Malformed(format!("segment {index} is not valid UTF-8: {e}")))?;
             validate_name("segment", segment)?;
             segments.push(segment.to_owned());
             rest = after_segment;
@@ -366,10 +347,7 @@ fn check_segment_count(len: usize) -> Result<(), KeyError> {
         return Err(KeyError::NoSegments);
     }
     if len > MAX_SEGMENTS {
-        return Err(KeyError::TooManySegments {
-            len,
-            max: MAX_SEGMENTS,
-        });
+        return Err(KeyError::TooManySegments { len, max: MAX_SEGMENTS });
     }
     Ok(())
 }
@@ -403,12 +381,11 @@ impl FromStr for SeriesPath {
 
     /// Parses the canonical text form written by `Display`, validating every segment.
     fn from_str(s: &str) -> Result<SeriesPath, KeyError> {
-        let (ns_name, rest) = s.split_once(':').ok_or_else(|| {
-            KeyError::Malformed(format!("{} has no \"<namespace>:\" prefix", excerpt(s)))
-        })?;
-        let ns = Namespace::from_name(ns_name).ok_or_else(|| {
-            KeyError::Malformed(format!("unknown namespace {}", excerpt(ns_name)))
-        })?;
+        let (ns_name, rest) = s
+            .split_once(':')
+            .ok_or_else(|| KeyError::Malformed(format!("{} has no \"<namespace>:\" prefix", excerpt(s))))?;
+        let ns = Namespace::from_name(ns_name)
+            .ok_or_else(|| KeyError::Malformed(format!("unknown namespace {}", excerpt(ns_name))))?;
         if rest.is_empty() {
             return Err(KeyError::NoSegments);
         }
@@ -453,11 +430,7 @@ impl HostKey {
     pub fn new(cluster: &str, host: &str) -> Result<HostKey, KeyError> {
         validate_name("cluster", cluster)?;
         validate_name("host", host)?;
-        Ok(HostKey {
-            cluster: cluster.to_owned(),
-            host: host.to_owned(),
-            components: Vec::new(),
-        })
+        Ok(HostKey { cluster: cluster.to_owned(), host: host.to_owned(), components: Vec::new() })
     }
 
     /// Descends one component level, adding the segment `<kind><id>`.
@@ -473,10 +446,7 @@ impl HostKey {
         validate_name("component", &segment)?;
         let len = 2 + self.components.len() + 1;
         if len > MAX_SEGMENTS {
-            return Err(KeyError::TooManySegments {
-                len,
-                max: MAX_SEGMENTS,
-            });
+            return Err(KeyError::TooManySegments { len, max: MAX_SEGMENTS });
         }
         self.components.push(segment);
         Ok(self)
@@ -490,14 +460,10 @@ impl HostKey {
             return Err(wrong_namespace(p, Namespace::Host));
         }
         match p.segments() {
-            [cluster, host, components @ ..] => Ok(HostKey {
-                cluster: cluster.clone(),
-                host: host.clone(),
-                components: components.to_vec(),
-            }),
-            _ => Err(KeyError::Malformed(format!(
-                "host path {p} needs a cluster and a host segment"
-            ))),
+            [cluster, host, components @ ..] => {
+                Ok(HostKey { cluster: cluster.clone(), host: host.clone(), components: components.to_vec() })
+            }
+            _ => Err(KeyError::Malformed(format!("host path {p} needs a cluster and a host segment"))),
         }
     }
 
@@ -541,11 +507,7 @@ impl JobKey {
     pub fn new(job: &str, operator: &str, subtask: u32) -> Result<JobKey, KeyError> {
         validate_name("job", job)?;
         validate_name("operator", operator)?;
-        Ok(JobKey {
-            job: job.to_owned(),
-            operator: operator.to_owned(),
-            subtask,
-        })
+        Ok(JobKey { job: job.to_owned(), operator: operator.to_owned(), subtask })
     }
 
     /// Rebuilds a key from its path: namespace [`Namespace::Job`], exactly three segments, and a
@@ -556,24 +518,12 @@ impl JobKey {
         }
         match p.segments() {
             [job, operator, subtask] => {
-                let index = subtask
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|i| i.to_string() == *subtask)
-                    .ok_or_else(|| {
-                        KeyError::Malformed(format!(
-                            "job path {p} has subtask {subtask:?}, not a decimal u32"
-                        ))
-                    })?;
-                Ok(JobKey {
-                    job: job.clone(),
-                    operator: operator.clone(),
-                    subtask: index,
-                })
+                let index = subtask.parse::<u32>().ok().filter(|i| i.to_string() == *subtask).ok_or_else(|| {
+                    KeyError::Malformed(format!("job path {p} has subtask {subtask:?}, not a decimal u32"))
+                })?;
+                Ok(JobKey { job: job.clone(), operator: operator.clone(), subtask: index })
             }
-            _ => Err(KeyError::Malformed(format!(
-                "job path {p} needs exactly job, operator and subtask segments"
-            ))),
+            _ => Err(KeyError::Malformed(format!("job path {p} needs exactly job, operator and subtask segments"))),
         }
     }
 
@@ -595,14 +545,7 @@ impl JobKey {
 
 impl Key for JobKey {
     fn path(&self) -> SeriesPath {
-        SeriesPath::from_valid(
-            Namespace::Job,
-            vec![
-                self.job.clone(),
-                self.operator.clone(),
-                self.subtask.to_string(),
-            ],
-        )
+        SeriesPath::from_valid(Namespace::Job, vec![self.job.clone(), self.operator.clone(), self.subtask.to_string()])
     }
 }
 
@@ -618,10 +561,7 @@ impl ServiceKey {
     pub fn new(service: &str, instance: &str) -> Result<ServiceKey, KeyError> {
         validate_name("service", service)?;
         validate_name("instance", instance)?;
-        Ok(ServiceKey {
-            service: service.to_owned(),
-            instance: instance.to_owned(),
-        })
+        Ok(ServiceKey { service: service.to_owned(), instance: instance.to_owned() })
     }
 
     /// Rebuilds a key from its path: namespace [`Namespace::Service`], exactly two segments.
@@ -630,13 +570,8 @@ impl ServiceKey {
             return Err(wrong_namespace(p, Namespace::Service));
         }
         match p.segments() {
-            [service, instance] => Ok(ServiceKey {
-                service: service.clone(),
-                instance: instance.clone(),
-            }),
-            _ => Err(KeyError::Malformed(format!(
-                "service path {p} needs exactly service and instance segments"
-            ))),
+            [service, instance] => Ok(ServiceKey { service: service.clone(), instance: instance.clone() }),
+            _ => Err(KeyError::Malformed(format!("service path {p} needs exactly service and instance segments"))),
         }
     }
 
@@ -653,10 +588,7 @@ impl ServiceKey {
 
 impl Key for ServiceKey {
     fn path(&self) -> SeriesPath {
-        SeriesPath::from_valid(
-            Namespace::Service,
-            vec![self.service.clone(), self.instance.clone()],
-        )
+        SeriesPath::from_valid(Namespace::Service, vec![self.service.clone(), self.instance.clone()])
     }
 }
 
@@ -678,21 +610,12 @@ mod tests {
 
     #[test]
     fn rejects_empty() {
-        assert_eq!(
-            validate_name("metric", ""),
-            Err(KeyError::Empty { what: "metric" })
-        );
+        assert_eq!(validate_name("metric", ""), Err(KeyError::Empty { what: "metric" }));
     }
 
     #[test]
     fn rejects_separator() {
-        assert_eq!(
-            validate_name("host", "a/b"),
-            Err(KeyError::Separator {
-                what: "host",
-                name: "a/b".into()
-            })
-        );
+        assert_eq!(validate_name("host", "a/b"), Err(KeyError::Separator { what: "host", name: "a/b".into() }));
     }
 
     #[test]
@@ -700,10 +623,7 @@ mod tests {
         for bad in ["a\0b", "a\nb", "\u{7f}", "a\u{9b}b", "tab\there"] {
             assert_eq!(
                 validate_name("cluster", bad),
-                Err(KeyError::Control {
-                    what: "cluster",
-                    name: bad.into()
-                }),
+                Err(KeyError::Control { what: "cluster", name: bad.into() }),
                 "{bad:?}"
             );
         }
@@ -712,13 +632,7 @@ mod tests {
     #[test]
     fn rejects_dot_names() {
         for bad in [".", ".."] {
-            assert_eq!(
-                validate_name("segment", bad),
-                Err(KeyError::DotName {
-                    what: "segment",
-                    name: bad.into()
-                })
-            );
+            assert_eq!(validate_name("segment", bad), Err(KeyError::DotName { what: "segment", name: bad.into() }));
         }
     }
 
@@ -727,10 +641,7 @@ mod tests {
         for bad in [" x", "x ", " ", "\u{a0}x", "x\u{3000}"] {
             assert_eq!(
                 validate_name("host", bad),
-                Err(KeyError::Whitespace {
-                    what: "host",
-                    name: bad.into()
-                }),
+                Err(KeyError::Whitespace { what: "host", name: bad.into() }),
                 "{bad:?}"
             );
         }
@@ -739,20 +650,10 @@ mod tests {
     #[test]
     fn rejects_too_long() {
         let name = "a".repeat(MAX_NAME_BYTES + 1);
-        assert_eq!(
-            validate_name("metric", &name),
-            Err(KeyError::TooLong {
-                what: "metric",
-                len: 129,
-                max: 128
-            })
-        );
+        assert_eq!(validate_name("metric", &name), Err(KeyError::TooLong { what: "metric", len: 129, max: 128 }));
         // The limit is in bytes, not chars: 43 three-byte chars are 129 bytes.
         let wide = "\u{20ac}".repeat(43);
-        assert!(matches!(
-            validate_name("metric", &wide),
-            Err(KeyError::TooLong { len: 129, .. })
-        ));
+        assert!(matches!(validate_name("metric", &wide), Err(KeyError::TooLong { len: 129, .. })));
     }
 
     #[test]
@@ -776,10 +677,7 @@ mod tests {
     #[test]
     fn error_messages_name_the_part_and_escape_the_value() {
         let err = validate_name("component kind", "a\nb").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "component kind \"a\\nb\" contains a control character"
-        );
+        assert_eq!(err.to_string(), "component kind \"a\\nb\" contains a control character");
         let err = validate_name("metric", "").unwrap_err();
         assert_eq!(err.to_string(), "metric is empty");
     }
@@ -789,14 +687,8 @@ mod tests {
     #[test]
     fn rejects_nine_segments_and_none() {
         let nine: Vec<String> = (0..9).map(|i| format!("s{i}")).collect();
-        assert_eq!(
-            SeriesPath::new(Namespace::Host, nine),
-            Err(KeyError::TooManySegments { len: 9, max: 8 })
-        );
-        assert_eq!(
-            SeriesPath::new(Namespace::Job, Vec::new()),
-            Err(KeyError::NoSegments)
-        );
+        assert_eq!(SeriesPath::new(Namespace::Host, nine), Err(KeyError::TooManySegments { len: 9, max: 8 }));
+        assert_eq!(SeriesPath::new(Namespace::Job, Vec::new()), Err(KeyError::NoSegments));
         let eight: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
         assert!(SeriesPath::new(Namespace::Host, eight).is_ok());
     }
@@ -805,10 +697,7 @@ mod tests {
     fn new_validates_each_segment() {
         assert_eq!(
             SeriesPath::new(Namespace::Host, vec!["ok".into(), "..".into()]),
-            Err(KeyError::DotName {
-                what: "segment",
-                name: "..".into()
-            })
+            Err(KeyError::DotName { what: "segment", name: "..".into() })
         );
     }
 
@@ -817,10 +706,7 @@ mod tests {
     #[test]
     fn encoding_layout() {
         let p = path(Namespace::Job, &["wc", "map", "7"]);
-        assert_eq!(
-            p.to_bytes(),
-            [2, 3, 2, b'w', b'c', 3, b'm', b'a', b'p', 1, b'7']
-        );
+        assert_eq!(p.to_bytes(), [2, 3, 2, b'w', b'c', 3, b'm', b'a', b'p', 1, b'7']);
         assert_eq!(p.encoded_len(), 11);
         let mut trailing = p.to_bytes();
         trailing.extend_from_slice(b"tail");
@@ -861,60 +747,30 @@ mod tests {
         }
         let mut long = vec![1, 1, 129];
         long.extend(std::iter::repeat_n(b'a', 129));
-        assert_eq!(
-            SeriesPath::decode(&long),
-            Err(KeyError::TooLong {
-                what: "segment",
-                len: 129,
-                max: 128
-            })
-        );
+        assert_eq!(SeriesPath::decode(&long), Err(KeyError::TooLong { what: "segment", len: 129, max: 128 }));
     }
 
     // ---- text form ----
 
     #[test]
     fn display_and_parse() {
-        let key = HostKey::new("emmy", "n0001")
-            .unwrap()
-            .component("hwthread", 3)
-            .unwrap();
+        let key = HostKey::new("emmy", "n0001").unwrap().component("hwthread", 3).unwrap();
         let p = key.path();
         assert_eq!(p.to_string(), "host:emmy/n0001/hwthread3");
         assert_eq!("host:emmy/n0001/hwthread3".parse::<SeriesPath>(), Ok(p));
-        let pci = "host:alex/a0101/accelerator00000000:3B:00.0"
-            .parse::<SeriesPath>()
-            .unwrap();
+        let pci = "host:alex/a0101/accelerator00000000:3B:00.0".parse::<SeriesPath>().unwrap();
         assert_eq!(pci.segments()[2], "accelerator00000000:3B:00.0");
     }
 
     #[test]
     fn parse_rejects_named_cases() {
-        assert!(matches!(
-            "emmy/n0001".parse::<SeriesPath>(),
-            Err(KeyError::Malformed(_))
-        ));
-        assert!(matches!(
-            "node:emmy".parse::<SeriesPath>(),
-            Err(KeyError::Malformed(_))
-        ));
+        assert!(matches!("emmy/n0001".parse::<SeriesPath>(), Err(KeyError::Malformed(_))));
+        assert!(matches!("node:emmy".parse::<SeriesPath>(), Err(KeyError::Malformed(_))));
         assert_eq!("host:".parse::<SeriesPath>(), Err(KeyError::NoSegments));
-        assert!(matches!(
-            "host:emmy//x".parse::<SeriesPath>(),
-            Err(KeyError::Empty { .. })
-        ));
-        assert!(matches!(
-            "host:emmy/".parse::<SeriesPath>(),
-            Err(KeyError::Empty { .. })
-        ));
-        assert_eq!(
-            "host:a/b/c/d/e/f/g/h/i".parse::<SeriesPath>(),
-            Err(KeyError::TooManySegments { len: 9, max: 8 })
-        );
-        assert!(matches!(
-            "job:a/../b".parse::<SeriesPath>(),
-            Err(KeyError::DotName { .. })
-        ));
+        assert!(matches!("host:emmy//x".parse::<SeriesPath>(), Err(KeyError::Empty { .. })));
+        assert!(matches!("host:emmy/".parse::<SeriesPath>(), Err(KeyError::Empty { .. })));
+        assert_eq!("host:a/b/c/d/e/f/g/h/i".parse::<SeriesPath>(), Err(KeyError::TooManySegments { len: 9, max: 8 }));
+        assert!(matches!("job:a/../b".parse::<SeriesPath>(), Err(KeyError::DotName { .. })));
         let huge = format!("{}:x", "n".repeat(10_000));
         match huge.parse::<SeriesPath>() {
             Err(KeyError::Malformed(msg)) => assert!(msg.len() < 200, "{msg}"),
@@ -955,20 +811,10 @@ mod tests {
         let node = HostKey::new("emmy", "n0001").unwrap();
         let thread = node.clone().component("hwthread", 3).unwrap();
         assert_eq!(thread.components(), ["hwthread3"]);
-        let gpu = HostKey::new("alex", "a0101")
-            .unwrap()
-            .component("accelerator", "00000000:3B:00.0")
-            .unwrap();
+        let gpu = HostKey::new("alex", "a0101").unwrap().component("accelerator", "00000000:3B:00.0").unwrap();
         assert_eq!(gpu.components(), ["accelerator00000000:3B:00.0"]);
-        assert_eq!(
-            gpu.path().to_string(),
-            "host:alex/a0101/accelerator00000000:3B:00.0"
-        );
-        let nested = node
-            .component("socket", 0)
-            .unwrap()
-            .component("core", 12)
-            .unwrap();
+        assert_eq!(gpu.path().to_string(), "host:alex/a0101/accelerator00000000:3B:00.0");
+        let nested = node.component("socket", 0).unwrap().component("core", 12).unwrap();
         assert_eq!(nested.path().to_string(), "host:emmy/n0001/socket0/core12");
         assert_eq!(nested.cluster(), "emmy");
         assert_eq!(nested.host(), "n0001");
@@ -977,67 +823,26 @@ mod tests {
     #[test]
     fn host_component_validation() {
         let node = HostKey::new("emmy", "n0001").unwrap();
-        assert_eq!(
-            node.clone().component("", 3),
-            Err(KeyError::Empty {
-                what: "component kind"
-            })
-        );
-        assert_eq!(
-            node.clone().component("hwthread", ""),
-            Err(KeyError::Empty {
-                what: "component id"
-            })
-        );
-        assert!(matches!(
-            node.clone().component("gpu", "0/1"),
-            Err(KeyError::Separator {
-                what: "component id",
-                ..
-            })
-        ));
-        assert!(matches!(
-            node.clone().component("hw ", 1),
-            Err(KeyError::Whitespace {
-                what: "component kind",
-                ..
-            })
-        ));
+        assert_eq!(node.clone().component("", 3), Err(KeyError::Empty { what: "component kind" }));
+        assert_eq!(node.clone().component("hwthread", ""), Err(KeyError::Empty { what: "component id" }));
+        assert!(matches!(node.clone().component("gpu", "0/1"), Err(KeyError::Separator { what: "component id", .. })));
+        assert!(matches!(node.clone().component("hw ", 1), Err(KeyError::Whitespace { what: "component kind", .. })));
         assert_eq!(
             node.clone().component(&"k".repeat(100), "i".repeat(29)),
-            Err(KeyError::TooLong {
-                what: "component",
-                len: 129,
-                max: 128
-            })
+            Err(KeyError::TooLong { what: "component", len: 129, max: 128 })
         );
         let mut key = node;
         for i in 0..HostKey::MAX_COMPONENTS {
             key = key.component("level", i).unwrap();
         }
-        assert_eq!(
-            key.component("level", 99),
-            Err(KeyError::TooManySegments { len: 9, max: 8 })
-        );
-        assert!(matches!(
-            HostKey::new("emmy", ""),
-            Err(KeyError::Empty { what: "host" })
-        ));
-        assert!(matches!(
-            HostKey::new("a/b", "n1"),
-            Err(KeyError::Separator {
-                what: "cluster",
-                ..
-            })
-        ));
+        assert_eq!(key.component("level", 99), Err(KeyError::TooManySegments { len: 9, max: 8 }));
+        assert!(matches!(HostKey::new("emmy", ""), Err(KeyError::Empty { what: "host" })));
+        assert!(matches!(HostKey::new("a/b", "n1"), Err(KeyError::Separator { what: "cluster", .. })));
     }
 
     #[test]
     fn host_from_path() {
-        let key = HostKey::new("emmy", "n0001")
-            .unwrap()
-            .component("socket", 1)
-            .unwrap();
+        let key = HostKey::new("emmy", "n0001").unwrap().component("socket", 1).unwrap();
         assert_eq!(HostKey::from_path(&key.path()), Ok(key));
         assert!(HostKey::from_path(&path(Namespace::Host, &["emmy"])).is_err());
         assert!(HostKey::from_path(&path(Namespace::Job, &["a", "b"])).is_err());
@@ -1048,30 +853,18 @@ mod tests {
         let job = JobKey::new("1234.batch", "map", 7).unwrap();
         assert_eq!(job.path().to_string(), "job:1234.batch/map/7");
         assert_eq!(JobKey::from_path(&job.path()), Ok(job.clone()));
-        assert_eq!(
-            (job.job(), job.operator(), job.subtask()),
-            ("1234.batch", "map", 7)
-        );
+        assert_eq!((job.job(), job.operator(), job.subtask()), ("1234.batch", "map", 7));
         assert!(JobKey::from_path(&path(Namespace::Job, &["j", "op", "07"])).is_err());
         assert!(JobKey::from_path(&path(Namespace::Job, &["j", "op", "-1"])).is_err());
         assert!(JobKey::from_path(&path(Namespace::Job, &["j", "op"])).is_err());
-        assert!(matches!(
-            JobKey::new("j", "", 0),
-            Err(KeyError::Empty { what: "operator" })
-        ));
+        assert!(matches!(JobKey::new("j", "", 0), Err(KeyError::Empty { what: "operator" })));
 
         let svc = ServiceKey::new("ingest", "0").unwrap();
         assert_eq!(svc.path().to_string(), "service:ingest/0");
         assert_eq!(ServiceKey::from_path(&svc.path()), Ok(svc.clone()));
         assert_eq!((svc.service(), svc.instance()), ("ingest", "0"));
         assert!(ServiceKey::from_path(&path(Namespace::Host, &["ingest", "0"])).is_err());
-        assert!(matches!(
-            ServiceKey::new("ingest", " 0"),
-            Err(KeyError::Whitespace {
-                what: "instance",
-                ..
-            })
-        ));
+        assert!(matches!(ServiceKey::new("ingest", " 0"), Err(KeyError::Whitespace { what: "instance", .. })));
     }
 
     #[test]
@@ -1133,10 +926,7 @@ mod tests {
     }
 
     fn valid_path() -> impl Strategy<Value = SeriesPath> {
-        (
-            any_namespace(),
-            prop::collection::vec(valid_name(), 1..=MAX_SEGMENTS),
-        )
+        (any_namespace(), prop::collection::vec(valid_name(), 1..=MAX_SEGMENTS))
             .prop_map(|(ns, segments)| SeriesPath::from_valid(ns, segments))
     }
 

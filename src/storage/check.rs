@@ -28,9 +28,7 @@ use crate::storage::io::{tmp_path, OpenMode, Vfs};
 use crate::storage::manifest::{Manifest, MANIFEST_NAME};
 use crate::storage::wal::list_segments;
 use crate::storage::wal::payload;
-use crate::storage::wal::record::{
-    decode_frame, Frame, FrameHeader, FRAME_ALIGN, FRAME_HEADER_LEN,
-};
+use crate::storage::wal::record::{decode_frame, Frame, FrameHeader, FRAME_ALIGN, FRAME_HEADER_LEN};
 use crate::storage::wal::segment::{self, ScanEnd, SEGMENT_HEADER_LEN};
 use crate::storage::Lsn;
 use zerocopy::FromBytes;
@@ -75,22 +73,12 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(
-        severity: Severity,
-        file: &Path,
-        offset: Option<u64>,
-        what: impl fmt::Display,
-    ) -> Problem {
+    fn new(severity: Severity, file: &Path, offset: Option<u64>, what: impl fmt::Display) -> Problem {
         let message = match offset {
             Some(o) => format!("{} at offset {o}: {what}", file.display()),
             None => format!("{}: {what}", file.display()),
         };
-        Problem {
-            severity,
-            file: file.to_owned(),
-            offset,
-            message,
-        }
+        Problem { severity, file: file.to_owned(), offset, message }
     }
 
     /// A problem from a decoder's error, which already names the file (and offset) itself.
@@ -101,17 +89,8 @@ impl Problem {
             StorageError::UnsupportedVersion { file, .. } => (file.clone(), None),
             _ => (fallback.to_owned(), None),
         };
-        let message = if context.is_empty() {
-            e.to_string()
-        } else {
-            format!("{context}: {e}")
-        };
-        Problem {
-            severity,
-            file,
-            offset,
-            message,
-        }
+        let message = if context.is_empty() { e.to_string() } else { format!("{context}: {e}") };
+        Problem { severity, file, offset, message }
     }
 }
 
@@ -302,29 +281,16 @@ impl CheckReport {
 
     /// Number of problems of a severity.
     pub fn count(&self, severity: Severity) -> usize {
-        self.problems
-            .iter()
-            .filter(|p| p.severity == severity)
-            .count()
+        self.problems.iter().filter(|p| p.severity == severity).count()
     }
 
-    fn push(
-        &mut self,
-        severity: Severity,
-        file: &Path,
-        offset: Option<u64>,
-        what: impl fmt::Display,
-    ) {
-        self.problems
-            .push(Problem::new(severity, file, offset, what));
+    fn push(&mut self, severity: Severity, file: &Path, offset: Option<u64>, what: impl fmt::Display) {
+        self.problems.push(Problem::new(severity, file, offset, what));
     }
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(
-        || p.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 impl fmt::Display for CheckReport {
@@ -332,10 +298,7 @@ impl fmt::Display for CheckReport {
         writeln!(f, "data directory {}", self.dir.display())?;
         let m = &self.manifest;
         if !m.found {
-            writeln!(
-                f,
-                "manifest   none (never checkpointed: recovery starts at LSN 0)"
-            )?;
+            writeln!(f, "manifest   none (never checkpointed: recovery starts at LSN 0)")?;
         } else if !m.valid {
             writeln!(f, "manifest   INVALID")?;
         } else {
@@ -364,11 +327,7 @@ impl fmt::Display for CheckReport {
             f,
             ", {} records to replay, {}",
             l.to_replay,
-            if l.gaps.is_empty() {
-                "LSNs continuous".to_owned()
-            } else {
-                format!("{} LSN gaps", l.gaps.len())
-            }
+            if l.gaps.is_empty() { "LSNs continuous".to_owned() } else { format!("{} LSN gaps", l.gaps.len()) }
         )?;
         for s in &self.segments {
             write!(f, "  {}", file_name(&s.path))?;
@@ -376,19 +335,11 @@ impl fmt::Display for CheckReport {
                 Some(lsn) => write!(f, "  first LSN {lsn:<8}")?,
                 None => write!(f, "  first LSN {:<8}", "?")?,
             }
-            write!(
-                f,
-                " {:>6} records  {:>9} of {} bytes  ",
-                s.records, s.bytes_used, s.size
-            )?;
+            write!(f, " {:>6} records  {:>9} of {} bytes  ", s.records, s.bytes_used, s.size)?;
             match &s.end {
                 SegmentEnd::Clean => write!(f, "clean")?,
-                SegmentEnd::TornTail { offset, kind } => {
-                    write!(f, "torn tail at offset {offset} ({kind})")?
-                }
-                SegmentEnd::Corrupt { offset, kind } => {
-                    write!(f, "CORRUPT at offset {offset} ({kind})")?
-                }
+                SegmentEnd::TornTail { offset, kind } => write!(f, "torn tail at offset {offset} ({kind})")?,
+                SegmentEnd::Corrupt { offset, kind } => write!(f, "CORRUPT at offset {offset} ({kind})")?,
                 SegmentEnd::Unreadable(e) => write!(f, "UNREADABLE ({e})")?,
             }
             if s.obsolete {
@@ -427,21 +378,13 @@ impl fmt::Display for CheckReport {
                 p.leaked,
                 p.hwm,
                 p.capacity,
-                if p.bad == 0 {
-                    "descriptors ok".to_owned()
-                } else {
-                    format!("{} bad descriptors", p.bad)
-                }
+                if p.bad == 0 { "descriptors ok".to_owned() } else { format!("{} bad descriptors", p.bad) }
             )?;
         } else {
             writeln!(f, "pages      not checked (no valid manifest)")?;
         }
         if self.attempts > 1 {
-            writeln!(
-                f,
-                "note       the directory changed during the check; {} passes were needed",
-                self.attempts
-            )?;
+            writeln!(f, "note       the directory changed during the check; {} passes were needed", self.attempts)?;
         }
         if self.problems.is_empty() {
             writeln!(f, "problems   none")?;
@@ -493,11 +436,8 @@ fn is_not_found(e: &StorageError) -> bool {
 }
 
 fn read_file(vfs: &dyn Vfs, path: &Path) -> Result<Vec<u8>, StorageError> {
-    let file = vfs
-        .open(path, OpenMode::Read)
-        .map_err(|e| StorageError::io("open", path, e))?;
-    file.read_all()
-        .map_err(|e| StorageError::io("read", path, e))
+    let file = vfs.open(path, OpenMode::Read).map_err(|e| StorageError::io("open", path, e))?;
+    file.read_all().map_err(|e| StorageError::io("read", path, e))
 }
 
 /// Where the LSN sequence stands while the segments are walked.
@@ -520,9 +460,7 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn run(vfs: &'a dyn Vfs, dir: &Path) -> Result<(CheckReport, bool), StorageError> {
-        let names = vfs
-            .list_dir(dir)
-            .map_err(|e| StorageError::io("list", dir, e))?;
+        let names = vfs.list_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
         let mut c = Checker {
             vfs,
             report: CheckReport {
@@ -540,19 +478,12 @@ impl<'a> Checker<'a> {
         let manifest_path = dir.join(MANIFEST_NAME);
         let before = c.read_manifest_bytes(&manifest_path);
         let manifest = c.check_manifest(&manifest_path, &names, &before);
-        c.check_wal(
-            dir,
-            manifest.as_ref(),
-            manifest.is_some() || !c.report.manifest.found,
-        );
+        c.check_wal(dir, manifest.as_ref(), manifest.is_some() || !c.report.manifest.found);
         c.check_head(dir, manifest.as_ref());
         if let Some(m) = &manifest {
             c.check_pages(m);
         }
-        if !c.report.manifest.found
-            && c.report.segments.is_empty()
-            && c.report.head_files.is_empty()
-        {
+        if !c.report.manifest.found && c.report.segments.is_empty() && c.report.head_files.is_empty() {
             c.report.push(
                 Severity::Damage,
                 dir,
@@ -586,10 +517,7 @@ impl<'a> Checker<'a> {
         let r = &mut self.report;
         r.manifest.path = path.to_owned();
         let tmp = tmp_path(path);
-        if names
-            .iter()
-            .any(|n| Some(n.as_str()) == tmp.file_name().and_then(|n| n.to_str()))
-        {
+        if names.iter().any(|n| Some(n.as_str()) == tmp.file_name().and_then(|n| n.to_str())) {
             r.push(
                 Severity::Warning,
                 &tmp,
@@ -606,12 +534,7 @@ impl<'a> Checker<'a> {
             }
             Some(Err(e)) => {
                 r.manifest.found = true;
-                r.push(
-                    Severity::Damage,
-                    path,
-                    None,
-                    format!("cannot read the manifest: {e}"),
-                );
+                r.push(Severity::Damage, path, None, format!("cannot read the manifest: {e}"));
                 None
             }
             Some(Ok(bytes)) => {
@@ -636,12 +559,7 @@ impl<'a> Checker<'a> {
                         Some(m)
                     }
                     Err(e) => {
-                        r.problems.push(Problem::from_error(
-                            Severity::Damage,
-                            path,
-                            "manifest",
-                            &e,
-                        ));
+                        r.problems.push(Problem::from_error(Severity::Damage, path, "manifest", &e));
                         None
                     }
                 }
@@ -652,24 +570,12 @@ impl<'a> Checker<'a> {
     /// Records a break in the LSN sequence. Missing or reordered records after the checkpoint are damage
     /// (recovery stops there); before it they are covered by the checkpoint. With no trustworthy checkpoint
     /// LSN every break is damage.
-    fn gap(
-        &mut self,
-        file: &Path,
-        offset: u64,
-        expected: u64,
-        found: u64,
-        checkpoint: Option<u64>,
-        what: &str,
-    ) {
+    fn gap(&mut self, file: &Path, offset: u64, expected: u64, found: u64, checkpoint: Option<u64>, what: &str) {
         let damage = match checkpoint {
             None => true,
             Some(c) => (found > expected && found - 1 > c) || (found < expected && found > c),
         };
-        let severity = if damage {
-            Severity::Damage
-        } else {
-            Severity::Warning
-        };
+        let severity = if damage { Severity::Damage } else { Severity::Warning };
         let detail = if found > expected {
             let missing = if found - 1 == expected {
                 format!("LSN {expected} is")
@@ -687,31 +593,12 @@ impl<'a> Checker<'a> {
             }
             (Some(c), false) => format!(" (covered by the checkpoint LSN {c}: nothing is lost)"),
         };
-        self.report.push(
-            severity,
-            file,
-            Some(offset),
-            format!("{detail}{consequence}"),
-        );
-        self.report.lsn.gaps.push(LsnGap {
-            file: file.to_owned(),
-            offset,
-            expected,
-            found,
-            severity,
-        });
+        self.report.push(severity, file, Some(offset), format!("{detail}{consequence}"));
+        self.report.lsn.gaps.push(LsnGap { file: file.to_owned(), offset, expected, found, severity });
     }
 
     /// Checks that `found` is the LSN the sequence expects, then moves on past it.
-    fn step(
-        &mut self,
-        next: &mut Next,
-        file: &Path,
-        offset: u64,
-        found: u64,
-        checkpoint: Option<u64>,
-        what: &str,
-    ) {
+    fn step(&mut self, next: &mut Next, file: &Path, offset: u64, found: u64, checkpoint: Option<u64>, what: &str) {
         match *next {
             Next::At(n) if n != found => self.gap(file, offset, n, found, checkpoint, what),
             Next::Start => {
@@ -730,21 +617,14 @@ impl<'a> Checker<'a> {
         let wal_dir = dir.join("wal");
         if !self.vfs.exists(&wal_dir) {
             if self.report.manifest.found {
-                self.report.push(
-                    Severity::Damage,
-                    &wal_dir,
-                    None,
-                    "the WAL directory is missing",
-                );
+                self.report.push(Severity::Damage, &wal_dir, None, "the WAL directory is missing");
             }
             return;
         }
         let segs = match list_segments(self.vfs, &wal_dir) {
             Ok(s) => s,
             Err(e) => {
-                self.report
-                    .problems
-                    .push(Problem::from_error(Severity::Damage, &wal_dir, "", &e));
+                self.report.problems.push(Problem::from_error(Severity::Damage, &wal_dir, "", &e));
                 return;
             }
         };
@@ -815,10 +695,7 @@ impl<'a> Checker<'a> {
                     Severity::Damage,
                     path,
                     Some(HEADER_SEQ_OFFSET),
-                    format!(
-                        "the header says segment {}, the name says {seq}; recovery refuses it",
-                        h.seq.get()
-                    ),
+                    format!("the header says segment {}, the name says {seq}; recovery refuses it", h.seq.get()),
                 );
             }
             let first = h.first_lsn.get();
@@ -834,14 +711,7 @@ impl<'a> Checker<'a> {
             next = Next::At(first);
             for f in &scan.frames {
                 let off = (f.start - FRAME_HEADER_LEN) as u64;
-                self.step(
-                    &mut next,
-                    path,
-                    off,
-                    f.lsn,
-                    checkpoint,
-                    "the record has LSN",
-                );
+                self.step(&mut next, path, off, f.lsn, checkpoint, "the record has LSN");
                 next = Next::At(f.lsn + 1);
                 let l = &mut self.report.lsn;
                 l.first = Some(l.first.map_or(f.lsn, |x| x.min(f.lsn)));
@@ -860,19 +730,13 @@ impl<'a> Checker<'a> {
                     let (sev, why) = if replayed {
                         (Severity::Damage, "recovery would stop at it")
                     } else {
-                        (
-                            Severity::Warning,
-                            "the checkpoint covers it, recovery skips it",
-                        )
+                        (Severity::Warning, "the checkpoint covers it, recovery skips it")
                     };
                     self.report.push(
                         sev,
                         path,
                         Some(off),
-                        format!(
-                            "record LSN {} (kind {}) has an undecodable payload: {kind}; {why}",
-                            f.lsn, f.kind
-                        ),
+                        format!("record LSN {} (kind {}) has an undecodable payload: {kind}; {why}", f.lsn, f.kind),
                     );
                 }
             }
@@ -892,9 +756,7 @@ impl<'a> Checker<'a> {
                                 format!("non-zero bytes after the last record of the newest segment; recovery zeroes them{intact}"),
                             );
                         } else {
-                            let kind = CorruptionKind::Invalid(
-                                "non-zero bytes after the last record".into(),
-                            );
+                            let kind = CorruptionKind::Invalid("non-zero bytes after the last record".into());
                             self.report.push(
                                 Severity::Damage,
                                 path,
@@ -915,10 +777,7 @@ impl<'a> Checker<'a> {
                             Some(*off),
                             format!("torn tail in the newest segment ({kind}); recovery discards everything from here{intact}"),
                         );
-                        sr.end = SegmentEnd::TornTail {
-                            offset: *off,
-                            kind: kind.clone(),
-                        };
+                        sr.end = SegmentEnd::TornTail { offset: *off, kind: kind.clone() };
                     } else {
                         self.report.push(
                             Severity::Damage,
@@ -929,10 +788,7 @@ impl<'a> Checker<'a> {
                                  recovery refuses to open the log{intact}"
                             ),
                         );
-                        sr.end = SegmentEnd::Corrupt {
-                            offset: *off,
-                            kind: kind.clone(),
-                        };
+                        sr.end = SegmentEnd::Corrupt { offset: *off, kind: kind.clone() };
                     }
                 }
             }
@@ -951,21 +807,13 @@ impl<'a> Checker<'a> {
     /// A segment whose header (or whole file) cannot be read.
     /// `wal_seq`: the first segment the manifest needs; a segment up to that one was created (and synced)
     /// before the manifest was written, so a damaged header there cannot be an interrupted creation.
-    fn check_bad_segment(
-        &mut self,
-        sr: &mut SegmentReport,
-        newest: bool,
-        wal_seq: Option<u64>,
-        e: &StorageError,
-    ) {
+    fn check_bad_segment(&mut self, sr: &mut SegmentReport, newest: bool, wal_seq: Option<u64>, e: &StorageError) {
         let path = sr.path.clone();
         match e {
             StorageError::Corruption { offset, kind, .. } => {
                 let bytes = read_file(self.vfs, &path).ok();
                 sr.size = bytes.as_ref().map_or(0, |b| b.len() as u64);
-                let zero_after = bytes
-                    .as_ref()
-                    .is_some_and(|b| b.iter().skip(SEGMENT_HEADER_LEN).all(|&x| x == 0));
+                let zero_after = bytes.as_ref().is_some_and(|b| b.iter().skip(SEGMENT_HEADER_LEN).all(|&x| x == 0));
                 let completed = wal_seq.is_some_and(|ws| sr.seq <= ws);
                 if newest && zero_after && !completed {
                     self.report.problems.push(Problem::from_error(
@@ -975,10 +823,7 @@ impl<'a> Checker<'a> {
                          interrupted segment creation); recovery removes the file",
                         e,
                     ));
-                    sr.end = SegmentEnd::TornTail {
-                        offset: *offset,
-                        kind: kind.clone(),
-                    };
+                    sr.end = SegmentEnd::TornTail { offset: *offset, kind: kind.clone() };
                 } else {
                     let ctx = if newest && zero_after {
                         "damaged header of the newest segment, which the manifest names (so its creation \
@@ -988,23 +833,13 @@ impl<'a> Checker<'a> {
                     } else {
                         "damaged header of a sealed segment"
                     };
-                    self.report
-                        .problems
-                        .push(Problem::from_error(Severity::Damage, &path, ctx, e));
-                    sr.end = SegmentEnd::Corrupt {
-                        offset: *offset,
-                        kind: kind.clone(),
-                    };
+                    self.report.problems.push(Problem::from_error(Severity::Damage, &path, ctx, e));
+                    sr.end = SegmentEnd::Corrupt { offset: *offset, kind: kind.clone() };
                 }
             }
             _ => {
                 if !is_not_found(e) {
-                    self.report.problems.push(Problem::from_error(
-                        Severity::Damage,
-                        &path,
-                        "WAL segment",
-                        e,
-                    ));
+                    self.report.problems.push(Problem::from_error(Severity::Damage, &path, "WAL segment", e));
                 }
                 sr.end = SegmentEnd::Unreadable(e.to_string());
             }
@@ -1019,12 +854,7 @@ impl<'a> Checker<'a> {
                 Ok(n) => n,
                 Err(e) => {
                     let e = StorageError::io("list", &head_dir, e);
-                    self.report.problems.push(Problem::from_error(
-                        Severity::Damage,
-                        &head_dir,
-                        "",
-                        &e,
-                    ));
+                    self.report.problems.push(Problem::from_error(Severity::Damage, &head_dir, "", &e));
                     return;
                 }
             }
@@ -1033,10 +863,7 @@ impl<'a> Checker<'a> {
         };
         let mut indexes: Vec<u32> = Vec::new();
         for name in &names {
-            if let Some(i) = name
-                .strip_suffix(".pages")
-                .and_then(|n| n.parse::<u32>().ok())
-            {
+            if let Some(i) = name.strip_suffix(".pages").and_then(|n| n.parse::<u32>().ok()) {
                 indexes.push(i);
             } else if name.ends_with(".tmp") {
                 self.report.push(
@@ -1062,29 +889,18 @@ impl<'a> Checker<'a> {
                 exists: names.iter().any(|n| n == &head_file::head_file_name(index)),
                 header_valid: false,
                 size: None,
-                expected_size: expected
-                    .filter(|_| referenced)
-                    .map(|(_, ppf)| u64::from(ppf) * PAGE_BYTES as u64),
+                expected_size: expected.filter(|_| referenced).map(|(_, ppf)| u64::from(ppf) * PAGE_BYTES as u64),
             };
             if !hr.exists {
-                self.report.push(
-                    Severity::Damage,
-                    &path,
-                    None,
-                    "missing: the manifest refers to this head file",
-                );
+                self.report.push(Severity::Damage, &path, None, "missing: the manifest refers to this head file");
                 self.report.head_files.push(hr);
                 continue;
             }
             let read = (|| -> Result<(Vec<u8>, u64), StorageError> {
-                let file = self
-                    .vfs
-                    .open(&path, OpenMode::Read)
-                    .map_err(|e| StorageError::io("open", &path, e))?;
+                let file = self.vfs.open(&path, OpenMode::Read).map_err(|e| StorageError::io("open", &path, e))?;
                 let len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
                 let mut header = vec![0u8; (len as usize).min(PAGE_BYTES)];
-                file.read_exact_at(&mut header, 0)
-                    .map_err(|e| StorageError::io("read", &path, e))?;
+                file.read_exact_at(&mut header, 0).map_err(|e| StorageError::io("read", &path, e))?;
                 Ok((header, len))
             })();
             let (header, len) = match read {
@@ -1093,12 +909,7 @@ impl<'a> Checker<'a> {
                     if is_not_found(&e) {
                         self.vanished = true;
                     } else if referenced {
-                        self.report.problems.push(Problem::from_error(
-                            Severity::Damage,
-                            &path,
-                            "head file",
-                            &e,
-                        ));
+                        self.report.problems.push(Problem::from_error(Severity::Damage, &path, "head file", &e));
                     }
                     self.report.head_files.push(hr);
                     continue;
@@ -1112,12 +923,9 @@ impl<'a> Checker<'a> {
             };
             match head_file::check_header(&path, &header, index, pages) {
                 Ok(()) => hr.header_valid = true,
-                Err(e) if referenced => self.report.problems.push(Problem::from_error(
-                    Severity::Damage,
-                    &path,
-                    "head file header",
-                    &e,
-                )),
+                Err(e) if referenced => {
+                    self.report.problems.push(Problem::from_error(Severity::Damage, &path, "head file header", &e))
+                }
                 Err(_) => {}
             }
             if let (true, Some(want)) = (referenced, hr.expected_size) {
@@ -1126,7 +934,9 @@ impl<'a> Checker<'a> {
                         Severity::Damage,
                         &path,
                         None,
-                        format!("head file is {len} bytes, the manifest implies {want} ({pages} pages of {PAGE_BYTES})"),
+                        format!(
+                            "head file is {len} bytes, the manifest implies {want} ({pages} pages of {PAGE_BYTES})"
+                        ),
                     );
                 }
             }
@@ -1151,10 +961,7 @@ impl<'a> Checker<'a> {
         let path = self.report.manifest.path.clone();
         let mut bad: Vec<String> = Vec::new();
         if u64::from(h.hwm) > capacity {
-            bad.push(format!(
-                "high-water mark {} lies past the {capacity} pages of the {} head files",
-                h.hwm, h.files
-            ));
+            bad.push(format!("high-water mark {} lies past the {capacity} pages of the {} head files", h.hwm, h.files));
         }
         let in_range = |no: u32| no < h.hwm && !no.is_multiple_of(ppf);
         let mut owner: HashMap<u32, usize> = HashMap::new();
@@ -1182,23 +989,14 @@ impl<'a> Checker<'a> {
                     bad.push(format!("{name}: page {} is {why}", p.no));
                 }
                 if let Some(other) = owner.insert(p.no, i) {
-                    bad.push(format!(
-                        "page {} is owned by series {other} and {name}",
-                        p.no
-                    ));
+                    bad.push(format!("page {} is owned by series {other} and {name}", p.no));
                 }
                 if len as usize > PAGE_SLOTS {
-                    bad.push(format!(
-                        "{name}: page {} has length {len} > {PAGE_SLOTS}",
-                        p.no
-                    ));
+                    bad.push(format!("{name}: page {} has length {len} > {PAGE_SLOTS}", p.no));
                 }
                 if let Some(ps) = prev_start {
                     if p.start <= ps {
-                        bad.push(format!(
-                            "{name}: page {} starts at {} after a page starting at {ps}",
-                            p.no, p.start
-                        ));
+                        bad.push(format!("{name}: page {} starts at {} after a page starting at {ps}", p.no, p.start));
                     }
                 }
                 prev_start = Some(p.start);
@@ -1245,20 +1043,11 @@ impl<'a> Checker<'a> {
         }
         pr.bad = bad.len();
         for b in bad {
-            self.report.push(
-                Severity::Damage,
-                &path,
-                None,
-                format!("page descriptors: {b}"),
-            );
+            self.report.push(Severity::Damage, &path, None, format!("page descriptors: {b}"));
         }
         if u64::from(h.hwm) <= capacity {
             let leaked: Vec<u32> = (1..h.hwm)
-                .filter(|&no| {
-                    !no.is_multiple_of(ppf)
-                        && !owner.contains_key(&no)
-                        && !free_seen.contains_key(&no)
-                })
+                .filter(|&no| !no.is_multiple_of(ppf) && !owner.contains_key(&no) && !free_seen.contains_key(&no))
                 .collect();
             pr.leaked = leaked.len();
             if !leaked.is_empty() {
@@ -1283,18 +1072,14 @@ impl<'a> Checker<'a> {
 /// Looks for intact records behind a bad frame or stale bytes (frames of a later write that reached the
 /// disk while an earlier one did not, or records after a corrupted one) and describes them for a message.
 fn describe_intact(data: &[u8], from: usize, after_lsn: u64) -> String {
-    let limit =
-        after_lsn.saturating_add((data.len() / (FRAME_HEADER_LEN + FRAME_ALIGN)) as u64 + 1);
+    let limit = after_lsn.saturating_add((data.len() / (FRAME_HEADER_LEN + FRAME_ALIGN)) as u64 + 1);
     let mut off = from + FRAME_ALIGN;
     while off + FRAME_HEADER_LEN <= data.len() {
         // Cheap plausibility test on the LSN before decode_frame checksums the payload.
         let plausible = FrameHeader::read_from_prefix(&data[off..])
             .is_ok_and(|(h, _)| h.lsn.get() > after_lsn && h.lsn.get() <= limit);
         if plausible {
-            if let Frame::Record {
-                lsn: first, next, ..
-            } = decode_frame(data, off)
-            {
+            if let Frame::Record { lsn: first, next, .. } = decode_frame(data, off) {
                 let (mut last, mut count, mut at) = (first, 1u64, next);
                 while let Frame::Record { lsn, next, .. } = decode_frame(data, at) {
                     if lsn != last + 1 {
@@ -1304,9 +1089,7 @@ fn describe_intact(data: &[u8], from: usize, after_lsn: u64) -> String {
                     count += 1;
                     at = next;
                 }
-                return format!(
-                    "; {count} intact records (LSN {first}..={last}) follow at offset {off}"
-                );
+                return format!("; {count} intact records (LSN {first}..={last}) follow at offset {off}");
             }
         }
         off += FRAME_ALIGN;
@@ -1336,15 +1119,9 @@ mod tests {
             wal_seq: 2,
             metrics: vec![MetricEntry {
                 name: "cpu_load".into(),
-                config: MetricConfig {
-                    frequency: 60,
-                    aggregation: Aggregation::Avg,
-                },
+                config: MetricConfig { frequency: 60, aggregation: Aggregation::Avg },
             }],
-            series: vec![SeriesEntry {
-                metric: 0,
-                path: vec![1, 1, 1, b'a'],
-            }],
+            series: vec![SeriesEntry { metric: 0, path: vec![1, 1, 1, b'a'] }],
             head: HeadState {
                 pages_per_file: 4,
                 files: 2,
@@ -1353,16 +1130,7 @@ mod tests {
                 series: vec![SeriesState {
                     origin: Some(970),
                     floor: 0,
-                    pages: vec![
-                        (PageRef { no: 1, start: 970 }, 512),
-                        (
-                            PageRef {
-                                no: 2,
-                                start: 970 + 512 * 60,
-                            },
-                            3,
-                        ),
-                    ],
+                    pages: vec![(PageRef { no: 1, start: 970 }, 512), (PageRef { no: 2, start: 970 + 512 * 60 }, 3)],
                 }],
             },
         }
@@ -1418,10 +1186,7 @@ mod tests {
         assert_eq!(vfs.mutating_ops(), ops, "the check wrote");
         assert!(r.problems.is_empty(), "{r}");
         assert_eq!(r.lsn.to_replay, 2);
-        assert_eq!(
-            (r.pages.used, r.pages.free, r.pages.leaked, r.pages.bad),
-            (2, 1, 0, 0)
-        );
+        assert_eq!((r.pages.used, r.pages.free, r.pages.leaked, r.pages.bad), (2, 1, 0, 0));
         assert_eq!(r.head_files.len(), 2);
     }
 
@@ -1429,34 +1194,13 @@ mod tests {
     fn page_descriptor_checks() {
         type Edit = Box<dyn Fn(&mut Manifest)>;
         let cases: Vec<(&str, Edit)> = vec![
-            (
-                "not below hwm",
-                Box::new(|m| m.head.series[0].pages[1].0.no = 6),
-            ),
-            (
-                "a head file header",
-                Box::new(|m| m.head.series[0].pages[1].0.no = 4),
-            ),
-            (
-                "length 513",
-                Box::new(|m| m.head.series[0].pages[1].1 = 513),
-            ),
-            (
-                "off the grid of 512 x 60 s from 970",
-                Box::new(|m| m.head.series[0].pages[1].0.start += 60),
-            ),
-            (
-                "from origin 1030",
-                Box::new(|m| m.head.series[0].origin = Some(1030)),
-            ),
-            (
-                "below the series' floor",
-                Box::new(|m| m.head.series[0].floor = 1),
-            ),
-            (
-                "free page 4 is a head file header",
-                Box::new(|m| m.head.free = vec![3, 4]),
-            ),
+            ("not below hwm", Box::new(|m| m.head.series[0].pages[1].0.no = 6)),
+            ("a head file header", Box::new(|m| m.head.series[0].pages[1].0.no = 4)),
+            ("length 513", Box::new(|m| m.head.series[0].pages[1].1 = 513)),
+            ("off the grid of 512 x 60 s from 970", Box::new(|m| m.head.series[0].pages[1].0.start += 60)),
+            ("from origin 1030", Box::new(|m| m.head.series[0].origin = Some(1030))),
+            ("below the series' floor", Box::new(|m| m.head.series[0].floor = 1)),
+            ("free page 4 is a head file header", Box::new(|m| m.head.free = vec![3, 4])),
             ("lies past the 8 pages", Box::new(|m| m.head.hwm = 9)),
         ];
         for (what, edit) in cases {
@@ -1466,12 +1210,7 @@ mod tests {
             segment(&vfs, 2, 4, &[]);
             let r = check(&vfs, &dir()).unwrap();
             assert!(r.is_damaged(), "{what}: {r}");
-            assert!(
-                r.problems
-                    .iter()
-                    .any(|p| p.message.contains(what) && p.file.ends_with("MANIFEST")),
-                "{what}: {r}"
-            );
+            assert!(r.problems.iter().any(|p| p.message.contains(what) && p.file.ends_with("MANIFEST")), "{what}: {r}");
         }
         // A page neither used nor free: a warning only.
         let mut m = manifest();
@@ -1503,31 +1242,17 @@ mod tests {
         segment(&vfs, 2, 6, &[(6, free_kind())]);
         let r = check(&vfs, &dir()).unwrap();
         assert!(r.is_damaged(), "{r}");
-        assert!(
-            r.problems[0].message.contains("LSNs 4..=5 are missing"),
-            "{r}"
-        );
+        assert!(r.problems[0].message.contains("LSNs 4..=5 are missing"), "{r}");
     }
 
     #[test]
     fn missing_segment_and_head_file_are_damage() {
         let m = manifest();
         let vfs = build(&m);
-        vfs.remove_file(&dir().join("head").join("000001.pages"))
-            .unwrap();
+        vfs.remove_file(&dir().join("head").join("000001.pages")).unwrap();
         let r = check(&vfs, &dir()).unwrap();
-        assert!(
-            r.problems
-                .iter()
-                .any(|p| p.message.contains("segment 2 on")),
-            "{r}"
-        );
-        assert!(
-            r.problems
-                .iter()
-                .any(|p| p.file.ends_with("000001.pages") && p.severity == Severity::Damage),
-            "{r}"
-        );
+        assert!(r.problems.iter().any(|p| p.message.contains("segment 2 on")), "{r}");
+        assert!(r.problems.iter().any(|p| p.file.ends_with("000001.pages") && p.severity == Severity::Damage), "{r}");
     }
 
     #[test]
@@ -1536,10 +1261,7 @@ mod tests {
         segment(&vfs, 2, 4, &[(4, free_kind()), (5, 99)]);
         let r = check(&vfs, &dir()).unwrap();
         assert_eq!(severities(&r), [Severity::Damage], "{r}");
-        assert!(
-            r.problems[0].message.contains("unknown record kind 99"),
-            "{r}"
-        );
+        assert!(r.problems[0].message.contains("unknown record kind 99"), "{r}");
     }
 
     #[test]
@@ -1550,21 +1272,12 @@ mod tests {
         // The header of the newest segment never reached the disk.
         let f = vfs.open(&s3, OpenMode::ReadWrite).unwrap();
         f.write_all_at(&[0u8; SEGMENT_HEADER_LEN], 0).unwrap();
-        let f = vfs
-            .open(&dir().join("MANIFEST.tmp"), OpenMode::CreateNew)
-            .unwrap();
+        let f = vfs.open(&dir().join("MANIFEST.tmp"), OpenMode::CreateNew).unwrap();
         f.write_all_at(b"partial", 0).unwrap();
         let r = check(&vfs, &dir()).unwrap();
         assert!(!r.is_damaged(), "{r}");
-        assert_eq!(
-            severities(&r),
-            [Severity::Warning, Severity::Warning],
-            "{r}"
-        );
-        assert!(matches!(
-            r.segments[1].end,
-            SegmentEnd::TornTail { offset: 0, .. }
-        ));
+        assert_eq!(severities(&r), [Severity::Warning, Severity::Warning], "{r}");
+        assert!(matches!(r.segments[1].end, SegmentEnd::TornTail { offset: 0, .. }));
     }
 
     #[test]
@@ -1581,27 +1294,14 @@ mod tests {
     #[test]
     fn bad_frame_in_the_newest_segment_is_a_torn_tail_with_what_follows() {
         let vfs = build(&manifest());
-        let s2 = segment(
-            &vfs,
-            2,
-            4,
-            &[(4, free_kind()), (5, free_kind()), (6, free_kind())],
-        );
+        let s2 = segment(&vfs, 2, 4, &[(4, free_kind()), (5, free_kind()), (6, free_kind())]);
         let f = vfs.open(&s2, OpenMode::ReadWrite).unwrap();
-        let second = (SEGMENT_HEADER_LEN
-            + crate::storage::wal::record::frame_len(free_payload().len()))
-            as u64;
-        f.write_all_at(&[0xff], second + FRAME_HEADER_LEN as u64 + 2)
-            .unwrap();
+        let second = (SEGMENT_HEADER_LEN + crate::storage::wal::record::frame_len(free_payload().len())) as u64;
+        f.write_all_at(&[0xff], second + FRAME_HEADER_LEN as u64 + 2).unwrap();
         let r = check(&vfs, &dir()).unwrap();
         assert_eq!(severities(&r), [Severity::Warning], "{r}");
         assert_eq!(r.problems[0].offset, Some(second));
-        assert!(
-            r.problems[0]
-                .message
-                .contains("1 intact records (LSN 6..=6)"),
-            "{r}"
-        );
+        assert!(r.problems[0].message.contains("1 intact records (LSN 6..=6)"), "{r}");
         assert_eq!(r.segments[0].records, 1);
     }
 

@@ -137,9 +137,18 @@ type Reply<T> = Sender<Result<T, StorageError>>;
 
 enum Cmd {
     /// Records to log and apply. `samples` are applied after logging; `defs`/`declare` too.
-    Write { records: Vec<(u8, Vec<u8>)>, op: Op, unknown: u64, reply: Option<Reply<WriteAck>> },
-    Checkpoint { reply: Reply<Lsn> },
-    Shutdown { reply: Reply<()> },
+    Write {
+        records: Vec<(u8, Vec<u8>)>,
+        op: Op,
+        unknown: u64,
+        reply: Option<Reply<WriteAck>>,
+    },
+    Checkpoint {
+        reply: Reply<Lsn>,
+    },
+    Shutdown {
+        reply: Reply<()>,
+    },
 }
 
 enum Op {
@@ -239,10 +248,17 @@ fn apply_payload(
         Payload::DefineSeries(defs) => {
             for d in defs {
                 let Some(m) = metrics.get(d.metric as usize) else {
-                    return Err(bad(CorruptionKind::Invalid(format!("series {} of unknown metric {}", d.id.0, d.metric))));
+                    return Err(bad(CorruptionKind::Invalid(format!(
+                        "series {} of unknown metric {}",
+                        d.id.0, d.metric
+                    ))));
                 };
                 if d.id.0 as usize != series.len() {
-                    return Err(bad(CorruptionKind::Invalid(format!("series id {}, expected {}", d.id.0, series.len()))));
+                    return Err(bad(CorruptionKind::Invalid(format!(
+                        "series id {}, expected {}",
+                        d.id.0,
+                        series.len()
+                    ))));
                 }
                 head.add_series(m.config.frequency);
                 series.push(SeriesEntry { metric: d.metric, path: d.path });
@@ -311,10 +327,14 @@ impl Engine {
         let mut metrics = manifest.metrics.clone();
         let mut series = manifest.series.clone();
         let wal_dir = dir.join("wal");
-        let (mut wal, replay) =
-            Wal::open(vfs.clone(), &wal_dir, options.segment_size, manifest.checkpoint_lsn, manifest.wal_seq, |lsn, kind, bytes| {
-                apply_payload(lsn, kind, bytes, &mut head, &mut metrics, &mut series, &wal_dir)
-            })?;
+        let (mut wal, replay) = Wal::open(
+            vfs.clone(),
+            &wal_dir,
+            options.segment_size,
+            manifest.checkpoint_lsn,
+            manifest.wal_seq,
+            |lsn, kind, bytes| apply_payload(lsn, kind, bytes, &mut head, &mut metrics, &mut series, &wal_dir),
+        )?;
         // Segments below the manifest's first needed one are left over from a crash during a checkpoint.
         wal.remove_below(manifest.wal_seq)?;
 
@@ -599,12 +619,7 @@ impl Engine {
                 (payload::Kind::Free as u8, bytes)
             })
             .collect();
-        let ack = self.call(|reply| Cmd::Write {
-            records,
-            op: Op::Free(items),
-            unknown: 0,
-            reply: Some(reply),
-        })?;
+        let ack = self.call(|reply| Cmd::Write { records, op: Op::Free(items), unknown: 0, reply: Some(reply) })?;
         Ok(ack.outcome.stored)
     }
 
@@ -792,7 +807,8 @@ impl Writer {
                     }
                     let r = if self.shared.failed.lock().is_some() { Ok(()) } else { self.checkpoint().map(|_| ()) };
                     for w in self.waiting.drain(..) {
-                        let _ = w.send(r.as_ref().map(|_| Lsn(self.wal.next_lsn().0 - 1)).map_err(|_| StorageError::Closed));
+                        let _ = w
+                            .send(r.as_ref().map(|_| Lsn(self.wal.next_lsn().0 - 1)).map_err(|_| StorageError::Closed));
                     }
                     let _ = reply.send(r);
                     shutdown = true;

@@ -62,6 +62,7 @@ impl Default for Acc4 {
 }
 
 #[inline]
+#[allow(clippy::needless_range_loop)] // indexing four lanes in step is the point
 fn scan_stats(words: &[std::sync::atomic::AtomicU64], acc: &mut Acc4) {
     let mut chunks = words.chunks_exact(4);
     for c in &mut chunks {
@@ -360,7 +361,7 @@ impl HeadWriter {
             pending: Vec::new(),
             hwm: state.hwm,
         };
-        let capacity = state.files.checked_mul(ppf).unwrap_or(u32::MAX);
+        let capacity = state.files.saturating_mul(ppf);
         let bad = |msg: String| StorageError::corrupt(dir, 0, CorruptionKind::Invalid(msg));
         if state.hwm > capacity || state.free.iter().any(|&p| p >= state.hwm || p % ppf == 0) {
             return Err(bad(format!("page numbers past the {capacity} pages of the head files")));
@@ -428,7 +429,11 @@ impl HeadWriter {
             return Ok(Applied::OutOfRange);
         }
         let Some(s) = self.series.get_mut(id.0 as usize) else {
-            return Err(StorageError::corrupt(&self.dir, 0, CorruptionKind::Invalid(format!("unknown series {}", id.0))));
+            return Err(StorageError::corrupt(
+                &self.dir,
+                0,
+                CorruptionKind::Invalid(format!("unknown series {}", id.0)),
+            ));
         };
         let f = s.frequency;
         if let Some(nx) = s.next {

@@ -63,8 +63,8 @@ pub trait VFile: Send + Sync {
 
     /// Reads the whole file.
     fn read_all(&self) -> io::Result<Vec<u8>> {
-        let len = usize::try_from(self.len()?)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+        let len =
+            usize::try_from(self.len()?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
         let mut buf = vec![0u8; len];
         self.read_exact_at(&mut buf, 0)?;
         Ok(buf)

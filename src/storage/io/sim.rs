@@ -170,11 +170,7 @@ enum DirOp {
     /// A removed file, or the source half of a rename to another directory.
     Remove { name: OsString },
     /// A rename within the directory, replacing `to`.
-    Rename {
-        from: OsString,
-        to: OsString,
-        ino: Ino,
-    },
+    Rename { from: OsString, to: OsString, ino: Ino },
 }
 
 impl DirOp {
@@ -261,10 +257,7 @@ impl Inode {
         for (i, page) in current.chunks(PAGE_BYTES).enumerate() {
             let start = i * PAGE_BYTES;
             if implied.get(start..start + page.len()) != Some(page) {
-                self.unsynced.push(FileOp::Page {
-                    offset: start,
-                    bytes: page.to_vec(),
-                });
+                self.unsynced.push(FileOp::Page { offset: start, bytes: page.to_vec() });
             }
         }
         self.live = current;
@@ -427,10 +420,7 @@ impl Chooser {
 }
 
 fn not_found(what: &str, path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{what} {} not found", path.display()),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("{what} {} not found", path.display()))
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -443,9 +433,7 @@ fn to_usize(v: u64) -> io::Result<usize> {
 
 /// Splits a file path into its directory and its name.
 fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| invalid(format!("{} does not name a file", path.display())))?;
+    let name = path.file_name().ok_or_else(|| invalid(format!("{} does not name a file", path.display())))?;
     Ok((path.parent().unwrap_or(Path::new("")), name))
 }
 
@@ -460,32 +448,19 @@ impl State {
     /// The inode named by `path` in the live entries.
     fn lookup(&self, path: &Path) -> io::Result<Ino> {
         if self.dirs.contains_key(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                format!("{} is a directory", path.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display())));
         }
         let (dir, name) = split(path)?;
-        let dir = self
-            .dirs
-            .get(dir)
-            .ok_or_else(|| not_found("directory", dir))?;
-        dir.live
-            .get(name)
-            .copied()
-            .ok_or_else(|| not_found("file", path))
+        let dir = self.dirs.get(dir).ok_or_else(|| not_found("directory", dir))?;
+        dir.live.get(name).copied().ok_or_else(|| not_found("file", path))
     }
 
     fn dir_mut(&mut self, path: &Path) -> io::Result<&mut Dir> {
-        self.dirs
-            .get_mut(path)
-            .ok_or_else(|| not_found("directory", path))
+        self.dirs.get_mut(path).ok_or_else(|| not_found("directory", path))
     }
 
     fn inode_mut(&mut self, ino: Ino) -> io::Result<&mut Inode> {
-        self.inodes
-            .get_mut(&ino)
-            .ok_or_else(|| io::Error::other(format!("stale inode {ino}")))
+        self.inodes.get_mut(&ino).ok_or_else(|| io::Error::other(format!("stale inode {ino}")))
     }
 
     /// Fails if a fault is armed for `op`; called after the operation's own checks, before it changes
@@ -524,9 +499,7 @@ impl State {
                 }
             }
         }
-        self.inodes.retain(|ino, inode| {
-            referenced.contains(ino) || inode.handles > 0 || inode.map.is_some()
-        });
+        self.inodes.retain(|ino, inode| referenced.contains(ino) || inode.handles > 0 || inode.map.is_some());
     }
 }
 
@@ -537,9 +510,7 @@ impl SimVfs {
     }
 
     fn from_state(state: State) -> Self {
-        SimVfs {
-            state: Arc::new(Mutex::new(state)),
-        }
+        SimVfs { state: Arc::new(Mutex::new(state)) }
     }
 
     /// Lets `n` more mutating operations succeed, then fails every further one with
@@ -596,37 +567,14 @@ impl SimVfs {
                 op.apply(&mut entries);
             }
             reachable.extend(entries.values().copied());
-            dirs.insert(
-                path.clone(),
-                Dir {
-                    live: entries.clone(),
-                    durable: entries,
-                    log: Vec::new(),
-                },
-            );
+            dirs.insert(path.clone(), Dir { live: entries.clone(), durable: entries, log: Vec::new() });
         }
         let mut inodes = BTreeMap::new();
         for ino in reachable {
-            let bytes = st
-                .inodes
-                .get(&ino)
-                .map(|inode| inode.crash_image(&mut chooser))
-                .unwrap_or_default();
-            inodes.insert(
-                ino,
-                Inode {
-                    live: bytes.clone(),
-                    durable: bytes,
-                    ..Inode::default()
-                },
-            );
+            let bytes = st.inodes.get(&ino).map(|inode| inode.crash_image(&mut chooser)).unwrap_or_default();
+            inodes.insert(ino, Inode { live: bytes.clone(), durable: bytes, ..Inode::default() });
         }
-        Self::from_state(State {
-            dirs,
-            inodes,
-            next_ino: st.next_ino,
-            ..State::default()
-        })
+        Self::from_state(State { dirs, inodes, next_ino: st.next_ino, ..State::default() })
     }
 }
 
@@ -642,10 +590,7 @@ impl SimFile {
         if self.writable {
             Ok(())
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "file opened read-only",
-            ))
+            Err(io::Error::new(io::ErrorKind::PermissionDenied, "file opened read-only"))
         }
     }
 }
@@ -683,9 +628,7 @@ impl VFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check_writable()?;
         let offset = to_usize(offset)?;
-        let end = offset
-            .checked_add(buf.len())
-            .ok_or_else(|| invalid("write past the largest offset".to_string()))?;
+        let end = offset.checked_add(buf.len()).ok_or_else(|| invalid("write past the largest offset".to_string()))?;
         let mut st = self.state.lock();
         let inode = st.inode_mut(self.ino)?;
         if inode.map.is_some() && end > inode.len() {
@@ -701,10 +644,7 @@ impl VFile for SimFile {
             None if buf.is_empty() => {}
             None => {
                 write_into(&mut inode.live, offset, buf);
-                inode.unsynced.push(FileOp::Write {
-                    offset,
-                    bytes: buf.to_vec(),
-                });
+                inode.unsynced.push(FileOp::Write { offset, bytes: buf.to_vec() });
             }
         }
         st.succeeded();
@@ -730,9 +670,7 @@ impl VFile for SimFile {
         let len = to_usize(len)?;
         let mut st = self.state.lock();
         if st.inode_mut(self.ino)?.map.is_some() {
-            return Err(invalid(
-                "cannot change the length of a mapped file".to_string(),
-            ));
+            return Err(invalid("cannot change the length of a mapped file".to_string()));
         }
         st.inject(FaultOp::Write)?;
         let inode = st.inode_mut(self.ino)?;
@@ -801,15 +739,8 @@ impl Vfs for SimVfs {
         let mut st = self.state.lock();
         for dir in path.ancestors() {
             if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
-                if st
-                    .dirs
-                    .get(parent)
-                    .is_some_and(|d| d.live.contains_key(name))
-                {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("{} is a file", dir.display()),
-                    ));
+                if st.dirs.get(parent).is_some_and(|d| d.live.contains_key(name)) {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is a file", dir.display())));
                 }
             }
         }
@@ -838,20 +769,13 @@ impl Vfs for SimVfs {
                 st.inodes.insert(ino, Inode::default());
                 let d = st.dir_mut(dir)?;
                 d.live.insert(name.to_os_string(), ino);
-                d.log.push(DirOp::Insert {
-                    name: name.to_os_string(),
-                    ino,
-                });
+                d.log.push(DirOp::Insert { name: name.to_os_string(), ino });
                 st.succeeded();
                 ino
             }
         };
         st.inode_mut(ino)?.handles += 1;
-        Ok(Box::new(SimFile {
-            state: Arc::clone(&self.state),
-            ino,
-            writable: mode != OpenMode::Read,
-        }))
+        Ok(Box::new(SimFile { state: Arc::clone(&self.state), ino, writable: mode != OpenMode::Read }))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -861,9 +785,7 @@ impl Vfs for SimVfs {
         st.inject(FaultOp::Remove)?;
         let d = st.dir_mut(dir)?;
         d.live.remove(name);
-        d.log.push(DirOp::Remove {
-            name: name.to_os_string(),
-        });
+        d.log.push(DirOp::Remove { name: name.to_os_string() });
         st.succeeded();
         st.collect_garbage();
         Ok(())
@@ -875,10 +797,7 @@ impl Vfs for SimVfs {
         let (from_dir, from_name) = split(from)?;
         let (to_dir, to_name) = split(to)?;
         if st.dirs.contains_key(to) {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                format!("{} is a directory", to.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", to.display())));
         }
         st.dir_mut(to_dir)?;
         st.inject(FaultOp::Rename)?;
@@ -887,24 +806,15 @@ impl Vfs for SimVfs {
                 let d = st.dir_mut(from_dir)?;
                 d.live.remove(from_name);
                 d.live.insert(to_name.to_os_string(), ino);
-                d.log.push(DirOp::Rename {
-                    from: from_name.to_os_string(),
-                    to: to_name.to_os_string(),
-                    ino,
-                });
+                d.log.push(DirOp::Rename { from: from_name.to_os_string(), to: to_name.to_os_string(), ino });
             }
         } else {
             let d = st.dir_mut(from_dir)?;
             d.live.remove(from_name);
-            d.log.push(DirOp::Remove {
-                name: from_name.to_os_string(),
-            });
+            d.log.push(DirOp::Remove { name: from_name.to_os_string() });
             let d = st.dir_mut(to_dir)?;
             d.live.insert(to_name.to_os_string(), ino);
-            d.log.push(DirOp::Insert {
-                name: to_name.to_os_string(),
-                ino,
-            });
+            d.log.push(DirOp::Insert { name: to_name.to_os_string(), ino });
         }
         st.succeeded();
         st.collect_garbage();
@@ -925,15 +835,8 @@ impl Vfs for SimVfs {
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let st = self.state.lock();
-        let dir = st
-            .dirs
-            .get(path)
-            .ok_or_else(|| not_found("directory", path))?;
-        let subdirs = st
-            .dirs
-            .keys()
-            .filter(|p| p.parent() == Some(path))
-            .filter_map(|p| p.file_name());
+        let dir = st.dirs.get(path).ok_or_else(|| not_found("directory", path))?;
+        let subdirs = st.dirs.keys().filter(|p| p.parent() == Some(path)).filter_map(|p| p.file_name());
         let mut names: Vec<String> = dir
             .live
             .keys()
@@ -969,18 +872,11 @@ impl Vfs for SimVfs {
                     )));
                 }
                 let words = bytes_to_words(&std::mem::take(&mut inode.live));
-                inode.map = Some(Mapping {
-                    words: Arc::clone(&words),
-                    regions: 1,
-                });
+                inode.map = Some(Mapping { words: Arc::clone(&words), regions: 1 });
                 words
             }
         };
-        Ok(Arc::new(SimRegion {
-            state: Arc::clone(&self.state),
-            ino,
-            words,
-        }))
+        Ok(Arc::new(SimRegion { state: Arc::clone(&self.state), ino, words }))
     }
 
     fn lock_dir(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
@@ -989,15 +885,9 @@ impl Vfs for SimVfs {
             return Err(not_found("directory", path));
         }
         if !st.locks.insert(path.to_path_buf()) {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("{} is locked", path.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("{} is locked", path.display())));
         }
-        Ok(Box::new(SimLock {
-            state: Arc::clone(&self.state),
-            path: path.to_path_buf(),
-        }))
+        Ok(Box::new(SimLock { state: Arc::clone(&self.state), path: path.to_path_buf() }))
     }
 }
 
@@ -1029,8 +919,7 @@ mod tests {
     }
 
     fn read(vfs: &SimVfs, path: &Path) -> Option<Vec<u8>> {
-        vfs.exists(path)
-            .then(|| vfs.open(path, OpenMode::Read).unwrap().read_all().unwrap())
+        vfs.exists(path).then(|| vfs.open(path, OpenMode::Read).unwrap().read_all().unwrap())
     }
 
     fn page_bytes(fill: u8) -> Vec<u8> {
@@ -1041,54 +930,21 @@ mod tests {
     fn basic_errors() {
         let vfs = fs();
         let e = |r: io::Result<Box<dyn VFile>>| r.err().map(|e| e.kind());
-        assert_eq!(
-            e(vfs.open(&p("/db/x"), OpenMode::Read)),
-            Some(io::ErrorKind::NotFound)
-        );
-        assert_eq!(
-            e(vfs.open(&p("/db/x"), OpenMode::ReadWrite)),
-            Some(io::ErrorKind::NotFound)
-        );
-        assert_eq!(
-            e(vfs.open(&p("/nodir/x"), OpenMode::CreateNew)),
-            Some(io::ErrorKind::NotFound)
-        );
+        assert_eq!(e(vfs.open(&p("/db/x"), OpenMode::Read)), Some(io::ErrorKind::NotFound));
+        assert_eq!(e(vfs.open(&p("/db/x"), OpenMode::ReadWrite)), Some(io::ErrorKind::NotFound));
+        assert_eq!(e(vfs.open(&p("/nodir/x"), OpenMode::CreateNew)), Some(io::ErrorKind::NotFound));
         write_file(&vfs, &p("/db/x"), b"abc", false);
-        assert_eq!(
-            e(vfs.open(&p("/db/x"), OpenMode::CreateNew)),
-            Some(io::ErrorKind::AlreadyExists)
-        );
-        assert_eq!(
-            vfs.remove_file(&p("/db/y")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            vfs.remove_file(&p("/nodir/y")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            vfs.rename(&p("/db/y"), &p("/db/z")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            vfs.rename(&p("/db/x"), &p("/nodir/z")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            vfs.sync_dir(&p("/nodir")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            vfs.list_dir(&p("/nodir")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(e(vfs.open(&p("/db/x"), OpenMode::CreateNew)), Some(io::ErrorKind::AlreadyExists));
+        assert_eq!(vfs.remove_file(&p("/db/y")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(vfs.remove_file(&p("/nodir/y")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(vfs.rename(&p("/db/y"), &p("/db/z")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(vfs.rename(&p("/db/x"), &p("/nodir/z")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(vfs.sync_dir(&p("/nodir")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(vfs.list_dir(&p("/nodir")).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert!(vfs.exists(&p("/db")) && vfs.exists(&p("/")) && vfs.exists(&p("/db/x")));
         assert!(!vfs.exists(&p("/db/y")) && !vfs.exists(&p("/nodir")));
         let ro = vfs.open(&p("/db/x"), OpenMode::Read).unwrap();
-        assert_eq!(
-            ro.write_all_at(b"z", 0).unwrap_err().kind(),
-            io::ErrorKind::PermissionDenied
-        );
+        assert_eq!(ro.write_all_at(b"z", 0).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(vfs.mutating_ops(), 2);
     }
 
@@ -1104,10 +960,7 @@ mod tests {
         let mut buf = [0u8; 4];
         assert_eq!(a.read_at(&mut buf, 6).unwrap(), 2);
         assert_eq!(a.read_at(&mut buf, 8).unwrap(), 0);
-        assert_eq!(
-            a.read_exact_at(&mut buf, 6).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        assert_eq!(a.read_exact_at(&mut buf, 6).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         b.set_len(3).unwrap();
         assert_eq!(a.read_all().unwrap(), b"hel");
         a.set_len(5).unwrap();
@@ -1272,12 +1125,7 @@ mod tests {
             let c = vfs.crash(seed);
             let names = c.list_dir(&p("/db")).unwrap();
             // Log order: remove gone, create new; a prefix of it applies.
-            assert!(
-                [vec!["gone"], vec![], vec!["new"]]
-                    .iter()
-                    .any(|v| *v == names),
-                "seed {seed}: {names:?}"
-            );
+            assert!([vec!["gone"], vec![], vec!["new"]].iter().any(|v| *v == names), "seed {seed}: {names:?}");
             if let Some(g) = read(&c, &p("/db/gone")) {
                 assert_eq!(g, b"g");
             }
@@ -1299,23 +1147,14 @@ mod tests {
         f.read_exact_at(&mut buf, 7).unwrap();
         assert_eq!(&buf, b"\0ABCDEFGH\0");
         f.write_all_at(b"xyz", 14).unwrap();
-        assert_eq!(
-            r.words()[1].load(Ordering::Acquire).to_le_bytes(),
-            *b"ABCDEFxy"
-        );
+        assert_eq!(r.words()[1].load(Ordering::Acquire).to_le_bytes(), *b"ABCDEFxy");
         assert_eq!(r.words()[2].load(Ordering::Acquire).to_le_bytes()[0], b'z');
         let r2 = vfs.map(&p("/db/head")).unwrap();
         assert!(std::ptr::eq(r.words().as_ptr(), r2.words().as_ptr()));
         assert_eq!(f.len().unwrap(), 2 * PAGE_BYTES as u64);
-        assert_eq!(
-            f.set_len(PAGE_BYTES as u64).unwrap_err().kind(),
-            io::ErrorKind::InvalidInput
-        );
+        assert_eq!(f.set_len(PAGE_BYTES as u64).unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert!(f.write_all_at(b"x", 2 * PAGE_BYTES as u64).is_err());
-        assert_eq!(
-            &vfs.snapshot_file(&p("/db/head")).unwrap()[8..17],
-            b"ABCDEFxyz"
-        );
+        assert_eq!(&vfs.snapshot_file(&p("/db/head")).unwrap()[8..17], b"ABCDEFxyz");
         drop((r, r2));
         // Unmapped: the bytes stay, and the file can change length again.
         assert_eq!(&f.read_all().unwrap()[8..17], b"ABCDEFxyz");
@@ -1331,10 +1170,7 @@ mod tests {
             let err = vfs.map(&p("/db").join(n)).err().unwrap();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         }
-        assert_eq!(
-            vfs.map(&p("/db/none")).err().unwrap().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(vfs.map(&p("/db/none")).err().unwrap().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -1385,10 +1221,7 @@ mod tests {
             assert!(*old > 0 && *new > 0, "page {i}: {old} old, {new} new");
         }
         let clean = vfs.crash_clean().snapshot_file(&p("/db/head")).unwrap();
-        assert_eq!(
-            &clean[..2 * PAGE_BYTES],
-            [page_bytes(1), page_bytes(1)].concat()
-        );
+        assert_eq!(&clean[..2 * PAGE_BYTES], [page_bytes(1), page_bytes(1)].concat());
         assert!(clean[2 * PAGE_BYTES..].iter().all(|&b| b == 0));
 
         // After a flush every page survives every crash.
@@ -1418,10 +1251,7 @@ mod tests {
         assert_eq!(seen.len(), 4);
         let f = vfs.open(&p("/db/head"), OpenMode::Read).unwrap();
         f.sync_data().unwrap();
-        assert_eq!(
-            vfs.crash_clean().snapshot_file(&p("/db/head")).unwrap()[PAGE_BYTES],
-            2
-        );
+        assert_eq!(vfs.crash_clean().snapshot_file(&p("/db/head")).unwrap()[PAGE_BYTES], 2);
     }
 
     #[test]
@@ -1461,40 +1291,19 @@ mod tests {
             for op in &ops[..n as usize] {
                 op().unwrap();
             }
-            let snapshot = (
-                vfs.list_dir(&p("/db")).unwrap(),
-                vfs.snapshot_file(&p("/db/a")),
-            );
+            let snapshot = (vfs.list_dir(&p("/db")).unwrap(), vfs.snapshot_file(&p("/db/a")));
             let clean = vfs.crash_clean();
-            let clean_snapshot = (
-                clean.list_dir(&p("/db")).unwrap(),
-                clean.snapshot_file(&p("/db/a")),
-            );
+            let clean_snapshot = (clean.list_dir(&p("/db")).unwrap(), clean.snapshot_file(&p("/db/a")));
             assert_eq!(vfs.mutating_ops(), before_ops + n);
             for op in &ops[n as usize..] {
                 let err = op().unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::Other);
                 assert_eq!(err.to_string(), "injected fault");
             }
-            assert_eq!(
-                vfs.remove_file(&p("/db/a")).unwrap_err().kind(),
-                io::ErrorKind::Other
-            );
-            assert_eq!(
-                (
-                    vfs.list_dir(&p("/db")).unwrap(),
-                    vfs.snapshot_file(&p("/db/a"))
-                ),
-                snapshot
-            );
+            assert_eq!(vfs.remove_file(&p("/db/a")).unwrap_err().kind(), io::ErrorKind::Other);
+            assert_eq!((vfs.list_dir(&p("/db")).unwrap(), vfs.snapshot_file(&p("/db/a"))), snapshot);
             let clean = vfs.crash_clean();
-            assert_eq!(
-                (
-                    clean.list_dir(&p("/db")).unwrap(),
-                    clean.snapshot_file(&p("/db/a"))
-                ),
-                clean_snapshot
-            );
+            assert_eq!((clean.list_dir(&p("/db")).unwrap(), clean.snapshot_file(&p("/db/a"))), clean_snapshot);
             assert_eq!(vfs.mutating_ops(), before_ops + n);
             // Reads still work.
             assert_eq!(f.len().unwrap(), snapshot.1.as_ref().unwrap().len() as u64);
@@ -1512,16 +1321,10 @@ mod tests {
         r.words()[0].store(9, Ordering::Release);
         vfs.fail_after(0);
         assert_eq!(r.flush().unwrap_err().kind(), io::ErrorKind::Other);
-        assert_eq!(
-            vfs.crash_clean().snapshot_file(&p("/db/head")).unwrap()[0],
-            0
-        );
+        assert_eq!(vfs.crash_clean().snapshot_file(&p("/db/head")).unwrap()[0], 0);
         vfs.clear_faults();
         r.flush().unwrap();
-        assert_eq!(
-            vfs.crash_clean().snapshot_file(&p("/db/head")).unwrap()[0],
-            9
-        );
+        assert_eq!(vfs.crash_clean().snapshot_file(&p("/db/head")).unwrap()[0], 9);
     }
 
     #[test]
@@ -1532,30 +1335,16 @@ mod tests {
         vfs.fail_next(FaultOp::SyncDir, io::ErrorKind::StorageFull);
         // Other kinds are unaffected, and a rename that fails its own checks does not consume the fault.
         write_file(&vfs, &p("/db/b"), b"b", false);
-        assert_eq!(
-            vfs.rename(&p("/db/x"), &p("/db/y")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            vfs.rename(&p("/db/a"), &p("/db/c")).unwrap_err().kind(),
-            io::ErrorKind::PermissionDenied
-        );
+        assert_eq!(vfs.rename(&p("/db/x"), &p("/db/y")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(vfs.rename(&p("/db/a"), &p("/db/c")).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(vfs.list_dir(&p("/db")).unwrap(), ["a", "b"]);
         vfs.rename(&p("/db/a"), &p("/db/c")).unwrap();
-        assert_eq!(
-            vfs.sync_dir(&p("/db")).unwrap_err().kind(),
-            io::ErrorKind::StorageFull
-        );
+        assert_eq!(vfs.sync_dir(&p("/db")).unwrap_err().kind(), io::ErrorKind::StorageFull);
         assert_eq!(vfs.crash_clean().list_dir(&p("/db")).unwrap(), ["a"]);
         vfs.sync_dir(&p("/db")).unwrap();
         assert_eq!(vfs.crash_clean().list_dir(&p("/db")).unwrap(), ["b", "c"]);
 
-        for op in [
-            FaultOp::Write,
-            FaultOp::SyncData,
-            FaultOp::Create,
-            FaultOp::Remove,
-        ] {
+        for op in [FaultOp::Write, FaultOp::SyncData, FaultOp::Create, FaultOp::Remove] {
             vfs.fail_next(op, io::ErrorKind::Other);
         }
         let f = vfs.open(&p("/db/c"), OpenMode::ReadWrite).unwrap();
@@ -1585,10 +1374,7 @@ mod tests {
         drop(guard);
         let again = vfs.lock_dir(&p("/db")).unwrap();
         drop((again, other));
-        assert_eq!(
-            vfs.lock_dir(&p("/nodir")).err().unwrap().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(vfs.lock_dir(&p("/nodir")).err().unwrap().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -1607,14 +1393,8 @@ mod tests {
         // A leftover temporary file is replaced.
         write_file(&vfs, &tmp_path(&p("/db/MANIFEST")), b"junk", false);
         write_atomic(&vfs, &p("/db/MANIFEST"), b"three").unwrap();
-        assert_eq!(
-            read(&vfs.crash_clean(), &p("/db/MANIFEST")).unwrap(),
-            b"three"
-        );
-        assert_eq!(
-            create_zeroed(&vfs, &p("/db/head"), 8).unwrap_err().kind(),
-            io::ErrorKind::AlreadyExists
-        );
+        assert_eq!(read(&vfs.crash_clean(), &p("/db/MANIFEST")).unwrap(), b"three");
+        assert_eq!(create_zeroed(&vfs, &p("/db/head"), 8).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
         // An injected fault in the middle of write_atomic leaves the old or the new version.
         for n in 0..6 {
             vfs.fail_after(n);
@@ -1685,11 +1465,7 @@ mod tests {
         });
         vfs.sync_dir(&p("/db")).unwrap();
         region.flush().unwrap();
-        let head = vfs
-            .open(&p("/db/head"), OpenMode::Read)
-            .unwrap()
-            .read_all()
-            .unwrap();
+        let head = vfs.open(&p("/db/head"), OpenMode::Read).unwrap().read_all().unwrap();
         for t in 0..4 {
             assert_eq!(head[t * 8], 99);
             assert_eq!(read_any(&*vfs, &p(&format!("/db/t{t}"))).len(), 800);

@@ -143,12 +143,7 @@ impl Vfs for StdVfs {
     }
 
     fn lock_dir(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path.join("LOCK"))?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path.join("LOCK"))?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(StdLock(file))),
             Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(

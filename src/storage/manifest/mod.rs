@@ -162,7 +162,10 @@ impl Manifest {
                 return Err(CorruptionKind::Invalid(format!("{} pages per file", m.head.pages_per_file)));
             }
             // Lower bounds of each section's size, checked before allocating.
-            let min = n_metrics.saturating_mul(10) + n_series.saturating_mul(26) + n_pages.saturating_mul(24) + n_free.saturating_mul(4);
+            let min = n_metrics.saturating_mul(10)
+                + n_series.saturating_mul(26)
+                + n_pages.saturating_mul(24)
+                + n_free.saturating_mul(4);
             if min > c.remaining() {
                 return Err(CorruptionKind::OutOfBounds("section counts exceed the file".into()));
             }
@@ -230,7 +233,8 @@ impl Manifest {
         r.map_err(|k| wrap(&c, k))?;
         // Every page belongs to at most one owner.
         let mut seen = std::collections::HashSet::new();
-        let owners = m.head.series.iter().flat_map(|s| s.pages.iter().map(|(p, _)| p.no)).chain(m.head.free.iter().copied());
+        let owners =
+            m.head.series.iter().flat_map(|s| s.pages.iter().map(|(p, _)| p.no)).chain(m.head.free.iter().copied());
         for no in owners {
             if !seen.insert(no) {
                 return Err(corrupt(0, CorruptionKind::Invalid(format!("page {no} has two owners"))));

@@ -90,7 +90,9 @@ impl Wal {
             let _ = seq;
             let path = path.clone();
             if let Err(StorageError::Corruption { .. }) = scan(&*vfs, &path) {
-                let file = vfs.open(&path, crate::storage::io::OpenMode::Read).map_err(|e| StorageError::io("open", &path, e))?;
+                let file = vfs
+                    .open(&path, crate::storage::io::OpenMode::Read)
+                    .map_err(|e| StorageError::io("open", &path, e))?;
                 let bytes = file.read_all().map_err(|e| StorageError::io("read", &path, e))?;
                 if bytes.iter().skip(SEGMENT_HEADER_LEN).any(|&b| b != 0) {
                     // Records behind a damaged header: that is damage, not an interrupted creation.
@@ -164,7 +166,8 @@ impl Wal {
             Some((seq, path, off, zero)) => SegmentWriter::reopen(&*vfs, &path, seq, off, zero)?,
             None => SegmentWriter::create(&*vfs, dir, next_seq, next_lsn, segment_size)?,
         };
-        let wal = Wal { vfs, dir: dir.to_owned(), segment_size, current, pending: Vec::new(), next_lsn, unsynced: false };
+        let wal =
+            Wal { vfs, dir: dir.to_owned(), segment_size, current, pending: Vec::new(), next_lsn, unsynced: false };
         Ok((wal, report))
     }
 

@@ -342,15 +342,20 @@ mod tests {
 
     fn samples() -> impl Strategy<Value = Vec<Sample>> {
         proptest::collection::vec(
-            (any::<u32>(), any::<i64>(), any::<u64>())
-                .prop_map(|(s, ts, v)| Sample { series: SeriesId(s), ts, value: f64::from_bits(v) }),
+            (any::<u32>(), any::<i64>(), any::<u64>()).prop_map(|(s, ts, v)| Sample {
+                series: SeriesId(s),
+                ts,
+                value: f64::from_bits(v),
+            }),
             0..50,
         )
     }
 
     fn same_bits(a: &[Sample], b: &[Sample]) -> bool {
         a.len() == b.len()
-            && a.iter().zip(b).all(|(x, y)| x.series == y.series && x.ts == y.ts && x.value.to_bits() == y.value.to_bits())
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.series == y.series && x.ts == y.ts && x.value.to_bits() == y.value.to_bits())
     }
 
     proptest! {
