@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::keys::{validate_name, Key};
+use crate::query::index::Index;
+use crate::query::selector::Selector;
+use crate::query::{self, DebugLevel, QueryResult, ReadOptions, StatsResult};
 use crate::storage::engine::{Engine, EngineOptions, RecoveryReport};
 use crate::storage::head::DEFAULT_PAGES_PER_FILE;
 use crate::storage::io::{StdVfs, Vfs};
@@ -154,6 +157,7 @@ pub struct Stats {
 /// An open database. `Send + Sync`: share it between threads with an `Arc`.
 pub struct Db {
     engine: Engine,
+    index: parking_lot::RwLock<Index>,
 }
 
 impl std::fmt::Debug for Db {
@@ -175,7 +179,7 @@ impl Db {
                 checkpoint_interval: options.checkpoint_interval,
             },
         )?;
-        Ok(Db { engine })
+        Ok(Db { engine, index: parking_lot::RwLock::new(Index::default()) })
     }
 
     /// Declares a metric (idempotent for the same configuration; another configuration is an error).
@@ -247,43 +251,63 @@ impl Db {
         Ok(self.engine.write(samples, unknown)?)
     }
 
-    /// Reads `metric` at `key` for nominal times in `[from, to)`. An unknown metric or `from > to` is an
-    /// error; a series never written is an empty result.
+    /// Reads `metric` at `key` from `from` to `to` at the metric's frequency (cc-metric-store's `read`: see
+    /// [`crate::query`]). If the key's level lacks the metric, its children are aggregated. An unknown metric
+    /// or `from > to` is an error; a key never written is an empty result.
     pub fn read(&self, key: &impl Key, metric: &str, from: i64, to: i64) -> Result<ReadResult, Error> {
-        let (m, config) = self.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
-        if from > to {
-            return Err(Error::InvalidArgument(format!("from {from} is after to {to}")));
-        }
-        let empty = ReadResult { from, to: from, frequency: config.frequency, values: Vec::new() };
-        let Some(id) = self.engine.lookup_series(m, &key.path().to_bytes()) else { return Ok(empty) };
-        Ok(match self.engine.read(id, from, to) {
-            Some(r) => ReadResult { from: r.from, to: r.to, frequency: r.frequency, values: r.values },
-            None => empty,
-        })
+        let r = self.query(&Selector::exact(&key.path()), metric, from, to, ReadOptions::default())?;
+        Ok(ReadResult { from: r.from, to: r.to, frequency: r.resolution, values: r.values })
+    }
+
+    /// Reads `metric` over the series a selector covers, aggregated, resampled and padded as `opts` say.
+    pub fn query(
+        &self,
+        sel: &Selector,
+        metric: &str,
+        from: i64,
+        to: i64,
+        opts: ReadOptions,
+    ) -> Result<QueryResult, Error> {
+        Ok(query::read(&self.engine, &self.index, sel, metric, from, to, opts)?)
     }
 
     /// Samples, average, minimum and maximum of the non-NaN values of `metric` at `key` with nominal times
-    /// in `[from, to)`. `samples == 0` means there were none (and avg/min/max are NaN).
+    /// in `[from, to)`, aggregated over children as [`Db::read`] is. `samples == 0` means there were none
+    /// (and avg/min/max are NaN).
     pub fn stats(&self, key: &impl Key, metric: &str, from: i64, to: i64) -> Result<Stats, Error> {
-        let (m, _) = self.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
-        if from > to {
-            return Err(Error::InvalidArgument(format!("from {from} is after to {to}")));
-        }
-        let none = Stats { samples: 0, avg: f64::NAN, min: f64::NAN, max: f64::NAN };
-        let Some(id) = self.engine.lookup_series(m, &key.path().to_bytes()) else { return Ok(none) };
-        Ok(Self::stats_of(self.engine.head().stats(id, from, to)))
+        let r = self.query_stats(&Selector::exact(&key.path()), metric, from, to)?;
+        Ok(Stats { samples: r.samples, avg: r.avg, min: r.min, max: r.max })
     }
 
-    /// [`Db::stats`] for an interned series id.
+    /// Stats over the series a selector covers (see [`crate::query`]).
+    pub fn query_stats(&self, sel: &Selector, metric: &str, from: i64, to: i64) -> Result<StatsResult, Error> {
+        Ok(query::stats(&self.engine, &self.index, sel, metric, from, to)?)
+    }
+
+    /// [`Db::stats`] for one interned series id.
     pub fn stats_by_id(&self, id: SeriesId, from: i64, to: i64) -> Stats {
-        Self::stats_of(self.engine.head().stats(id, from, to))
-    }
-
-    fn stats_of(h: crate::storage::head::HeadStats) -> Stats {
+        let h = self.engine.head().stats(id, from, to);
         if h.samples == 0 {
             return Stats { samples: 0, avg: f64::NAN, min: f64::NAN, max: f64::NAN };
         }
         Stats { samples: h.samples, avg: h.sum / h.samples as f64, min: h.min, max: h.max }
+    }
+
+    /// Frees, in every series at or below the levels a selector names, the pages whose every slot lies
+    /// before `before` (cc-metric-store's `free`). Returns the pages freed. They are reused after the next
+    /// checkpoint.
+    pub fn free_selector(&self, sel: &Selector, before: i64) -> Result<u64, Error> {
+        Ok(query::free(&self.engine, &self.index, sel, before)?)
+    }
+
+    /// Frees pages older than `before` everywhere except at or below the levels the `keep` selectors name.
+    pub fn free_except(&self, keep: &[Selector], before: i64) -> Result<u64, Error> {
+        Ok(query::free_except(&self.engine, &self.index, keep, before)?)
+    }
+
+    /// The tree below a selector's levels with pages and bytes per metric (cc-metric-store's `/api/debug`).
+    pub fn debug(&self, sel: &Selector) -> Vec<DebugLevel> {
+        query::debug(&self.engine, &self.index, sel)
     }
 
     /// Frees the pages of `metric` at `key` whose every slot lies before `before`; returns how many pages.

@@ -26,6 +26,9 @@ pub enum Error {
         /// What was asked for.
         requested: MetricConfig,
     },
+    /// A query is not valid (unknown metric, bad range or resolution, no aggregation).
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
     /// An argument is out of its range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

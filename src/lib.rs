@@ -26,10 +26,14 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
+pub mod query;
 pub mod storage;
 
 pub use db::{Batch, Db, Options, ReadResult, Stats, WriteAck, WriteOutcome};
 pub use error::Error;
 pub use keys::{HostKey, JobKey, Key, KeyError, ServiceKey};
+pub use query::resample::Resampler;
+pub use query::selector::{Selector, SelectorElement};
+pub use query::{Padding, QueryError, QueryResult, ReadOptions, StatsResult};
 pub use storage::Lsn;
 pub use storage::{Aggregation, Durability, MetricConfig, SeriesId};

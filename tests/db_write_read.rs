@@ -97,14 +97,17 @@ fn unknown_metric_is_counted_in_the_ack_and_an_error_on_read() {
     b.push(&key(), "load", T, 1.0);
     let ack = db.write(&b).expect("write");
     assert_eq!((ack.outcome.stored, ack.outcome.unknown_metric), (1, 1));
-    assert!(matches!(db.read(&key(), "nope", T, T + 10), Err(Error::UnknownMetric(m)) if m == "nope"));
+    assert!(matches!(
+        db.read(&key(), "nope", T, T + 10),
+        Err(Error::Query(silt::QueryError::UnknownMetric(m))) if m == "nope"
+    ));
 }
 
 #[test]
 fn bad_range_and_unknown_series() {
     let vfs = SimVfs::new();
     let db = open(&vfs);
-    assert!(matches!(db.read(&key(), "load", T + 10, T), Err(Error::InvalidArgument(_))));
+    assert!(matches!(db.read(&key(), "load", T + 10, T), Err(Error::Query(silt::QueryError::InvalidRange { .. }))));
     let other = HostKey::new("emmy", "n9999").expect("key");
     let r = db.read(&other, "load", T, T + 10).expect("read");
     assert!(r.values.is_empty());

@@ -582,6 +582,13 @@ impl Engine {
         cat.series.get(id.0 as usize).map(|s| (s.metric, s.path.clone()))
     }
 
+    /// The series registered from id `start` on: `(id, metric id, canonical path)`. Lets a client keep an
+    /// index of the registry up to date incrementally.
+    pub fn series_since(&self, start: usize) -> Vec<(SeriesId, u32, Vec<u8>)> {
+        let cat = self.shared.catalog.read();
+        cat.series.iter().enumerate().skip(start).map(|(i, s)| (SeriesId(i as u32), s.metric, s.path.clone())).collect()
+    }
+
     /// Number of series.
     pub fn series_count(&self) -> usize {
         self.shared.catalog.read().series.len()

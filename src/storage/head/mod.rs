@@ -266,6 +266,47 @@ impl Head {
         Some(HeadRead { from: base + lo * f + f / 2, to: base + hi * f + f / 2, frequency: f, values })
     }
 
+    /// Samples series `id` at the times `t0 + k*F` for `k` in `0..out.len()` (F = its frequency): `out[k]` gets
+    /// the value of the slot containing that time, NaN where the series holds nothing. Returns the range of
+    /// `k` (inclusive) that lies within the series' data (from the first slot of its oldest page to its last
+    /// defined slot), or `None` if none does, in which case `out` is all NaN.
+    pub fn sample_into(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
+        out.fill(f64::NAN);
+        let n = out.len() as i64;
+        let t0 = t0.clamp(-4 * MAX_ABS_TS, 4 * MAX_ABS_TS);
+        let _gate = self.reclaim.read();
+        let (pages, f) = self.pages(id)?;
+        let first = pages.first()?;
+        let last = pages.last()?;
+        let files = self.files.read();
+        let file_of = |no: u32| files.get((no / self.pages_per_file) as usize).map(|f| (f, no % self.pages_per_file));
+        let (last_file, last_page) = file_of(last.no)?;
+        let base = first.start;
+        let data_end = (last.start - base) / f + i64::from(last_file.len(last_page).load(Ordering::Acquire));
+        // Slot (relative to base) of k = 0.
+        let s0 = (t0 - base).div_euclid(f);
+        let k_first = (-s0).max(0);
+        let k_last = (data_end - 1 - s0).min(n - 1);
+        if k_first > k_last {
+            return None;
+        }
+        for p in pages.iter() {
+            let p_lo = (p.start - base) / f; // first slot of the page
+            let (file, page) = file_of(p.no)?;
+            let len = i64::from(file.len(page).load(Ordering::Acquire));
+            let a = (p_lo - s0).max(0);
+            let b = (p_lo + len - s0).min(n);
+            if b <= a {
+                continue;
+            }
+            let words = &file.page(page)[(a + s0 - p_lo) as usize..(b + s0 - p_lo) as usize];
+            for (o, w) in out[a as usize..b as usize].iter_mut().zip(words) {
+                *o = load(w);
+            }
+        }
+        Some((k_first as usize, k_last as usize))
+    }
+
     /// Count, sum, minimum and maximum of the non-NaN values of series `id` whose nominal times lie in
     /// `[from, to)`. Scans the pages without copying them.
     pub fn stats(&self, id: SeriesId, from: i64, to: i64) -> HeadStats {

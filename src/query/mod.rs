@@ -1,0 +1,382 @@
+//! The query layer: read, stats, free and the debug view over selectors, with cc-metric-store's semantics.
+//!
+//! **Which series.** A selector names levels ([`selector`]). At each named level, if the level holds the metric
+//! its series is taken; otherwise its children are searched the same way, recursively (cc-metric-store's
+//! `findBuffers`). All series found are aggregated together, flat, with the metric's aggregation: `sum`
+//! adds them, `avg` divides the sum by their number. More than one series for a metric without aggregation
+//! is [`QueryError::NoAggregation`]. A series with no data in the range (never written there, or freed)
+//! takes no part: it neither counts for `avg` nor turns the result into NaN. That is how empty series and
+//! levels are pruned from results.
+//!
+//! **Alignment.** The query samples every series at the times `from + k*F` (`k = 0, 1, …` while the time is
+//! before `to`; F = the metric's frequency), taking the slot that contains each time, exactly as
+//! cc-metric-store's `buffer.read` walks `t := from; t < to; t += F`. So series whose grids differ (their first
+//! writes were at different offsets) still line up step by step, and the order in which children are
+//! visited never changes the result. The result spans the **union** of the taking-part series' data ranges
+//! (never an error, unlike cc-metric-store's "data does not align", its issue #566), and a step where any
+//! taking-part series has no value is NaN, as NaN + x is NaN in cc-metric-store's sums.
+//!
+//! **Range.** `from > to` is [`QueryError::InvalidRange`]; an unknown metric is [`QueryError::UnknownMetric`];
+//! a selector that finds nothing (an unknown host) gives an empty result. The returned `from`/`to` are the
+//! first step with data and one step past the last; with [`Padding::Front`] the values are NaN-filled back to
+//! the requested `from` (cc-metric-store's `PadDataWithNull`), with [`Padding::Full`] also forward to the
+//! requested `to`, so the array always has `ceil((to - from) / F)` values (cc-backend's #539).
+//!
+//! **Resolution** is applied last ([`resample`]): a multiple of F, LTTB by default or averaging, and series
+//! under 1000 points are returned unchanged at F. The returned resolution says which.
+//!
+//! **Stats** (cc-metric-store's `Stats`): per series samples/avg/min/max over non-NaN values with nominal
+//! times in `[from, to)`; then samples add up, min and max are taken over the series, and avg is the sum of
+//! the series' averages for `sum` and their mean for `avg`.
+
+pub mod index;
+pub mod resample;
+pub mod selector;
+
+use parking_lot::RwLock;
+
+use crate::keys::Namespace;
+use crate::storage::{Aggregation, Engine, SeriesId, StorageError};
+use index::{Index, Level};
+use resample::{resample, Resampler, ResolutionError};
+use selector::Selector;
+
+/// Most values one read may return before resampling (a guard against a range that would allocate
+/// gigabytes: 50 M values is over 15 years at 10 s).
+pub const MAX_POINTS: i64 = 50_000_000;
+
+/// An error of the query layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The metric was never declared.
+    #[error("unknown metric {0:?}")]
+    UnknownMetric(String),
+    /// `from` is after `to`, or the range holds more than [`MAX_POINTS`] steps.
+    #[error("invalid time range: from {from}, to {to} ({why})")]
+    InvalidRange {
+        /// Requested start.
+        from: i64,
+        /// Requested end.
+        to: i64,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Several series would have to be combined but the metric has no aggregation.
+    #[error("metric {metric:?} has no aggregation, but the selector covers {series} series with data")]
+    NoAggregation {
+        /// The metric.
+        metric: String,
+        /// How many series took part.
+        series: usize,
+    },
+    /// The resolution is not a positive multiple of the frequency.
+    #[error(transparent)]
+    Resolution(#[from] ResolutionError),
+    /// The engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// NaN padding of a read result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Padding {
+    /// Only the steps that have data.
+    #[default]
+    None,
+    /// NaN back to the requested `from` (cc-metric-store's `with-padding`).
+    Front,
+    /// NaN back to `from` and forward to `to`: always the full-length array.
+    Full,
+}
+
+/// How a read is shaped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Seconds between returned values; 0 for the metric's frequency.
+    pub resolution: i64,
+    /// How to downsample.
+    pub resampler: Resampler,
+    /// NaN padding.
+    pub padding: Padding,
+}
+
+/// What a read returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryResult {
+    /// Time of the first value.
+    pub from: i64,
+    /// End of the covered range (one step past the last value at native resolution).
+    pub to: i64,
+    /// Seconds between values as returned.
+    pub resolution: i64,
+    /// The values, NaN for missing steps.
+    pub values: Vec<f64>,
+    /// How many series took part.
+    pub series: usize,
+}
+
+/// What stats return. `samples == 0` means no data (avg/min/max are NaN).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StatsResult {
+    /// Non-NaN samples over all series.
+    pub samples: u64,
+    /// Average (see the module docs for aggregates).
+    pub avg: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+    /// How many series took part.
+    pub series: usize,
+}
+
+/// One level of the debug view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugLevel {
+    /// The level's name (empty for a namespace root).
+    pub name: String,
+    /// Per metric held at this level: name, pages, bytes of head memory.
+    pub metrics: Vec<(String, usize, u64)>,
+    /// Non-empty child levels.
+    pub children: Vec<DebugLevel>,
+}
+
+fn series_for(engine: &Engine, index: &RwLock<Index>, sel: &Selector, metric: u32) -> Vec<SeriesId> {
+    index.write().refresh(engine);
+    let idx = index.read();
+    let mut out = Vec::new();
+    for l in idx.select(sel) {
+        l.collect(metric, &mut out);
+    }
+    out
+}
+
+fn metric_of(engine: &Engine, metric: &str) -> Result<(u32, crate::storage::MetricConfig), QueryError> {
+    engine.metric(metric).ok_or_else(|| QueryError::UnknownMetric(metric.to_owned()))
+}
+
+/// Reads `metric` over the series `sel` covers (see the module docs).
+pub fn read(
+    engine: &Engine,
+    index: &RwLock<Index>,
+    sel: &Selector,
+    metric: &str,
+    from: i64,
+    to: i64,
+    opts: ReadOptions,
+) -> Result<QueryResult, QueryError> {
+    let (mid, cfg) = metric_of(engine, metric)?;
+    if from > to {
+        return Err(QueryError::InvalidRange { from, to, why: "from is after to" });
+    }
+    let f = cfg.frequency;
+    let steps = ((i128::from(to) - i128::from(from) + i128::from(f) - 1) / i128::from(f)) as i64;
+    if steps > MAX_POINTS {
+        return Err(QueryError::InvalidRange { from, to, why: "more than 50 M steps" });
+    }
+    if opts.resolution != 0 {
+        // Refuse a bad resolution even when the series is short enough to come back unchanged.
+        resample(&[], f, opts.resolution, opts.resampler)?;
+    }
+    let n = steps as usize;
+    let ids = series_for(engine, index, sel, mid);
+    let head = engine.head();
+    let mut acc = vec![0.0f64; n];
+    let mut scratch = vec![f64::NAN; n];
+    let (mut taking_part, mut lo, mut hi) = (0usize, usize::MAX, 0usize);
+    for id in ids {
+        if let Some((a, b)) = head.sample_into(id, from, &mut scratch) {
+            taking_part += 1;
+            lo = lo.min(a);
+            hi = hi.max(b);
+            if taking_part == 1 {
+                // Copied, not added to 0.0: one series comes back bit for bit (-0.0 stays -0.0).
+                acc.copy_from_slice(&scratch);
+            } else {
+                for (x, v) in acc.iter_mut().zip(&scratch) {
+                    *x += *v;
+                }
+            }
+        }
+    }
+    if taking_part > 1 {
+        match cfg.aggregation {
+            Aggregation::Sum => {}
+            Aggregation::Avg => {
+                let inv = 1.0 / taking_part as f64;
+                acc.iter_mut().for_each(|x| *x *= inv);
+            }
+            Aggregation::None => {
+                return Err(QueryError::NoAggregation { metric: metric.to_owned(), series: taking_part });
+            }
+        }
+    }
+    let (mut values, mut first, mut last) =
+        if taking_part == 0 { (Vec::new(), 0usize, 0usize) } else { (acc[lo..=hi].to_vec(), lo, hi + 1) };
+    match opts.padding {
+        Padding::None => {}
+        Padding::Front | Padding::Full => {
+            if taking_part == 0 {
+                last = if opts.padding == Padding::Full { n } else { 0 };
+                values = vec![f64::NAN; last];
+            } else {
+                let mut padded = vec![f64::NAN; first];
+                padded.extend_from_slice(&values);
+                values = padded;
+                if opts.padding == Padding::Full {
+                    values.resize(n, f64::NAN);
+                    last = n;
+                }
+            }
+            first = 0;
+        }
+    }
+    let (values, resolution) = resample(&values, f, opts.resolution, opts.resampler)?;
+    Ok(QueryResult {
+        from: from + first as i64 * f,
+        to: from + last.max(first) as i64 * f,
+        resolution,
+        values,
+        series: taking_part,
+    })
+}
+
+/// Stats of `metric` over the series `sel` covers (see the module docs).
+pub fn stats(
+    engine: &Engine,
+    index: &RwLock<Index>,
+    sel: &Selector,
+    metric: &str,
+    from: i64,
+    to: i64,
+) -> Result<StatsResult, QueryError> {
+    let (mid, cfg) = metric_of(engine, metric)?;
+    if from > to {
+        return Err(QueryError::InvalidRange { from, to, why: "from is after to" });
+    }
+    let head = engine.head();
+    let mut r = StatsResult { samples: 0, avg: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, series: 0 };
+    for id in series_for(engine, index, sel, mid) {
+        let s = head.stats(id, from, to);
+        if s.samples == 0 {
+            continue;
+        }
+        r.series += 1;
+        r.samples += s.samples;
+        r.avg += s.sum / s.samples as f64;
+        r.min = r.min.min(s.min);
+        r.max = r.max.max(s.max);
+    }
+    if r.series == 0 {
+        return Ok(StatsResult { samples: 0, avg: f64::NAN, min: f64::NAN, max: f64::NAN, series: 0 });
+    }
+    if r.series > 1 {
+        match cfg.aggregation {
+            Aggregation::Sum => {}
+            Aggregation::Avg => r.avg /= r.series as f64,
+            Aggregation::None => {
+                return Err(QueryError::NoAggregation { metric: metric.to_owned(), series: r.series });
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Frees, in every series at or below the levels `sel` names (any metric), the pages whose every slot lies
+/// before `before`. Returns the pages freed.
+pub fn free(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i64) -> Result<u64, QueryError> {
+    index.write().refresh(engine);
+    let mut ids = Vec::new();
+    for l in index.read().select(sel) {
+        l.all_series(&mut ids);
+    }
+    free_ids(engine, ids, before)
+}
+
+fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64) -> Result<u64, QueryError> {
+    let head = engine.head();
+    let items: Vec<(SeriesId, i64)> = ids
+        .into_iter()
+        .filter(|&id| head.pages(id).is_some_and(|(p, _)| p.first().is_some_and(|p| p.start < before)))
+        .map(|id| (id, before))
+        .collect();
+    if items.is_empty() {
+        return Ok(0);
+    }
+    Ok(engine.free(items)?)
+}
+
+/// Frees pages older than `before` in every series of every namespace except those at or below the levels
+/// the `keep` selectors name (cc-metric-store keeps the nodes of running jobs past retention).
+pub fn free_except(engine: &Engine, index: &RwLock<Index>, keep: &[Selector], before: i64) -> Result<u64, QueryError> {
+    index.write().refresh(engine);
+    let idx = index.read();
+    let mut kept = std::collections::HashSet::new();
+    for sel in keep {
+        for l in idx.select(sel) {
+            let mut v = Vec::new();
+            l.all_series(&mut v);
+            kept.extend(v);
+        }
+    }
+    let mut ids = Vec::new();
+    for ns in [Namespace::Host, Namespace::Job, Namespace::Service] {
+        if let Some(root) = idx.root(ns) {
+            root.all_series(&mut ids);
+        }
+    }
+    drop(idx);
+    ids.retain(|id| !kept.contains(id));
+    free_ids(engine, ids, before)
+}
+
+/// The tree below the levels `sel` names, with page counts and bytes per metric, leaving out series with
+/// no pages and levels with nothing below them (cc-metric-store's `/api/debug`).
+pub fn debug(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<DebugLevel> {
+    index.write().refresh(engine);
+    let idx = index.read();
+    let names: Vec<String> = engine.metrics().into_iter().map(|(n, _)| n).collect();
+    let head = engine.head();
+    fn walk(name: &str, l: &Level, names: &[String], head: &crate::storage::head::Head) -> Option<DebugLevel> {
+        let mut metrics = Vec::new();
+        for (&m, &id) in &l.metrics {
+            let pages = head.pages(id).map_or(0, |(p, _)| p.len());
+            if pages > 0 {
+                let name = names.get(m as usize).cloned().unwrap_or_default();
+                metrics.push((name, pages, pages as u64 * crate::storage::head::file::PAGE_BYTES as u64));
+            }
+        }
+        let children: Vec<DebugLevel> = l.children.iter().filter_map(|(n, c)| walk(n, c, names, head)).collect();
+        (!metrics.is_empty() || !children.is_empty()).then(|| DebugLevel { name: name.to_owned(), metrics, children })
+    }
+    let mut out = Vec::new();
+    // The selected levels with their names (the tree's `select` drops the names).
+    fn select_named<'a>(
+        l: &'a Level,
+        elems: &[selector::SelectorElement],
+        name: &'a str,
+        out: &mut Vec<(&'a str, &'a Level)>,
+    ) {
+        match elems.split_first() {
+            None => out.push((name, l)),
+            Some((e, rest)) => {
+                for (n, c) in &l.children {
+                    if e.matches(n) {
+                        select_named(c, rest, n, out);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(root) = idx.root(sel.namespace()) {
+        let mut levels = Vec::new();
+        select_named(root, sel.elements(), "", &mut levels);
+        for (name, l) in levels {
+            if let Some(d) = walk(name, l, &names, head) {
+                out.push(d);
+            }
+        }
+    }
+    out
+}
