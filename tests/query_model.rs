@@ -1,0 +1,191 @@
+//! `read`, aggregation and `stats` against a naive model (a `BTreeMap` of samples per child) over random
+//! writes at arbitrary (off-grid) timestamps, frees and queries. The case count comes from `PROPTEST_CASES`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use silt::storage::io::sim::SimVfs;
+use silt::{Aggregation, Batch, Db, HostKey, MetricConfig, Options, Selector};
+
+const T: i64 = 1_000_000;
+const F: i64 = 10;
+const PAGE: i64 = 512;
+const CHILDREN: u32 = 3;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(Vec<(u32, i64, f64)>),
+    Free(i64),
+    Read(i64, i64),
+    Stats(i64, i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let ts = 0i64..12_000;
+    prop_oneof![
+        5 => proptest::collection::vec((0..CHILDREN, ts.clone(), -1000.0f64..1000.0), 1..80).prop_map(Op::Write),
+        1 => (0i64..12_000).prop_map(Op::Free),
+        3 => (-500i64..13_000, 0i64..3_000).prop_map(|(a, len)| Op::Read(a, a + len)),
+        2 => (-500i64..13_000, 0i64..3_000).prop_map(|(a, len)| Op::Stats(a, a + len)),
+    ]
+}
+
+/// One child: its grid origin, floor page and slots, as the head's rules define them.
+#[derive(Clone, Debug, Default)]
+struct Child {
+    origin: Option<i64>,
+    floor: i64,
+    slots: BTreeMap<i64, f64>,
+}
+
+impl Child {
+    fn write(&mut self, ts: i64, v: f64) {
+        let origin = *self.origin.get_or_insert(ts - F / 2);
+        if ts < origin {
+            return;
+        }
+        let slot = (ts - origin) / F;
+        if slot / PAGE < self.floor {
+            return;
+        }
+        self.slots.insert(slot, v);
+    }
+    fn free(&mut self, before: i64) {
+        let Some(origin) = self.origin else { return };
+        let pages: Vec<i64> = self.slots.keys().map(|s| s / PAGE).collect();
+        let freed: Vec<i64> = pages.into_iter().filter(|&p| origin + (p + 1) * PAGE * F <= before).collect();
+        if let Some(&last) = freed.iter().max() {
+            self.floor = self.floor.max(last + 1);
+            self.slots.retain(|s, _| s / PAGE > last);
+        }
+    }
+    /// Data range in slots: first slot of the oldest page .. last defined slot.
+    fn range(&self) -> Option<(i64, i64)> {
+        let first = *self.slots.keys().next()?;
+        let last = *self.slots.keys().next_back()?;
+        Some((first / PAGE * PAGE, last))
+    }
+    fn sample(&self, t: i64) -> (bool, f64) {
+        let (Some(origin), Some((lo, hi))) = (self.origin, self.range()) else { return (false, f64::NAN) };
+        let s = (t - origin).div_euclid(F);
+        if s < lo || s > hi {
+            return (false, f64::NAN);
+        }
+        (true, self.slots.get(&s).copied().unwrap_or(f64::NAN))
+    }
+}
+
+fn key(c: u32) -> HostKey {
+    HostKey::new("c", "h").and_then(|k| k.component("hwthread", c)).expect("key")
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+fn run(ops: Vec<Op>, avg: bool) -> Result<(), TestCaseError> {
+    let db = Db::open(
+        "/db",
+        Options {
+            vfs: Arc::new(SimVfs::new()),
+            segment_size: 64 << 10,
+            pages_per_file: 64,
+            checkpoint_interval: None,
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    let agg = if avg { Aggregation::Avg } else { Aggregation::Sum };
+    db.declare_metric("m", MetricConfig { frequency: F, aggregation: agg }).expect("declare");
+    let host = HostKey::new("c", "h").expect("key");
+    let mut model: Vec<Child> = vec![Child::default(); CHILDREN as usize];
+    for op in ops {
+        match op {
+            Op::Write(w) => {
+                let mut b = Batch::new();
+                for &(c, ts, v) in &w {
+                    b.push(&key(c), "m", T + ts, v);
+                    model[c as usize].write(T + ts, v);
+                }
+                db.write(&b).expect("write");
+            }
+            Op::Free(before) => {
+                db.free_selector(&Selector::from(&host), T + before).expect("free");
+                model.iter_mut().for_each(|c| c.free(T + before));
+            }
+            Op::Read(a, b) => {
+                let (from, to) = (T + a, T + b);
+                let r = db.read(&host, "m", from, to).expect("read");
+                let n = ((to - from + F - 1) / F) as usize;
+                let mut acc = vec![0.0; n];
+                let (mut parts, mut lo, mut hi) = (0, usize::MAX, 0);
+                for c in &model {
+                    let col: Vec<(bool, f64)> = (0..n).map(|k| c.sample(from + k as i64 * F)).collect();
+                    let Some(first) = col.iter().position(|x| x.0) else { continue };
+                    let last = col.iter().rposition(|x| x.0).unwrap_or(first);
+                    parts += 1;
+                    lo = lo.min(first);
+                    hi = hi.max(last);
+                    for k in 0..n {
+                        acc[k] = if parts == 1 { col[k].1 } else { acc[k] + col[k].1 };
+                    }
+                }
+                if parts == 0 {
+                    prop_assert!(r.values.is_empty(), "expected nothing, got {:?}", r.values);
+                    continue;
+                }
+                if avg && parts > 1 {
+                    acc.iter_mut().for_each(|x| *x /= parts as f64);
+                }
+                let want = &acc[lo..=hi];
+                prop_assert_eq!(r.from, from + lo as i64 * F);
+                prop_assert_eq!(r.to, from + (hi as i64 + 1) * F);
+                prop_assert_eq!(r.values.len(), want.len());
+                for (k, (g, w)) in r.values.iter().zip(want).enumerate() {
+                    prop_assert!(close(*g, *w), "read [{}, {}) step {}: got {}, model {}", a, b, k, g, w);
+                }
+            }
+            Op::Stats(a, b) => {
+                let (from, to) = (T + a, T + b);
+                let s = db.stats(&host, "m", from, to).expect("stats");
+                let (mut parts, mut samples, mut avg_sum, mut min, mut max) =
+                    (0u64, 0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+                for c in &model {
+                    let Some(origin) = c.origin else { continue };
+                    let vals: Vec<f64> = c
+                        .slots
+                        .iter()
+                        .filter(|(s, v)| {
+                            let t = origin + *s * F + F / 2;
+                            t >= from && t < to && !v.is_nan()
+                        })
+                        .map(|(_, v)| *v)
+                        .collect();
+                    if vals.is_empty() {
+                        continue;
+                    }
+                    parts += 1;
+                    samples += vals.len() as u64;
+                    avg_sum += vals.iter().sum::<f64>() / vals.len() as f64;
+                    min = vals.iter().copied().fold(min, f64::min);
+                    max = vals.iter().copied().fold(max, f64::max);
+                }
+                prop_assert_eq!(s.samples, samples);
+                if parts > 0 {
+                    let want_avg = if avg { avg_sum / parts as f64 } else { avg_sum };
+                    prop_assert!(close(s.avg, want_avg), "avg {} vs {}", s.avg, want_avg);
+                    prop_assert_eq!((s.min, s.max), (min, max));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn read_and_stats_match_the_model(ops in proptest::collection::vec(op(), 1..30), avg in any::<bool>()) {
+        run(ops, avg)?;
+    }
+}
