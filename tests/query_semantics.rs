@@ -209,3 +209,33 @@ fn free_except_keeps_the_listed_hosts() {
     assert!(db.read(&node("n1"), "flops", T, T + 10).expect("r").values.is_empty());
     assert_eq!(db.read(&node("n2"), "flops", T, T + 10).expect("r").values, vec![1.0]);
 }
+
+#[test]
+fn cached_page_stats_follow_overwrites_and_page_reuse() {
+    let db = open();
+    let mut b = Batch::new();
+    for i in 0..1024 {
+        b.push(&node("n1"), "flops", T + i * F, 1.0);
+    }
+    db.write(&b).expect("write");
+    let range = (T - 5, T + 1024 * F);
+    let s = db.stats(&node("n1"), "flops", range.0, range.1).expect("stats");
+    assert_eq!((s.samples, s.max), (1024, 1.0));
+    // Overwrite inside a full page whose stats are now cached.
+    write(&db, &node("n1"), "flops", &[(T + 100 * F, 5.0)]);
+    let s = db.stats(&node("n1"), "flops", range.0, range.1).expect("stats");
+    assert_eq!((s.samples, s.max), (1024, 5.0));
+    write(&db, &node("n1"), "flops", &[(T + 100 * F, f64::NAN)]);
+    let s = db.stats(&node("n1"), "flops", range.0, range.1).expect("stats");
+    assert_eq!((s.samples, s.max), (1023, 1.0));
+    // Free both pages, reuse them for another series filled with 2.0: no stale 1.0 may show.
+    assert_eq!(db.free_selector(&Selector::from(&node("n1")), T + 2048 * F).expect("free"), 2);
+    db.checkpoint().expect("checkpoint");
+    let mut b = Batch::new();
+    for i in 0..1024 {
+        b.push(&node("n2"), "flops", T + i * F, 2.0);
+    }
+    db.write(&b).expect("write");
+    let s = db.stats(&node("n2"), "flops", range.0, range.1).expect("stats");
+    assert_eq!((s.samples, s.min, s.max), (1024, 2.0, 2.0));
+}

@@ -98,10 +98,29 @@ pub fn check_header(path: &Path, bytes: &[u8], index: u32, pages: u32) -> Result
     Ok(())
 }
 
-/// One mapped head file and the live lengths of its pages.
+/// Count, sum, minimum and maximum over the non-NaN values of one full page.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PageStats {
+    /// The page's version when these were computed.
+    pub version: u32,
+    /// Non-NaN values.
+    pub samples: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// Their minimum.
+    pub min: f64,
+    /// Their maximum.
+    pub max: f64,
+}
+
+/// One mapped head file, the live lengths of its pages, and what readers know of its full pages.
 pub struct HeadFile {
     region: Arc<dyn MappedRegion>,
     lens: Box<[AtomicU32]>,
+    /// Bumped by the writer whenever a page's existing values may change (an overwrite below its length, or
+    /// the page changing owner), so cached stats of a full page are valid while the version is unchanged.
+    versions: Box<[AtomicU32]>,
+    stats: Box<[parking_lot::Mutex<Option<PageStats>>]>,
     path: PathBuf,
 }
 
@@ -141,7 +160,9 @@ impl HeadFile {
     fn map(vfs: &dyn Vfs, path: &Path, pages: u32) -> Result<HeadFile, StorageError> {
         let region = vfs.map(path).map_err(|e| StorageError::io("mmap", path, e))?;
         let lens = (0..pages).map(|_| AtomicU32::new(0)).collect();
-        Ok(HeadFile { region, lens, path: path.to_owned() })
+        let versions = (0..pages).map(|_| AtomicU32::new(0)).collect();
+        let stats = (0..pages).map(|_| parking_lot::Mutex::new(None)).collect();
+        Ok(HeadFile { region, lens, versions, stats, path: path.to_owned() })
     }
 
     /// The 512 value words of page `page` (1-based within the file; page 0 is the header).
@@ -153,6 +174,30 @@ impl HeadFile {
     /// The live length of page `page`.
     pub fn len(&self, page: u32) -> &AtomicU32 {
         &self.lens[page as usize]
+    }
+
+    /// The version of page `page` (see the field's doc).
+    pub fn version(&self, page: u32) -> &AtomicU32 {
+        &self.versions[page as usize]
+    }
+
+    /// Marks page `page`'s values as changed: cached stats of it are stale from now on. Writer only.
+    pub fn bump_version(&self, page: u32) {
+        let v = &self.versions[page as usize];
+        v.store(v.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+    }
+
+    /// The cached stats of page `page`, if computed at its current version.
+    pub fn cached_stats(&self, page: u32) -> Option<PageStats> {
+        let version = self.versions[page as usize].load(Ordering::Acquire);
+        (*self.stats[page as usize].lock()).filter(|s| s.version == version)
+    }
+
+    /// Caches stats computed at `stats.version`, unless the page changed meanwhile.
+    pub fn cache_stats(&self, page: u32, stats: PageStats) {
+        if self.versions[page as usize].load(Ordering::Acquire) == stats.version {
+            *self.stats[page as usize].lock() = Some(stats);
+        }
     }
 
     /// msync.

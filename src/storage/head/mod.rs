@@ -55,6 +55,20 @@ struct Acc4 {
     max: [f64; 4],
 }
 
+impl Acc4 {
+    #[allow(clippy::needless_range_loop)] // four lanes in step
+    fn fold(&self, version: u32) -> file::PageStats {
+        let mut p = file::PageStats { version, samples: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
+        for k in 0..4 {
+            p.samples += self.n[k];
+            p.sum += self.sum[k];
+            p.min = p.min.min(self.min[k]);
+            p.max = p.max.max(self.max[k]);
+        }
+        p
+    }
+}
+
 impl Default for Acc4 {
     fn default() -> Self {
         Acc4 { n: [0; 4], sum: [0.0; 4], min: [f64::INFINITY; 4], max: [f64::NEG_INFINITY; 4] }
@@ -327,7 +341,21 @@ impl Head {
             let page = p.no % self.pages_per_file;
             let len = i64::from(file.len(page).load(Ordering::Acquire));
             let hi = hi.min(len);
-            if hi > lo {
+            if lo == 0 && hi == PAGE_SLOTS as i64 {
+                // A whole full page: its stats are computed once and kept until it changes.
+                let ps = file.cached_stats(page).unwrap_or_else(|| {
+                    let version = file.version(page).load(Ordering::Acquire);
+                    let mut one = Acc4::default();
+                    scan_stats(file.page(page), &mut one);
+                    let ps = one.fold(version);
+                    file.cache_stats(page, ps);
+                    ps
+                });
+                acc.n[0] += ps.samples;
+                acc.sum[0] += ps.sum;
+                acc.min[0] = acc.min[0].min(ps.min);
+                acc.max[0] = acc.max[0].max(ps.max);
+            } else if hi > lo {
                 scan_stats(&file.page(page)[lo as usize..hi as usize], &mut acc);
             }
         }
@@ -507,7 +535,9 @@ impl HeadWriter {
                 let s = &mut self.series[id.0 as usize];
                 s.pages.insert(k, PageRef { no, start });
                 let ppf = self.head.pages_per_file;
-                self.files[(no / ppf) as usize].len(no % ppf).store(0, Ordering::Release);
+                let file = &self.files[(no / ppf) as usize];
+                file.len(no % ppf).store(0, Ordering::Release);
+                file.bump_version(no % ppf); // a new owner: whatever was cached is not its data
                 *s.shared.pages.write() = Arc::from(s.pages.as_slice());
                 no
             }
@@ -533,7 +563,9 @@ impl HeadWriter {
         let len_cell = file.len(page);
         let len = len_cell.load(Ordering::Relaxed) as usize;
         store(&words[i], value);
-        if i >= len {
+        if i < len {
+            file.bump_version(page); // an overwrite: cached stats of this page are stale
+        } else {
             for w in &words[len..i] {
                 store(w, f64::NAN);
             }
