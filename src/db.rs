@@ -31,6 +31,13 @@ pub struct Options {
     pub checkpoint_interval: Option<Duration>,
     /// The file system; default the real one. Tests pass a `storage::io::sim::SimVfs`.
     pub vfs: Arc<dyn Vfs>,
+    /// How long data stays in the head (cc-metric-store's `retention-in-memory`): older pages are freed,
+    /// except below the levels [`Db::set_retention_keep`] names. `None` (default): kept until freed.
+    pub retention: Option<Duration>,
+    /// Most bytes of head pages in use; past it the oldest pages go first. 0 (default): no cap.
+    pub memory_cap_bytes: u64,
+    /// How often retention and the memory cap are enforced in the background. Default 1 s.
+    pub maintenance_interval: Duration,
 }
 
 impl Default for Options {
@@ -41,6 +48,9 @@ impl Default for Options {
             pages_per_file: DEFAULT_PAGES_PER_FILE,
             checkpoint_interval: Some(Duration::from_secs(300)),
             vfs: Arc::new(StdVfs),
+            retention: None,
+            memory_cap_bytes: 0,
+            maintenance_interval: Duration::from_secs(1),
         }
     }
 }
@@ -52,6 +62,8 @@ impl std::fmt::Debug for Options {
             .field("segment_size", &self.segment_size)
             .field("pages_per_file", &self.pages_per_file)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("retention", &self.retention)
+            .field("memory_cap_bytes", &self.memory_cap_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -156,13 +168,48 @@ pub struct Stats {
 
 /// An open database. `Send + Sync`: share it between threads with an `Arc`.
 pub struct Db {
+    inner: Arc<Inner>,
+    maintenance: parking_lot::Mutex<Option<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>>,
+}
+
+struct Inner {
     engine: Engine,
     index: parking_lot::RwLock<Index>,
+    /// Levels kept past retention (cc-metric-store keeps the nodes of running jobs).
+    keep: parking_lot::RwLock<Vec<Selector>>,
+    retention: Option<Duration>,
+    memory_cap_bytes: u64,
+}
+
+impl Inner {
+    fn enforce_retention(&self, now: i64) -> Result<u64, Error> {
+        let Some(r) = self.retention else { return Ok(0) };
+        let keep = self.keep.read().clone();
+        let before = now.saturating_sub(i64::try_from(r.as_secs()).unwrap_or(i64::MAX));
+        Ok(query::free_except(&self.engine, &self.index, &keep, before)?)
+    }
+
+    fn enforce_memory_cap(&self) -> Result<u64, Error> {
+        if self.memory_cap_bytes == 0 {
+            return Ok(0);
+        }
+        let page = crate::storage::head::file::PAGE_BYTES as u64;
+        let used = self.engine.head().pages_in_use() * page;
+        if used <= self.memory_cap_bytes {
+            return Ok(0);
+        }
+        let excess = ((used - self.memory_cap_bytes).div_ceil(page)) as usize;
+        let Some(cutoff) = query::oldest_pages_cutoff(&self.engine, &self.index, excess) else { return Ok(0) };
+        let freed = query::free_except(&self.engine, &self.index, &[], cutoff)?;
+        // Freed pages become reusable once a checkpoint records them free.
+        self.engine.checkpoint()?;
+        Ok(freed)
+    }
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("dir", &self.engine.dir()).finish_non_exhaustive()
+        f.debug_struct("Db").field("dir", &self.inner.engine.dir()).finish_non_exhaustive()
     }
 }
 
@@ -179,7 +226,26 @@ impl Db {
                 checkpoint_interval: options.checkpoint_interval,
             },
         )?;
-        Ok(Db { engine, index: parking_lot::RwLock::new(Index::default()) })
+        let inner = Arc::new(Inner {
+            engine,
+            index: parking_lot::RwLock::new(Index::default()),
+            keep: parking_lot::RwLock::new(Vec::new()),
+            retention: options.retention,
+            memory_cap_bytes: options.memory_cap_bytes,
+        });
+        let maintenance = if inner.retention.is_some() || inner.memory_cap_bytes > 0 {
+            let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+            let worker = inner.clone();
+            let interval = options.maintenance_interval.max(Duration::from_millis(1));
+            let handle = std::thread::Builder::new()
+                .name("silt-maintenance".into())
+                .spawn(move || maintain(&worker, &stopped, interval))
+                .map_err(|e| crate::storage::StorageError::io("spawn maintenance thread", path.as_ref(), e))?;
+            Some((stop, handle))
+        } else {
+            None
+        };
+        Ok(Db { inner, maintenance: parking_lot::Mutex::new(maintenance) })
     }
 
     /// Declares a metric (idempotent for the same configuration; another configuration is an error).
@@ -188,7 +254,7 @@ impl Db {
         if config.frequency < 1 {
             return Err(Error::InvalidArgument(format!("metric {name:?}: frequency {} < 1", config.frequency)));
         }
-        match self.engine.declare_metric(name, config)? {
+        match self.inner.engine.declare_metric(name, config)? {
             Ok(_) => Ok(()),
             Err(existing) => Err(Error::MetricConflict { name: name.to_owned(), existing, requested: config }),
         }
@@ -196,21 +262,21 @@ impl Db {
 
     /// A metric's configuration, if declared.
     pub fn metric(&self, name: &str) -> Option<MetricConfig> {
-        self.engine.metric(name).map(|(_, c)| c)
+        self.inner.engine.metric(name).map(|(_, c)| c)
     }
 
     /// The id of the series `key` + `metric`, interning it if new.
     pub fn series_id(&self, key: &impl Key, metric: &str) -> Result<SeriesId, Error> {
-        let (m, _) = self.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
+        let (m, _) = self.inner.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
         let path = key.path().to_bytes();
-        Ok(self.engine.intern(&[(m, &path)])?[0])
+        Ok(self.inner.engine.intern(&[(m, &path)])?[0])
     }
 
     /// Writes a batch. The acknowledgement says under which durability it was given and counts every sample
     /// as stored or not (too old, unknown metric, out of range).
     pub fn write(&self, batch: &Batch) -> Result<WriteAck, Error> {
         let mut samples = Vec::with_capacity(batch.len());
-        let count = self.engine.series_count();
+        let count = self.inner.engine.series_count();
         for s in &batch.by_id {
             if s.series.0 as usize >= count {
                 return Err(Error::InvalidArgument(format!("series id {} was never interned", s.series.0)));
@@ -220,7 +286,7 @@ impl Db {
         let mut unknown = 0u64;
         if !batch.keyed.is_empty() {
             let metric_ids: Vec<Option<u32>> =
-                batch.metrics.iter().map(|m| self.engine.metric(m).map(|(id, _)| id)).collect();
+                batch.metrics.iter().map(|m| self.inner.engine.metric(m).map(|(id, _)| id)).collect();
             // Intern each distinct (metric, path) once.
             let mut pairs: Vec<(u32, usize)> = Vec::new();
             let mut pair_index: HashMap<(u32, usize), usize> = HashMap::new();
@@ -239,7 +305,7 @@ impl Db {
                 }
             }
             let wanted: Vec<(u32, &[u8])> = pairs.iter().map(|&(m, p)| (m, batch.paths[p].as_slice())).collect();
-            let ids = self.engine.intern(&wanted)?;
+            let ids = self.inner.engine.intern(&wanted)?;
             for (k, &w) in batch.keyed.iter().zip(&which) {
                 if w == usize::MAX {
                     unknown += 1;
@@ -248,7 +314,7 @@ impl Db {
                 }
             }
         }
-        Ok(self.engine.write(samples, unknown)?)
+        Ok(self.inner.engine.write(samples, unknown)?)
     }
 
     /// Reads `metric` at `key` from `from` to `to` at the metric's frequency (cc-metric-store's `read`: see
@@ -268,7 +334,7 @@ impl Db {
         to: i64,
         opts: ReadOptions,
     ) -> Result<QueryResult, Error> {
-        Ok(query::read(&self.engine, &self.index, sel, metric, from, to, opts)?)
+        Ok(query::read(&self.inner.engine, &self.inner.index, sel, metric, from, to, opts)?)
     }
 
     /// Samples, average, minimum and maximum of the non-NaN values of `metric` at `key` with nominal times
@@ -281,12 +347,12 @@ impl Db {
 
     /// Stats over the series a selector covers (see [`crate::query`]).
     pub fn query_stats(&self, sel: &Selector, metric: &str, from: i64, to: i64) -> Result<StatsResult, Error> {
-        Ok(query::stats(&self.engine, &self.index, sel, metric, from, to)?)
+        Ok(query::stats(&self.inner.engine, &self.inner.index, sel, metric, from, to)?)
     }
 
     /// [`Db::stats`] for one interned series id.
     pub fn stats_by_id(&self, id: SeriesId, from: i64, to: i64) -> Stats {
-        let h = self.engine.head().stats(id, from, to);
+        let h = self.inner.engine.head().stats(id, from, to);
         if h.samples == 0 {
             return Stats { samples: 0, avg: f64::NAN, min: f64::NAN, max: f64::NAN };
         }
@@ -297,43 +363,102 @@ impl Db {
     /// before `before` (cc-metric-store's `free`). Returns the pages freed. They are reused after the next
     /// checkpoint.
     pub fn free_selector(&self, sel: &Selector, before: i64) -> Result<u64, Error> {
-        Ok(query::free(&self.engine, &self.index, sel, before)?)
+        Ok(query::free(&self.inner.engine, &self.inner.index, sel, before)?)
     }
 
     /// Frees pages older than `before` everywhere except at or below the levels the `keep` selectors name.
     pub fn free_except(&self, keep: &[Selector], before: i64) -> Result<u64, Error> {
-        Ok(query::free_except(&self.engine, &self.index, keep, before)?)
+        Ok(query::free_except(&self.inner.engine, &self.inner.index, keep, before)?)
     }
 
     /// The tree below a selector's levels with pages and bytes per metric (cc-metric-store's `/api/debug`).
     pub fn debug(&self, sel: &Selector) -> Vec<DebugLevel> {
-        query::debug(&self.engine, &self.index, sel)
+        query::debug(&self.inner.engine, &self.inner.index, sel)
     }
 
     /// Frees the pages of `metric` at `key` whose every slot lies before `before`; returns how many pages.
     pub fn free(&self, key: &impl Key, metric: &str, before: i64) -> Result<u64, Error> {
-        let (m, _) = self.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
-        let Some(id) = self.engine.lookup_series(m, &key.path().to_bytes()) else { return Ok(0) };
-        Ok(self.engine.free(vec![(id, before)])?)
+        let (m, _) = self.inner.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
+        let Some(id) = self.inner.engine.lookup_series(m, &key.path().to_bytes()) else { return Ok(0) };
+        Ok(self.inner.engine.free(vec![(id, before)])?)
     }
 
     /// Checkpoints now: the head is made durable and the WAL below the returned LSN is dropped.
     pub fn checkpoint(&self) -> Result<Lsn, Error> {
-        Ok(self.engine.checkpoint()?)
+        Ok(self.inner.engine.checkpoint()?)
     }
 
     /// What recovery found when the database opened.
     pub fn recovery(&self) -> &RecoveryReport {
-        self.engine.recovery()
+        self.inner.engine.recovery()
     }
 
     /// The engine underneath, for layers above (query, ingest) and tests.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.inner.engine
+    }
+
+    /// Names the levels kept past retention (replacing the previous set), e.g. the nodes of running jobs.
+    pub fn set_retention_keep(&self, keep: Vec<Selector>) {
+        *self.inner.keep.write() = keep;
+    }
+
+    /// Frees everything older than `now - retention` except the kept levels (what the background thread
+    /// does). Returns the pages freed.
+    pub fn enforce_retention(&self, now: i64) -> Result<u64, Error> {
+        self.inner.enforce_retention(now)
+    }
+
+    /// If head pages in use exceed the cap, frees the oldest pages over all series until they do not, and
+    /// checkpoints so the pages can be reused (what the background thread does). Returns the pages freed.
+    pub fn enforce_memory_cap(&self) -> Result<u64, Error> {
+        self.inner.enforce_memory_cap()
+    }
+
+    /// Bytes of head pages in use (owned by series, or freed and awaiting a checkpoint).
+    pub fn head_bytes_in_use(&self) -> u64 {
+        self.inner.engine.head().pages_in_use() * crate::storage::head::file::PAGE_BYTES as u64
+    }
+
+    fn stop_maintenance(&self) {
+        if let Some((stop, handle)) = self.maintenance.lock().take() {
+            drop(stop);
+            let _ = handle.join();
+        }
     }
 
     /// Checkpoints and closes. Dropping a `Db` does the same, ignoring errors.
     pub fn close(self) -> Result<(), Error> {
-        Ok(self.engine.close()?)
+        self.stop_maintenance();
+        Ok(self.inner.engine.close()?)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.stop_maintenance();
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The maintenance thread: enforces the memory cap and retention every interval until the `Db` goes. Each
+/// pass walks the series index once (a few ms per 100,000 series).
+fn maintain(inner: &Inner, stopped: &crossbeam_channel::Receiver<()>, interval: Duration) {
+    loop {
+        match stopped.recv_timeout(interval) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        if let Err(e) = inner.enforce_memory_cap() {
+            tracing::warn!(error = %e, "enforcing the memory cap failed");
+        }
+        if let Err(e) = inner.enforce_retention(unix_now()) {
+            tracing::warn!(error = %e, "enforcing retention failed");
+        }
     }
 }

@@ -110,6 +110,7 @@ fn options(vfs: &SimVfs) -> Options {
         segment_size: 64 << 10,
         pages_per_file: 4,
         checkpoint_interval: None,
+        ..Options::default()
     }
 }
 

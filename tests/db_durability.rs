@@ -16,6 +16,7 @@ fn opts(vfs: &SimVfs, durability: Durability, checkpoint: Option<Duration>) -> O
         segment_size: 64 << 10,
         pages_per_file: 8,
         checkpoint_interval: checkpoint,
+        ..Options::default()
     }
 }
 

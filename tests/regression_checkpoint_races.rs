@@ -16,6 +16,7 @@ fn opts(vfs: &SimVfs) -> Options {
         segment_size: 64 << 10,
         pages_per_file: 8,
         checkpoint_interval: None,
+        ..Options::default()
     }
 }
 
@@ -115,9 +116,13 @@ fn extreme_read_bounds_do_not_overflow() {
     let mut b = Batch::new();
     b.push(&k, "m", -1_000_000, 1.0);
     db.write(&b).expect("write");
-    let r = db.read(&k, "m", i64::MIN, i64::MAX).expect("read");
+    // A read that would span more steps than a query may return is refused, never a panic or overflow.
+    let e = db.read(&k, "m", i64::MIN, i64::MAX).expect_err("too many steps");
+    assert!(matches!(e, Error::Query(silt::QueryError::InvalidRange { .. })), "{e}");
+    let r = db.read(&k, "m", -1_000_100, -1_000_000 + 10).expect("read");
     assert_eq!(r.values, vec![1.0]);
     assert_eq!(db.stats(&k, "m", i64::MIN, i64::MAX).expect("stats").samples, 1);
+    assert_eq!(db.engine().head().read(silt::SeriesId(0), i64::MIN, i64::MAX).map(|r| r.values), Some(vec![1.0]));
 }
 
 /// A lost MANIFEST made open treat the directory as new and delete the head files before replay failed.

@@ -380,3 +380,35 @@ pub fn debug(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<Debu
     }
     out
 }
+
+/// The time before which freeing every page brings the head down by at least `pages` pages: the end of the
+/// `pages`-th oldest page over all series (oldest first, as cc-metric-store's memory cap frees). `None` if
+/// the head holds fewer pages.
+pub fn oldest_pages_cutoff(engine: &Engine, index: &RwLock<Index>, pages: usize) -> Option<i64> {
+    if pages == 0 {
+        return None;
+    }
+    index.write().refresh(engine);
+    let mut ids = Vec::new();
+    {
+        let idx = index.read();
+        for ns in [Namespace::Host, Namespace::Job, Namespace::Service] {
+            if let Some(root) = idx.root(ns) {
+                root.all_series(&mut ids);
+            }
+        }
+    }
+    let head = engine.head();
+    let mut ends: Vec<i64> = Vec::new();
+    for id in ids {
+        if let Some((p, f)) = head.pages(id) {
+            let span = crate::storage::head::file::PAGE_SLOTS as i64 * f;
+            ends.extend(p.iter().map(|p| p.start.saturating_add(span)));
+        }
+    }
+    if ends.len() < pages {
+        return ends.iter().max().copied();
+    }
+    let (_, nth, _) = ends.select_nth_unstable(pages - 1);
+    Some(*nth)
+}

@@ -118,6 +118,8 @@ pub struct SharedSeries {
 
 /// The readable side of the head.
 pub struct Head {
+    /// Pages owned by series or freed but not yet reusable: the head memory a cap counts.
+    in_use: std::sync::atomic::AtomicU64,
     pages_per_file: u32,
     files: RwLock<Vec<Arc<HeadFile>>>,
     series: RwLock<Vec<Arc<SharedSeries>>>,
@@ -368,6 +370,11 @@ impl Head {
         st
     }
 
+    /// Pages owned by series or freed but not yet reusable (what a memory cap counts).
+    pub fn pages_in_use(&self) -> u64 {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
     /// Bytes of head files mapped.
     pub fn mapped_bytes(&self) -> u64 {
         self.files.read().len() as u64 * u64::from(self.pages_per_file) * PAGE_BYTES as u64
@@ -415,6 +422,7 @@ impl HeadWriter {
             vfs.sync_dir(dir).map_err(|e| StorageError::io("fsync dir", dir, e))?;
         }
         let head = Arc::new(Head {
+            in_use: std::sync::atomic::AtomicU64::new(0),
             pages_per_file: ppf,
             files: RwLock::new(files.clone()),
             series: RwLock::new(Vec::new()),
@@ -454,6 +462,7 @@ impl HeadWriter {
             }
             s.shared.pages.write().clone_from(&Arc::from(s.pages.as_slice()));
         }
+        w.head.in_use.store(w.used_pages() as u64, Ordering::Relaxed);
         Ok(w)
     }
 
@@ -471,6 +480,12 @@ impl HeadWriter {
     }
 
     fn alloc_page(&mut self) -> Result<u32, StorageError> {
+        let p = self.alloc_page_inner()?;
+        self.head.in_use.fetch_add(1, Ordering::Relaxed);
+        Ok(p)
+    }
+
+    fn alloc_page_inner(&mut self) -> Result<u32, StorageError> {
         if let Some(p) = self.free.pop() {
             return Ok(p);
         }
@@ -623,6 +638,7 @@ impl HeadWriter {
         let _gate = self.head.reclaim.write();
         let n = n.min(self.pending.len());
         self.free.extend(self.pending.drain(..n));
+        self.head.in_use.fetch_sub(n as u64, Ordering::Relaxed);
     }
 
     /// Pages in use by series.

@@ -1,0 +1,431 @@
+//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`) through the same checks the fuzz targets
+//! run (`silt::fuzzing`), so every input libFuzzer once found interesting keeps being tested by a plain
+//! `cargo test`, without cargo-fuzz or a nightly compiler.
+//!
+//! The seed inputs are written by the ignored test `generate_seed_corpus`:
+//!
+//! ```text
+//! cargo test --test fuzz_corpus_replay -- --ignored generate_seed_corpus
+//! ```
+
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use silt::fuzzing;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join(target)
+}
+
+fn corpus_files(target: &str) -> Vec<PathBuf> {
+    let dir = corpus_dir(target);
+    let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot read corpus {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())).path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `target`'s check on every file of its corpus; fails naming every input that panicked.
+fn replay(target: &str) {
+    let files = corpus_files(target);
+    assert!(!files.is_empty(), "corpus {} is empty: the replay would prove nothing", corpus_dir(target).display());
+    let mut failed = Vec::new();
+    for file in &files {
+        let data = fs::read(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let outcome = catch_unwind(AssertUnwindSafe(|| fuzzing::check(target, &data)));
+        if let Err(panic) = outcome {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string panic)");
+            failed.push(format!("{}: {msg}", file.display()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{target}: {} of {} corpus inputs fail:\n{}",
+        failed.len(),
+        files.len(),
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn wal_record_corpus() {
+    replay("wal_record");
+}
+
+#[test]
+fn manifest_corpus() {
+    replay("manifest");
+}
+
+#[test]
+fn series_path_corpus() {
+    replay("series_path");
+}
+
+#[test]
+fn every_target_has_a_replay_test() {
+    assert_eq!(fuzzing::TARGETS, ["wal_record", "manifest", "series_path"]);
+}
+
+/// Seed inputs, built with silt's own encoders. Files are named `seed-*`; inputs libFuzzer adds are named
+/// by their SHA-1 and are left alone when the seeds are regenerated.
+mod seeds {
+    use silt::keys::{HostKey, JobKey, Key, SeriesPath, ServiceKey};
+    use silt::storage::head::{HeadState, PageRef, SeriesState};
+    use silt::storage::manifest::{Manifest, MetricEntry, SeriesEntry};
+    use silt::storage::wal::payload::{self, Payload, Sample, SeriesDef};
+    use silt::storage::wal::record::encode_frame;
+    use silt::{Aggregation, Lsn, MetricConfig, SeriesId};
+
+    pub type Seeds = Vec<(String, Vec<u8>)>;
+
+    fn paths() -> Vec<SeriesPath> {
+        vec![
+            HostKey::new("emmy", "n0001").unwrap().path(),
+            HostKey::new("emmy", "n0001")
+                .unwrap()
+                .component("socket", 0)
+                .unwrap()
+                .component("hwthread", 3)
+                .unwrap()
+                .path(),
+            HostKey::new("alex", "a0101").unwrap().component("accelerator", "00000000:3B:00.0").unwrap().path(),
+            JobKey::new("1234.batch", "map", 7).unwrap().path(),
+            ServiceKey::new("ingest", "0").unwrap().path(),
+            SeriesPath::new(silt::keys::Namespace::Host, vec!["clüster 節".into(), "🦀".into()]).unwrap(),
+        ]
+    }
+
+    fn payloads() -> Vec<(&'static str, Payload)> {
+        let cfg = |frequency, aggregation| MetricConfig { frequency, aggregation };
+        vec![
+            ("declare", Payload::DeclareMetric { id: 0, name: "cpu_load".into(), config: cfg(60, Aggregation::Avg) }),
+            ("declare-utf8", Payload::DeclareMetric { id: 7, name: "mem_ü".into(), config: cfg(1, Aggregation::None) }),
+            (
+                "define",
+                Payload::DefineSeries(
+                    paths()
+                        .iter()
+                        .enumerate()
+                        .take(3)
+                        .map(|(i, p)| SeriesDef { id: SeriesId(i as u32), metric: 0, path: p.to_bytes() })
+                        .collect(),
+                ),
+            ),
+            ("define-empty", Payload::DefineSeries(Vec::new())),
+            (
+                "samples",
+                Payload::Samples(vec![
+                    Sample { series: SeriesId(0), ts: 1_700_000_000, value: 0.5 },
+                    Sample { series: SeriesId(1), ts: 1_699_999_940, value: -1.0 },
+                    Sample { series: SeriesId(300), ts: 1_700_000_060, value: f64::NAN },
+                    Sample { series: SeriesId(u32::MAX), ts: i64::MIN, value: f64::INFINITY },
+                ]),
+            ),
+            ("samples-empty", Payload::Samples(Vec::new())),
+            ("free", Payload::Free(vec![(SeriesId(0), 1_700_000_000), (SeriesId(2), -5)])),
+        ]
+    }
+
+    fn frame(lsn: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(&mut out, lsn, kind, payload);
+        out
+    }
+
+    /// Re-encodes a frame whose header bytes were edited, fixing its CRC (bytes 0..4).
+    fn fix_frame_crc(f: &mut [u8]) {
+        let len = u32::from_le_bytes(f[4..8].try_into().unwrap()) as usize;
+        let crc = crc(&[&f[4..24], &f[24..24 + len]]);
+        f[..4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn crc(parts: &[&[u8]]) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for part in parts {
+            h.update(part);
+        }
+        h.finalize()
+    }
+
+    pub fn wal_record() -> Seeds {
+        let mut seeds = Seeds::new();
+        let zeros = [0u8; 24];
+        let mut segment = Vec::new();
+        for (i, (name, p)) in payloads().into_iter().enumerate() {
+            let mut bytes = Vec::new();
+            let kind = payload::encode(&mut bytes, &p);
+            let f = frame(i as u64 + 1, kind, &bytes);
+            segment.extend_from_slice(&f);
+            let mut with_end = f.clone();
+            with_end.extend_from_slice(&zeros);
+            seeds.push((name.to_string(), with_end));
+            // Torn: cut inside the header and inside the payload.
+            seeds.push((format!("{name}-cut-header"), f[..13].to_vec()));
+            seeds.push((format!("{name}-cut-payload"), f[..24 + bytes.len() / 2].to_vec()));
+            // A flipped payload bit (CRC mismatch).
+            let mut flipped = f.clone();
+            flipped[24] ^= 0x10;
+            seeds.push((format!("{name}-flipped"), flipped));
+            // The payload with its last byte dropped, under a valid CRC: the frame decodes, the payload not.
+            if bytes.len() > 1 {
+                seeds.push((format!("{name}-short-payload"), frame(9, kind, &bytes[..bytes.len() - 1])));
+            }
+            // Trailing garbage in the payload, under a valid CRC.
+            let mut longer = bytes.clone();
+            longer.push(0xAA);
+            seeds.push((format!("{name}-trailing-byte"), frame(9, kind, &longer)));
+        }
+        segment.extend_from_slice(&zeros);
+        seeds.push(("segment-all-kinds".into(), segment.clone()));
+        // The same segment with the last record torn.
+        seeds.push(("segment-torn-tail".into(), segment[..segment.len() - 40].to_vec()));
+
+        let ok = {
+            let mut b = Vec::new();
+            payload::encode_free(&mut b, &[(SeriesId(1), 5)]);
+            b
+        };
+        // Unknown kind under a valid CRC.
+        seeds.push(("unknown-kind".into(), frame(1, 9, &ok)));
+        // Reserved header byte set, CRC fixed up (the decoder must refuse it anyway).
+        let mut reserved = frame(1, 4, &ok);
+        reserved[20] = 1;
+        fix_frame_crc(&mut reserved);
+        seeds.push(("reserved-nonzero".into(), reserved));
+        // Non-zero padding after a valid frame (the decoder does not check padding), then a second frame.
+        let mut odd = Vec::new();
+        let cfg = MetricConfig { frequency: 60, aggregation: Aggregation::Sum };
+        payload::encode_declare_metric(&mut odd, 1, "x", cfg);
+        assert_eq!(odd.len(), 15);
+        let mut padded = frame(1, 1, &odd);
+        let n = padded.len();
+        padded[n - 1] = 0xFF;
+        padded.extend_from_slice(&frame(2, 4, &ok));
+        seeds.push(("padding-nonzero".into(), padded));
+        // Zero length, and a length beyond the maximum, with fixed CRCs over what is there.
+        let mut zero_len = frame(1, 4, &ok);
+        zero_len[4..8].copy_from_slice(&0u32.to_le_bytes());
+        fix_frame_crc(&mut zero_len);
+        seeds.push(("len-zero".into(), zero_len));
+        let mut huge = frame(1, 4, &ok);
+        huge[4..8].copy_from_slice(&(16u32 << 20 | 1).to_le_bytes());
+        seeds.push(("len-too-large".into(), huge));
+        // DeclareMetric with frequency 0 and an unknown aggregation, valid CRCs.
+        let mut b = Vec::new();
+        payload::encode_declare_metric(&mut b, 1, "x", MetricConfig { frequency: 0, aggregation: Aggregation::Sum });
+        seeds.push(("declare-frequency-zero".into(), frame(1, 1, &b)));
+        let mut b = Vec::new();
+        payload::encode_declare_metric(&mut b, 1, "x", MetricConfig { frequency: 60, aggregation: Aggregation::Sum });
+        let n = b.len();
+        b[n - 1] = 7;
+        seeds.push(("declare-bad-aggregation".into(), frame(1, 1, &b)));
+        // Samples with an overlong (non-canonical) varint and a base that is not the first timestamp.
+        let mut s = Vec::new();
+        s.extend_from_slice(&1u32.to_le_bytes());
+        s.extend_from_slice(&1000i64.to_le_bytes());
+        s.extend_from_slice(&[0x85, 0x80, 0x00]); // series 5, overlong
+        s.extend_from_slice(&[0x03]); // ts delta -2
+        s.extend_from_slice(&2.5f64.to_bits().to_le_bytes());
+        seeds.push(("samples-noncanonical".into(), frame(1, 3, &s)));
+        // Samples whose count claims more than the payload holds.
+        let mut s = Vec::new();
+        s.extend_from_slice(&u32::MAX.to_le_bytes());
+        s.extend_from_slice(&0i64.to_le_bytes());
+        s.extend_from_slice(&[0; 10]);
+        seeds.push(("samples-count-huge".into(), frame(1, 3, &s)));
+        // A short non-zero tail after a frame, and a short zero tail.
+        let mut tail = frame(1, 4, &ok);
+        tail.extend_from_slice(&[0, 0, 1]);
+        seeds.push(("partial-header-tail".into(), tail));
+        seeds.push(("empty".into(), Vec::new()));
+        seeds.push(("zeros".into(), vec![0; 64]));
+        seeds
+    }
+
+    fn manifests() -> Vec<(&'static str, Manifest)> {
+        let cfg = |frequency, aggregation| MetricConfig { frequency, aggregation };
+        let p = paths();
+        let small = Manifest {
+            checkpoint_lsn: Lsn(17),
+            wal_seq: 3,
+            metrics: vec![MetricEntry { name: "cpu_load".into(), config: cfg(60, Aggregation::Avg) }],
+            series: vec![SeriesEntry { metric: 0, path: p[1].to_bytes() }],
+            head: HeadState {
+                pages_per_file: 16,
+                files: 1,
+                hwm: 4,
+                free: vec![3],
+                series: vec![SeriesState {
+                    origin: Some(970),
+                    floor: 0,
+                    pages: vec![(PageRef { no: 1, start: 970 }, 512), (PageRef { no: 2, start: 970 + 512 * 60 }, 3)],
+                }],
+            },
+        };
+        let larger = Manifest {
+            checkpoint_lsn: Lsn(1_000_000),
+            wal_seq: 42,
+            metrics: vec![
+                MetricEntry { name: "cpu_load".into(), config: cfg(60, Aggregation::Avg) },
+                MetricEntry { name: "flops_any".into(), config: cfg(10, Aggregation::Sum) },
+                MetricEntry { name: "mem_ü".into(), config: cfg(1, Aggregation::None) },
+            ],
+            series: p
+                .iter()
+                .enumerate()
+                .map(|(i, p)| SeriesEntry { metric: (i % 3) as u32, path: p.to_bytes() })
+                .collect(),
+            head: HeadState {
+                pages_per_file: 4,
+                files: 3,
+                hwm: 11,
+                free: vec![9, 10],
+                series: (0..p.len())
+                    .map(|i| SeriesState {
+                        origin: (i % 2 == 0).then_some(1_700_000_000 + i as i64),
+                        floor: -(i as i64),
+                        pages: if i < 4 {
+                            vec![
+                                (PageRef { no: 1 + 2 * i as u32, start: -100 }, 1),
+                                (PageRef { no: 2 + 2 * i as u32, start: 512 }, 512),
+                            ]
+                        } else {
+                            Vec::new()
+                        },
+                    })
+                    .collect(),
+            },
+        };
+        let empty = Manifest { head: HeadState { pages_per_file: 2, ..HeadState::default() }, ..Manifest::default() };
+        vec![("small", small), ("larger", larger), ("empty", empty)]
+    }
+
+    /// Recomputes the CRC trailer after the body was edited.
+    fn fix_manifest_crc(b: &mut [u8]) {
+        let n = b.len() - 4;
+        let c = crc(&[&b[..n]]);
+        b[n..].copy_from_slice(&c.to_le_bytes());
+    }
+
+    pub fn manifest() -> Seeds {
+        let mut seeds = Seeds::new();
+        for (name, m) in manifests() {
+            let b = m.encode();
+            seeds.push((name.to_string(), b.clone()));
+            seeds.push((format!("{name}-truncated"), b[..b.len() - 5].to_vec()));
+            let mut flipped = b.clone();
+            flipped[20] ^= 0x40;
+            seeds.push((format!("{name}-flipped"), flipped));
+        }
+        let small = manifests().remove(0).1.encode();
+        let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = small.clone();
+            f(&mut b);
+            fix_manifest_crc(&mut b);
+            b
+        };
+        // Each edit below keeps a valid CRC so the decoder gets past it.
+        seeds.push(("version-2".into(), edit(&|b| b[4] = 2)));
+        seeds.push(("reserved-nonzero".into(), edit(&|b| b[52] = 0xEE)));
+        seeds.push(("pages-per-file-1".into(), edit(&|b| b[24..28].copy_from_slice(&1u32.to_le_bytes()))));
+        seeds.push(("metric-count-huge".into(), edit(&|b| b[36..40].copy_from_slice(&u32::MAX.to_le_bytes()))));
+        seeds.push(("bad-magic".into(), edit(&|b| b[0] = b'X')));
+        // Layout of `small` after the 56-byte header: metric (1 + 8 + 8 + 1 = 18 bytes), series (26 + path),
+        // then two 24-byte page descriptors and one free page.
+        let descr = small.len() - 4 - 4 - 48;
+        seeds.push(("page-pad-nonzero".into(), edit(&|b| b[descr + 22] = 1)));
+        seeds.push(("page-link-wrong".into(), edit(&|b| b[descr + 24 + 16] ^= 1)));
+        seeds.push((
+            "page-out-of-order".into(),
+            edit(&|b| b[descr + 24 + 8..descr + 24 + 16].copy_from_slice(&0i64.to_le_bytes())),
+        ));
+        seeds.push((
+            "free-page-owned".into(),
+            edit(&|b| {
+                let n = b.len();
+                b[n - 8..n - 4].copy_from_slice(&1u32.to_le_bytes());
+            }),
+        ));
+        seeds
+            .push(("metric-frequency-zero".into(), edit(&|b| b[56 + 9..56 + 17].copy_from_slice(&0i64.to_le_bytes()))));
+        seeds.push(("short".into(), small[..59].to_vec()));
+        seeds
+    }
+
+    pub fn series_path() -> Seeds {
+        let mut seeds = Seeds::new();
+        for (i, p) in paths().iter().enumerate() {
+            let b = p.to_bytes();
+            seeds.push((format!("bytes-{i}"), b.clone()));
+            let mut tail = b.clone();
+            tail.extend_from_slice(b"\x01\x02trailing");
+            seeds.push((format!("bytes-{i}-trailing"), tail));
+            seeds.push((format!("bytes-{i}-truncated"), b[..b.len() - 1].to_vec()));
+            seeds.push((format!("text-{i}"), p.to_string().into_bytes()));
+        }
+        let max = SeriesPath::new(
+            silt::keys::Namespace::Service,
+            (0..8).map(|i| format!("{i}{}", "s".repeat(127))).collect(),
+        )
+        .unwrap();
+        seeds.push(("bytes-max".into(), max.to_bytes()));
+        let raw: &[(&str, &[u8])] = &[
+            ("bytes-count-0", b"\x01\x00"),
+            ("bytes-count-9", b"\x01\x09\x01a\x01a\x01a\x01a\x01a\x01a\x01a\x01a\x01a"),
+            ("bytes-tag-4", b"\x04\x01\x01a"),
+            ("bytes-len-0", b"\x02\x01\x00"),
+            ("bytes-len-past-end", b"\x03\x01\x05ab"),
+            ("bytes-bad-utf8", b"\x01\x01\x02\xc3\x28"),
+            ("bytes-control", b"\x01\x01\x02a\x00"),
+            ("bytes-dotdot", b"\x01\x02\x01a\x02.."),
+            ("bytes-slash", b"\x01\x01\x03a/b"),
+            ("bytes-space", b"\x01\x01\x02a "),
+            ("text-no-prefix", b"emmy/n0001"),
+            ("text-unknown-ns", b"disk:a/b"),
+            ("text-empty-rest", b"host:"),
+            ("text-empty-segment", b"host:a//b"),
+            ("text-dot", b"job:a/./b"),
+            ("text-ws", b"service: a/b"),
+            ("text-9-segments", b"host:a/b/c/d/e/f/g/h/i"),
+            ("text-colons", b"host:a:b/c::d"),
+            ("text-not-utf8", b"host:\xff/a"),
+            ("text-control", b"host:a\tb/c"),
+        ];
+        for (name, b) in raw {
+            seeds.push((name.to_string(), b.to_vec()));
+        }
+        seeds.push(("text-long-segment".into(), format!("host:{}", "x".repeat(129)).into_bytes()));
+        seeds
+    }
+}
+
+/// Writes the seed corpora into `fuzz/corpus/<target>/seed-*`, replacing earlier seeds.
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand when the seeds change"]
+fn generate_seed_corpus() {
+    let all =
+        [("wal_record", seeds::wal_record()), ("manifest", seeds::manifest()), ("series_path", seeds::series_path())];
+    for (target, seeds) in all {
+        let dir = corpus_dir(target);
+        fs::create_dir_all(&dir).unwrap();
+        for old in corpus_files(target) {
+            if old.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+                fs::remove_file(old).unwrap();
+            }
+        }
+        for (name, bytes) in seeds {
+            // Every seed must pass its own check before it is written.
+            fuzzing::check(target, &bytes);
+            fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+        }
+    }
+}
