@@ -179,6 +179,8 @@ struct Inner {
     keep: parking_lot::RwLock<Vec<Selector>>,
     retention: Option<Duration>,
     memory_cap_bytes: u64,
+    /// Wakes the maintenance thread at once when a write finds the head over its cap.
+    nudge: crossbeam_channel::Sender<()>,
 }
 
 impl Inner {
@@ -226,7 +228,9 @@ impl Db {
                 checkpoint_interval: options.checkpoint_interval,
             },
         )?;
+        let (nudge, nudged) = crossbeam_channel::bounded::<()>(1);
         let inner = Arc::new(Inner {
+            nudge,
             engine,
             index: parking_lot::RwLock::new(Index::default()),
             keep: parking_lot::RwLock::new(Vec::new()),
@@ -239,7 +243,7 @@ impl Db {
             let interval = options.maintenance_interval.max(Duration::from_millis(1));
             let handle = std::thread::Builder::new()
                 .name("silt-maintenance".into())
-                .spawn(move || maintain(&worker, &stopped, interval))
+                .spawn(move || maintain(&worker, &stopped, &nudged, interval))
                 .map_err(|e| crate::storage::StorageError::io("spawn maintenance thread", path.as_ref(), e))?;
             Some((stop, handle))
         } else {
@@ -314,7 +318,12 @@ impl Db {
                 }
             }
         }
-        Ok(self.inner.engine.write(samples, unknown)?)
+        let ack = self.inner.engine.write(samples, unknown)?;
+        let cap = self.inner.memory_cap_bytes;
+        if cap > 0 && self.head_bytes_in_use() > cap {
+            let _ = self.inner.nudge.try_send(());
+        }
+        Ok(ack)
     }
 
     /// Reads `metric` at `key` from `from` to `to` at the metric's frequency (cc-metric-store's `read`: see
@@ -448,11 +457,17 @@ fn unix_now() -> i64 {
 
 /// The maintenance thread: enforces the memory cap and retention every interval until the `Db` goes. Each
 /// pass walks the series index once (a few ms per 100,000 series).
-fn maintain(inner: &Inner, stopped: &crossbeam_channel::Receiver<()>, interval: Duration) {
+fn maintain(
+    inner: &Inner,
+    stopped: &crossbeam_channel::Receiver<()>,
+    nudged: &crossbeam_channel::Receiver<()>,
+    interval: Duration,
+) {
     loop {
-        match stopped.recv_timeout(interval) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            _ => return,
+        crossbeam_channel::select! {
+            recv(stopped) -> _ => return,
+            recv(nudged) -> _ => {}
+            default(interval) => {}
         }
         if let Err(e) = inner.enforce_memory_cap() {
             tracing::warn!(error = %e, "enforcing the memory cap failed");
