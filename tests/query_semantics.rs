@@ -239,3 +239,28 @@ fn cached_page_stats_follow_overwrites_and_page_reuse() {
     let s = db.stats(&node("n2"), "flops", range.0, range.1).expect("stats");
     assert_eq!((s.samples, s.min, s.max), (1024, 2.0, 2.0));
 }
+
+#[test]
+fn resolution_downsamples_long_series_with_lttb_or_averages() {
+    let db = open();
+    let mut b = Batch::new();
+    for i in 0..2000i64 {
+        let v = if i == 1234 { 1000.0 } else { (i % 10) as f64 };
+        b.push(&node("n1"), "flops", T + i * F, v);
+    }
+    db.write(&b).expect("write");
+    let sel = Selector::from(&node("n1"));
+    let lttb = ReadOptions { resolution: 100, ..ReadOptions::default() };
+    let r = db.query(&sel, "flops", T, T + 2000 * F, lttb).expect("q");
+    assert_eq!((r.resolution, r.values.len()), (100, 200));
+    assert_eq!((r.values[0], r.values[199]), (0.0, 9.0), "LTTB keeps the first and the last point");
+    assert!(r.values.contains(&1000.0), "LTTB keeps the spike");
+    let avg = ReadOptions { resolution: 100, resampler: silt::Resampler::Average, ..ReadOptions::default() };
+    let r = db.query(&sel, "flops", T, T + 2000 * F, avg).expect("q");
+    assert_eq!((r.resolution, r.values.len()), (100, 200));
+    assert_eq!(r.values[0], 4.5);
+    assert_eq!(r.values[123], (4.5 * 10.0 - 4.0 + 1000.0) / 10.0, "the bucket holding the spike");
+    // Under 1000 points the series comes back at its native frequency.
+    let r = db.query(&sel, "flops", T, T + 999 * F, lttb).expect("q");
+    assert_eq!((r.resolution, r.values.len()), (F, 999));
+}
