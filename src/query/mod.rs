@@ -183,9 +183,19 @@ pub fn read(
     let ids = series_for(engine, index, sel, mid);
     let head = engine.head();
     let mut acc = vec![0.0f64; n];
-    let mut scratch = vec![f64::NAN; n];
+    let mut scratch = Vec::new();
     let (mut taking_part, mut lo, mut hi) = (0usize, usize::MAX, 0usize);
-    for id in ids {
+    if let [id] = ids[..] {
+        // One series: sampled straight into the result.
+        if let Some((a, b)) = head.sample_into(id, from, &mut acc) {
+            taking_part = 1;
+            (lo, hi) = (a, b);
+        }
+    }
+    for &id in if ids.len() > 1 { &ids[..] } else { &[] } {
+        if scratch.len() != n {
+            scratch = vec![f64::NAN; n];
+        }
         if let Some((a, b)) = head.sample_into(id, from, &mut scratch) {
             taking_part += 1;
             lo = lo.min(a);
@@ -212,8 +222,15 @@ pub fn read(
             }
         }
     }
-    let (mut values, mut first, mut last) =
-        if taking_part == 0 { (Vec::new(), 0usize, 0usize) } else { (acc[lo..=hi].to_vec(), lo, hi + 1) };
+    let (mut values, mut first, mut last) = if taking_part == 0 {
+        (Vec::new(), 0usize, 0usize)
+    } else {
+        acc.truncate(hi + 1);
+        if lo > 0 {
+            acc.drain(..lo);
+        }
+        (acc, lo, hi + 1)
+    };
     match opts.padding {
         Padding::None => {}
         Padding::Front | Padding::Full => {

@@ -287,7 +287,16 @@ impl Head {
     /// `k` (inclusive) that lies within the series' data (from the first slot of its oldest page to its last
     /// defined slot), or `None` if none does, in which case `out` is all NaN.
     pub fn sample_into(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
-        out.fill(f64::NAN);
+        let r = self.sample_pages(id, t0, out);
+        if r.is_none() {
+            out.fill(f64::NAN);
+        }
+        r
+    }
+
+    /// [`Head::sample_into`] without the initial fill: writes every element of `out` exactly once (NaN in
+    /// the gaps) when it returns `Some`, and leaves `out` untouched on `None`.
+    fn sample_pages(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
         let n = out.len() as i64;
         let t0 = t0.clamp(-4 * MAX_ABS_TS, 4 * MAX_ABS_TS);
         let _gate = self.reclaim.read();
@@ -306,6 +315,7 @@ impl Head {
         if k_first > k_last {
             return None;
         }
+        let mut done = 0usize; // out[..done] is written
         for p in pages.iter() {
             let p_lo = (p.start - base) / f; // first slot of the page
             let (file, page) = file_of(p.no)?;
@@ -315,11 +325,15 @@ impl Head {
             if b <= a {
                 continue;
             }
-            let words = &file.page(page)[(a + s0 - p_lo) as usize..(b + s0 - p_lo) as usize];
-            for (o, w) in out[a as usize..b as usize].iter_mut().zip(words) {
+            let (a, b) = (a as usize, b as usize);
+            out[done..a].fill(f64::NAN);
+            let words = &file.page(page)[(a as i64 + s0 - p_lo) as usize..(b as i64 + s0 - p_lo) as usize];
+            for (o, w) in out[a..b].iter_mut().zip(words) {
                 *o = load(w);
             }
+            done = b;
         }
+        out[done..].fill(f64::NAN);
         Some((k_first as usize, k_last as usize))
     }
 
