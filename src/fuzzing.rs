@@ -7,13 +7,14 @@
 
 use std::path::Path;
 
+use crate::ingest::lineproto::{self, Decoder, Line, Precision};
 use crate::keys::SeriesPath;
 use crate::storage::manifest::Manifest;
 use crate::storage::wal::payload::{self, Payload};
 use crate::storage::wal::record::{decode_frame, encode_frame, frame_len, Frame, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
 
 /// The names of the fuzz targets, which are also the corpus directories `fuzz/corpus/<name>/`.
-pub const TARGETS: [&str; 3] = ["wal_record", "manifest", "series_path"];
+pub const TARGETS: [&str; 4] = ["wal_record", "manifest", "series_path", "line_protocol"];
 
 /// Runs the check of the target called `name` (one of [`TARGETS`]) on `data`.
 ///
@@ -25,6 +26,7 @@ pub fn check(name: &str, data: &[u8]) {
         "wal_record" => check_wal_record(data),
         "manifest" => check_manifest(data),
         "series_path" => check_series_path(data),
+        "line_protocol" => check_line_protocol(data),
         other => panic!("unknown fuzz target {other:?}"),
     }
 }
@@ -194,4 +196,63 @@ pub fn check_series_path(data: &[u8]) {
             assert_eq!(SeriesPath::decode(&bytes), Ok((p, bytes.len())), "bytes of {s:?} do not decode back");
         }
     }
+}
+
+/// Decodes `data` as an InfluxDB line-protocol body, line by line, and as one line.
+///
+/// - [`Decoder`] never panics, and its line numbers strictly increase.
+/// - Every line that parses survives a round trip: its canonical text (`Display`) parses back to the same
+///   line (floats bit for bit), that text is a fixed point, and as a one-line body it decodes to the same
+///   line again.
+/// - [`lineproto::to_sample`] never panics on a parsed line, with or without a default cluster, in every
+///   precision.
+/// - [`lineproto::parse_line`] on the whole input never panics, and what it parses round-trips too.
+/// - [`lineproto::decode_into`] never panics, and the batch holds exactly the samples it reports added.
+pub fn check_line_protocol(data: &[u8]) {
+    let mut last = 0;
+    for result in Decoder::new(data) {
+        let line_no = match &result {
+            Ok((no, _)) => *no,
+            Err(e) => e.line,
+        };
+        assert!(line_no > last, "line number {line_no} after {last}");
+        last = line_no;
+        if let Ok((_, line)) = result {
+            line_round_trip(&line);
+            for precision in [
+                Precision::Seconds,
+                Precision::Milliseconds,
+                Precision::Microseconds,
+                Precision::Nanoseconds,
+                Precision::Auto,
+            ] {
+                if let Ok(sample) = lineproto::to_sample(&line, None, precision, 0) {
+                    assert_eq!(sample.metric, line.measurement);
+                }
+                let _ = lineproto::to_sample(&line, Some("fuzz"), precision, 0);
+            }
+        }
+    }
+    if let Ok(line) = lineproto::parse_line(data) {
+        line_round_trip(&line);
+    }
+    let mut batch = crate::Batch::new();
+    match lineproto::decode_into(data, &mut batch, Some("fuzz"), Precision::Auto, 0) {
+        Ok(added) => assert_eq!(batch.len(), added, "decode_into miscounts"),
+        Err(e) => assert_eq!(batch.len(), e.added, "decode_into miscounts before line {}", e.line),
+    }
+}
+
+fn line_round_trip(line: &Line<'_>) {
+    let text = line.to_string();
+    let back = lineproto::parse_line(text.as_bytes())
+        .unwrap_or_else(|e| panic!("canonical text {text:?} of {line:?} does not parse: {e}"));
+    assert!(back.identical(line), "canonical text {text:?} parses as {back:?}, not {line:?}");
+    assert_eq!(back.to_string(), text, "canonical text is not a fixed point");
+    let mut decoded = Decoder::new(text.as_bytes());
+    match decoded.next() {
+        Some(Ok((1, again))) => assert!(again.identical(line), "{text:?} decodes as {again:?}"),
+        other => panic!("canonical text {text:?} as a body decodes as {other:?}"),
+    }
+    assert!(decoded.next().is_none(), "canonical text {text:?} decodes to more than one line");
 }

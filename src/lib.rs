@@ -25,6 +25,7 @@ pub mod db;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ingest;
 pub mod keys;
 pub mod query;
 pub mod storage;

@@ -71,8 +71,13 @@ fn series_path_corpus() {
 }
 
 #[test]
+fn line_protocol_corpus() {
+    replay("line_protocol");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
-    assert_eq!(fuzzing::TARGETS, ["wal_record", "manifest", "series_path"]);
+    assert_eq!(fuzzing::TARGETS, ["wal_record", "manifest", "series_path", "line_protocol"]);
 }
 
 /// Seed inputs, built with silt's own encoders. Files are named `seed-*`; inputs libFuzzer adds are named
@@ -406,14 +411,99 @@ mod seeds {
         seeds.push(("text-long-segment".into(), format!("host:{}", "x".repeat(129)).into_bytes()));
         seeds
     }
+
+    pub fn line_protocol() -> Seeds {
+        let valid: &[(&str, &str)] = &[
+            ("cc-hwthread", "cpu_load,cluster=emmy,hostname=n1,type=hwthread,type-id=3 value=0.5 1700000000\n"),
+            (
+                "cc-socket-core",
+                "flops_any,cluster=emmy,hostname=n1,type=socket,type-id=1,stype=core,stype-id=12 value=12i 1700000000\n",
+            ),
+            ("cc-subtype", "mem_bw,cluster=c,host=n,type=socket,type-id=0,subtype=core,stype-id=1 value=3u\n"),
+            ("cc-node", "mem_used,hostname=n1,type=node value=t 1700000000123\n"),
+            (
+                "cc-accelerator",
+                "acc_util,cluster=alex,hostname=a0101,type=accelerator,type-id=00000000:3B:00.0 value=97.5\n",
+            ),
+            ("cc-extra-tags-fields", "cpu_freq,cluster=c,hostname=n,unit=MHz value=2400,other=\"x\",more=2i 1\n"),
+            (
+                "body-comments-blank-crlf",
+                "# cc-metric-collector\r\n\r\na,cluster=c,hostname=n value=1 1\r\n  \t\n  # indented\nb,cluster=c,hostname=n value=2 2",
+            ),
+            (
+                "escapes-everywhere",
+                "m\\ 1\\,x=y,t\\=k=v\\ w,u=a\\b,\\\\=\\\\ f\\,=1.5,l=\"q\\\"\\\\z, a=b\",e\\ k=-1e3 12\n",
+            ),
+            ("all-types", "m a=1,b=-0,c=1e-3,d=.5,e=1.,f=1E+308,g=42i,h=-9223372036854775808i,i=18446744073709551615u\n"),
+            ("bools", "m a=t,b=T,c=true,d=True,e=TRUE,f=f,g=F,h=false,i=False,j=FALSE\n"),
+            ("strings", "m s=\"\",t=\"a b,c=d #\",u=\"x\\y\",w=\"\\\\\\\"\",v=\"節 🦀\"\n"),
+            ("unicode", "節🦀,tag=ü value=1\n"),
+            ("whitespace", "  \tm,t=a   v=1\t-5 \t\n"),
+            ("no-timestamp", "m v=1\n"),
+            ("negative-timestamp", "m v=1 -1700000000\n"),
+            ("max-timestamp", "m v=1 9223372036854775807\nm v=2 -9223372036854775808\n"),
+        ];
+        let invalid: &[(&str, &str)] = &[
+            ("no-fields", "cpu\n"),
+            ("no-fields-after-tags", "cpu,t=a  \n"),
+            ("empty-measurement", ",t=a v=1\n"),
+            ("empty-tag-key", "m,=a v=1\n"),
+            ("tag-without-equals", "m,t v=1\n"),
+            ("empty-tag-value", "m,t= v=1\n"),
+            ("equals-in-tag-value", "m,t=a=b v=1\n"),
+            ("duplicate-tag", "m,t=a,t=b v=1\n"),
+            ("empty-field-key", "m =1\n"),
+            ("trailing-comma", "m v=1,\n"),
+            ("field-without-value", "m v=\n"),
+            ("duplicate-field", "m v=1,v=2\n"),
+            ("unknown-value-type", "m v=x\n"),
+            ("bad-bool", "m v=tRUE\n"),
+            ("bad-float", "m v=1.2.3\n"),
+            ("bad-int", "m v=1.5i\n"),
+            ("negative-uint", "m v=-1u\n"),
+            ("int-overflow", "m v=9223372036854775808i\n"),
+            ("float-overflow", "m v=1e400\n"),
+            ("unterminated-string", "m v=\"abc\\\"\n"),
+            ("string-across-lines", "m v=\"open\nclosed\"\n"),
+            ("text-after-string", "m v=\"a\"b\n"),
+            ("escape-at-end", "m,t=a\\"),
+            ("control-char", "m\tx v=1\n"),
+            ("bad-timestamp", "m v=1 1.5\n"),
+            ("timestamp-overflow", "m v=1 9223372036854775808\n"),
+            ("trailing-text", "m v=1 1 2\n"),
+            ("replacement-char", "m,t=\u{fffd} v=1\n"),
+            ("cc-missing-value", "m,cluster=c,hostname=n other=1\n"),
+            ("cc-string-value", "m,cluster=c,hostname=n value=\"1\"\n"),
+            ("cc-missing-host", "m,cluster=c value=1\n"),
+            ("cc-conflicting-host", "m,cluster=c,hostname=a,host=b value=1\n"),
+            ("cc-type-without-id", "m,cluster=c,hostname=n,type=socket value=1\n"),
+            ("cc-stype-without-type", "m,cluster=c,hostname=n,stype=core,stype-id=1 value=1\n"),
+            ("cc-bad-names", "a/b,cluster=..,hostname=n\\ ,type=x/y,type-id=0 value=1\n"),
+            ("good-then-bad", "a,cluster=c,hostname=n value=1\nbroken\na,cluster=c,hostname=n value=2\n"),
+        ];
+        let mut seeds = Seeds::new();
+        for (name, body) in valid.iter().chain(invalid) {
+            seeds.push((name.to_string(), body.as_bytes().to_vec()));
+        }
+        // Bytes that are not UTF-8, in a data line and in a comment.
+        seeds.push(("not-utf8".into(), b"m,t=\xff v=1\n# \xfe comment\nm v=1\n".to_vec()));
+        // Many tags, one over the limit of 64.
+        let tags: String = (0..65).map(|i| format!(",t{i}=v")).collect();
+        seeds.push(("too-many-tags".into(), format!("m{tags} value=1\n").into_bytes()));
+        seeds
+    }
 }
 
 /// Writes the seed corpora into `fuzz/corpus/<target>/seed-*`, replacing earlier seeds.
 #[test]
 #[ignore = "writes fuzz/corpus; run by hand when the seeds change"]
 fn generate_seed_corpus() {
-    let all =
-        [("wal_record", seeds::wal_record()), ("manifest", seeds::manifest()), ("series_path", seeds::series_path())];
+    let all = [
+        ("wal_record", seeds::wal_record()),
+        ("manifest", seeds::manifest()),
+        ("series_path", seeds::series_path()),
+        ("line_protocol", seeds::line_protocol()),
+    ];
     for (target, seeds) in all {
         let dir = corpus_dir(target);
         fs::create_dir_all(&dir).unwrap();

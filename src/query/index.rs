@@ -50,6 +50,11 @@ pub struct Index {
 }
 
 impl Index {
+    /// Whether every series of the registry is indexed.
+    pub fn is_current(&self, engine: &Engine) -> bool {
+        engine.series_count() == self.seen
+    }
+
     /// Adds the series registered since the last refresh.
     pub fn refresh(&mut self, engine: &Engine) {
         if engine.series_count() == self.seen {

@@ -142,8 +142,15 @@ pub struct DebugLevel {
     pub children: Vec<DebugLevel>,
 }
 
+/// Brings the index up to date; the write lock is taken only when the registry grew.
+fn refresh(engine: &Engine, index: &RwLock<Index>) {
+    if !index.read().is_current(engine) {
+        index.write().refresh(engine);
+    }
+}
+
 fn series_for(engine: &Engine, index: &RwLock<Index>, sel: &Selector, metric: u32) -> Vec<SeriesId> {
-    index.write().refresh(engine);
+    refresh(engine, index);
     let idx = index.read();
     let mut out = Vec::new();
     for l in idx.select(sel) {
@@ -182,15 +189,17 @@ pub fn read(
     let n = steps as usize;
     let ids = series_for(engine, index, sel, mid);
     let head = engine.head();
-    let mut acc = vec![0.0f64; n];
+    let mut acc = Vec::new();
     let mut scratch = Vec::new();
     let (mut taking_part, mut lo, mut hi) = (0usize, usize::MAX, 0usize);
     if let [id] = ids[..] {
-        // One series: sampled straight into the result.
-        if let Some((a, b)) = head.sample_into(id, from, &mut acc) {
+        // One series: sampled straight into the result, each value written once.
+        if let Some((a, b)) = head.sample_vec(id, from, n, &mut acc) {
             taking_part = 1;
             (lo, hi) = (a, b);
         }
+    } else {
+        acc = vec![0.0f64; n];
     }
     for &id in if ids.len() > 1 { &ids[..] } else { &[] } {
         if scratch.len() != n {
@@ -303,7 +312,7 @@ pub fn stats(
 /// Frees, in every series at or below the levels `sel` names (any metric), the pages whose every slot lies
 /// before `before`. Returns the pages freed.
 pub fn free(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i64) -> Result<u64, QueryError> {
-    index.write().refresh(engine);
+    refresh(engine, index);
     let mut ids = Vec::new();
     for l in index.read().select(sel) {
         l.all_series(&mut ids);
@@ -327,7 +336,7 @@ fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64) -> Result<u64, Que
 /// Frees pages older than `before` in every series of every namespace except those at or below the levels
 /// the `keep` selectors name (cc-metric-store keeps the nodes of running jobs past retention).
 pub fn free_except(engine: &Engine, index: &RwLock<Index>, keep: &[Selector], before: i64) -> Result<u64, QueryError> {
-    index.write().refresh(engine);
+    refresh(engine, index);
     let idx = index.read();
     let mut kept = std::collections::HashSet::new();
     for sel in keep {
@@ -351,7 +360,7 @@ pub fn free_except(engine: &Engine, index: &RwLock<Index>, keep: &[Selector], be
 /// The tree below the levels `sel` names, with page counts and bytes per metric, leaving out series with
 /// no pages and levels with nothing below them (cc-metric-store's `/api/debug`).
 pub fn debug(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<DebugLevel> {
-    index.write().refresh(engine);
+    refresh(engine, index);
     let idx = index.read();
     let names: Vec<String> = engine.metrics().into_iter().map(|(n, _)| n).collect();
     let head = engine.head();
@@ -405,7 +414,7 @@ pub fn oldest_pages_cutoff(engine: &Engine, index: &RwLock<Index>, pages: usize)
     if pages == 0 {
         return None;
     }
-    index.write().refresh(engine);
+    refresh(engine, index);
     let mut ids = Vec::new();
     {
         let idx = index.read();

@@ -294,10 +294,51 @@ impl Head {
         r
     }
 
+    /// [`Head::sample_into`] into a vector it fills to `n` values (cleared first), writing each value once.
+    /// On `None` the vector is left empty.
+    pub fn sample_vec(&self, id: SeriesId, t0: i64, n: usize, out: &mut Vec<f64>) -> Option<(usize, usize)> {
+        out.clear();
+        out.reserve(n);
+        let r = self.sample_with(id, t0, n, |a, words| {
+            out.resize(a, f64::NAN);
+            out.extend(words.iter().map(load));
+        });
+        match r {
+            Some(_) => out.resize(n, f64::NAN),
+            None => out.clear(),
+        }
+        r
+    }
+
     /// [`Head::sample_into`] without the initial fill: writes every element of `out` exactly once (NaN in
     /// the gaps) when it returns `Some`, and leaves `out` untouched on `None`.
     fn sample_pages(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
-        let n = out.len() as i64;
+        let n = out.len();
+        let mut done = 0usize;
+        let r = self.sample_with(id, t0, n, |a, words| {
+            out[done..a].fill(f64::NAN);
+            for (o, w) in out[a..a + words.len()].iter_mut().zip(words) {
+                *o = load(w);
+            }
+            done = a + words.len();
+        });
+        if r.is_some() {
+            out[done..].fill(f64::NAN);
+        }
+        r
+    }
+
+    /// The walk behind the sampling functions: for each page with values in the steps, in step order, calls
+    /// `emit(k, words)`: the values of steps `k .. k + words.len()` (steps before `k` not yet emitted are
+    /// gaps). Emits nothing if it returns `None`.
+    fn sample_with(
+        &self,
+        id: SeriesId,
+        t0: i64,
+        n: usize,
+        mut emit: impl FnMut(usize, &[std::sync::atomic::AtomicU64]),
+    ) -> Option<(usize, usize)> {
+        let n = n as i64;
         let t0 = t0.clamp(-4 * MAX_ABS_TS, 4 * MAX_ABS_TS);
         let _gate = self.reclaim.read();
         let (pages, f) = self.pages(id)?;
@@ -315,7 +356,6 @@ impl Head {
         if k_first > k_last {
             return None;
         }
-        let mut done = 0usize; // out[..done] is written
         for p in pages.iter() {
             let p_lo = (p.start - base) / f; // first slot of the page
             let (file, page) = file_of(p.no)?;
@@ -325,15 +365,8 @@ impl Head {
             if b <= a {
                 continue;
             }
-            let (a, b) = (a as usize, b as usize);
-            out[done..a].fill(f64::NAN);
-            let words = &file.page(page)[(a as i64 + s0 - p_lo) as usize..(b as i64 + s0 - p_lo) as usize];
-            for (o, w) in out[a..b].iter_mut().zip(words) {
-                *o = load(w);
-            }
-            done = b;
+            emit(a as usize, &file.page(page)[(a + s0 - p_lo) as usize..(b + s0 - p_lo) as usize]);
         }
-        out[done..].fill(f64::NAN);
         Some((k_first as usize, k_last as usize))
     }
 
