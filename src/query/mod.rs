@@ -258,7 +258,11 @@ pub fn read(
             first = 0;
         }
     }
-    let (values, resolution) = resample(&values, f, opts.resolution, opts.resampler)?;
+    let (values, resolution) = if opts.resolution == 0 || opts.resolution == f {
+        (values, f) // native: no copy
+    } else {
+        resample(&values, f, opts.resolution, opts.resampler)?
+    };
     Ok(QueryResult {
         from: from + first as i64 * f,
         to: from + last.max(first) as i64 * f,
