@@ -190,7 +190,6 @@ pub fn read(
     let ids = series_for(engine, index, sel, mid);
     let head = engine.head();
     let mut acc = Vec::new();
-    let mut scratch = Vec::new();
     let (mut taking_part, mut lo, mut hi) = (0usize, usize::MAX, 0usize);
     if let [id] = ids[..] {
         // One series: sampled straight into the result, each value written once.
@@ -202,21 +201,12 @@ pub fn read(
         acc = vec![0.0f64; n];
     }
     for &id in if ids.len() > 1 { &ids[..] } else { &[] } {
-        if scratch.len() != n {
-            scratch = vec![f64::NAN; n];
-        }
-        if let Some((a, b)) = head.sample_into(id, from, &mut scratch) {
+        // Added straight from the pages; the first series taking part is stored, not added to 0.0, so one
+        // series comes back bit for bit (-0.0 stays -0.0).
+        if let Some((a, b)) = head.sample_add(id, from, &mut acc, taking_part == 0) {
             taking_part += 1;
             lo = lo.min(a);
             hi = hi.max(b);
-            if taking_part == 1 {
-                // Copied, not added to 0.0: one series comes back bit for bit (-0.0 stays -0.0).
-                acc.copy_from_slice(&scratch);
-            } else {
-                for (x, v) in acc.iter_mut().zip(&scratch) {
-                    *x += *v;
-                }
-            }
         }
     }
     if taking_part > 1 {

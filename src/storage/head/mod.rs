@@ -310,6 +310,32 @@ impl Head {
         r
     }
 
+    /// Like [`Head::sample_into`], but adds the series' values into `out` (NaN where it has none, since NaN
+    /// + x is NaN) unless `first`, when it stores them. Leaves `out` untouched and returns `None` when the
+    /// series has no data in the steps.
+    pub fn sample_add(&self, id: SeriesId, t0: i64, out: &mut [f64], first: bool) -> Option<(usize, usize)> {
+        let n = out.len();
+        let mut done = 0usize;
+        let r = self.sample_with(id, t0, n, |a, words| {
+            out[done..a].fill(f64::NAN);
+            let dst = &mut out[a..a + words.len()];
+            if first {
+                for (o, w) in dst.iter_mut().zip(words) {
+                    *o = load(w);
+                }
+            } else {
+                for (o, w) in dst.iter_mut().zip(words) {
+                    *o += load(w);
+                }
+            }
+            done = a + words.len();
+        });
+        if r.is_some() {
+            out[done..].fill(f64::NAN);
+        }
+        r
+    }
+
     /// [`Head::sample_into`] without the initial fill: writes every element of `out` exactly once (NaN in
     /// the gaps) when it returns `Some`, and leaves `out` untouched on `None`.
     fn sample_pages(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
