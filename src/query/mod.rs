@@ -159,8 +159,18 @@ fn series_for(engine: &Engine, index: &RwLock<Index>, sel: &Selector, metric: u3
     out
 }
 
-fn metric_of(engine: &Engine, metric: &str) -> Result<(u32, crate::storage::MetricConfig), QueryError> {
-    engine.metric(metric).ok_or_else(|| QueryError::UnknownMetric(metric.to_owned()))
+/// The metric's id and configuration, after checking the range.
+fn metric_of(
+    engine: &Engine,
+    metric: &str,
+    from: i64,
+    to: i64,
+) -> Result<(u32, crate::storage::MetricConfig), QueryError> {
+    let m = engine.metric(metric).ok_or_else(|| QueryError::UnknownMetric(metric.to_owned()))?;
+    if from > to {
+        return Err(QueryError::InvalidRange { from, to, why: "from is after to" });
+    }
+    Ok(m)
 }
 
 /// Reads `metric` over the series `sel` covers (see the module docs).
@@ -173,10 +183,7 @@ pub fn read(
     to: i64,
     opts: ReadOptions,
 ) -> Result<QueryResult, QueryError> {
-    let (mid, cfg) = metric_of(engine, metric)?;
-    if from > to {
-        return Err(QueryError::InvalidRange { from, to, why: "from is after to" });
-    }
+    let (mid, cfg) = metric_of(engine, metric, from, to)?;
     let f = cfg.frequency;
     let steps = ((i128::from(to) - i128::from(from) + i128::from(f) - 1) / i128::from(f)) as i64;
     if steps > MAX_POINTS {
@@ -271,10 +278,7 @@ pub fn stats(
     from: i64,
     to: i64,
 ) -> Result<StatsResult, QueryError> {
-    let (mid, cfg) = metric_of(engine, metric)?;
-    if from > to {
-        return Err(QueryError::InvalidRange { from, to, why: "from is after to" });
-    }
+    let (mid, cfg) = metric_of(engine, metric, from, to)?;
     let head = engine.head();
     let mut r = StatsResult { samples: 0, avg: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, series: 0 };
     for id in series_for(engine, index, sel, mid) {

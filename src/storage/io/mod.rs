@@ -107,13 +107,7 @@ pub trait Vfs: Send + Sync + 'static {
     /// map never meet a full disk), synced with its directory. The default writes the zeros.
     fn create_allocated(&self, path: &Path, len_bytes: u64) -> io::Result<()> {
         let file = self.open(path, OpenMode::CreateNew)?;
-        let chunk = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        while off < len_bytes {
-            let n = (len_bytes - off).min(chunk.len() as u64) as usize;
-            file.write_all_at(&chunk[..n], off)?;
-            off += n as u64;
-        }
+        write_zeros(&*file, 0, len_bytes)?;
         file.sync_data()?;
         if let Some(dir) = path.parent() {
             self.sync_dir(dir)?;
@@ -128,6 +122,18 @@ pub trait Vfs: Send + Sync + 'static {
 /// never meet a full disk, then syncs it and its directory.
 pub fn create_zeroed(vfs: &dyn Vfs, path: &Path, len_bytes: u64) -> io::Result<()> {
     vfs.create_allocated(path, len_bytes)
+}
+
+/// Writes `len_bytes` zero bytes at `offset`, a megabyte at a time.
+pub fn write_zeros(file: &dyn VFile, offset: u64, len_bytes: u64) -> io::Result<()> {
+    let chunk = vec![0u8; (1usize << 20).min(usize::try_from(len_bytes).unwrap_or(usize::MAX))];
+    let mut off = 0u64;
+    while off < len_bytes {
+        let n = (len_bytes - off).min(chunk.len() as u64) as usize;
+        file.write_all_at(&chunk[..n], offset + off)?;
+        off += n as u64;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the directory.

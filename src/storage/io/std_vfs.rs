@@ -127,13 +127,7 @@ impl Vfs for StdVfs {
             if rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
                 return Err(io::Error::from_raw_os_error(rc));
             }
-            let chunk = vec![0u8; 1 << 20];
-            let mut off = 0u64;
-            while off < len_bytes {
-                let n = (len_bytes - off).min(chunk.len() as u64) as usize;
-                file.write_all_at(&chunk[..n], off)?;
-                off += n as u64;
-            }
+            super::write_zeros(&StdFile(file.try_clone()?), 0, len_bytes)?;
         }
         file.sync_all()?;
         if let Some(dir) = path.parent() {

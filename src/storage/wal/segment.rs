@@ -194,13 +194,8 @@ impl SegmentWriter {
         let file = vfs.open(path, OpenMode::ReadWrite).map_err(|e| StorageError::io("open", path, e))?;
         let size = file.len().map_err(|e| StorageError::io("stat", path, e))?;
         if zero_tail && offset < size {
-            let zeros = vec![0u8; (1usize << 20).min((size - offset) as usize)];
-            let mut off = offset;
-            while off < size {
-                let n = (size - off).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], off).map_err(|e| StorageError::io("write", path, e))?;
-                off += n as u64;
-            }
+            crate::storage::io::write_zeros(&*file, offset, size - offset)
+                .map_err(|e| StorageError::io("write", path, e))?;
             file.sync_data().map_err(|e| StorageError::io("fsync", path, e))?;
         }
         Ok(SegmentWriter { file, path: path.to_owned(), seq, offset, size })
