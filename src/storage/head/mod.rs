@@ -310,9 +310,9 @@ impl Head {
         r
     }
 
-    /// Like [`Head::sample_into`], but adds the series' values into `out` (NaN where it has none, since NaN
-    /// + x is NaN) unless `first`, when it stores them. Leaves `out` untouched and returns `None` when the
-    /// series has no data in the steps.
+    /// Like [`Head::sample_into`], but adds the series' values into `out` unless `first`, when it stores
+    /// them; where the series has no value the step becomes NaN (as NaN plus anything is NaN). Leaves `out`
+    /// untouched and returns `None` when the series has no data in the steps.
     pub fn sample_add(&self, id: SeriesId, t0: i64, out: &mut [f64], first: bool) -> Option<(usize, usize)> {
         let n = out.len();
         let mut done = 0usize;
