@@ -132,7 +132,7 @@ fn stats(c: &mut Criterion) {
 
 fn rss_mib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 4096 >> 20
+    (statm.split_whitespace().nth(1).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 4096) >> 20
 }
 
 fn memory_cap(_c: &mut Criterion) {
