@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod ingest;
 pub mod keys;
 pub mod query;
+pub mod server;
 pub mod storage;
 
 pub use db::{Batch, Db, Options, ReadResult, Stats, WriteAck, WriteOutcome};

@@ -1,0 +1,382 @@
+//! The HTTP server: cc-metric-store's API over a [`Db`], built with axum.
+//!
+//! Routes (each also with a trailing slash, as cc-metric-store registers them): `POST /api/write`,
+//! `GET`/`POST /api/query` (a JSON body on GET, as cc-backend sends it), `POST /api/free`. Errors are JSON
+//! `{"status": "<reason phrase>", "error": "<message>"}` with a 4xx for bad input; per-entry query errors are
+//! inside a 200, as cc-metric-store does. Numbers in query results are rendered with three decimals and NaN as
+//! `null` (cc-metric-store's `schema.Float`).
+//!
+//! The database's calls block (a write waits for its WAL acknowledgement), so handlers run them on tokio's
+//! blocking pool.
+
+pub mod config;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ingest::lineproto::{decode_into, Precision};
+use crate::keys::Namespace;
+use crate::query::{Padding, ReadOptions, StatsResult};
+use crate::{Batch, Db, Error, QueryError, Selector, SelectorElement};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Arc<Db>,
+}
+
+/// An error answered as `{"status", "error"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// A 400 Bad Request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError { status, message: e.to_string() }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    status: &'a str,
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { status: self.status.canonical_reason().unwrap_or("Error"), error: &self.message };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The router with every route of cc-metric-store's API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/write", post(write))
+        .route("/api/write/", post(write))
+        .route("/api/query", get(query).post(query))
+        .route("/api/query/", get(query).post(query))
+        .route("/api/free", post(free))
+        .route("/api/free/", post(free))
+        .with_state(state)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("request handler failed: {e}"),
+    })?
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[derive(Deserialize)]
+struct WriteParams {
+    cluster: Option<String>,
+}
+
+/// `POST /api/write?cluster=`: line protocol in, stored up to the first bad line, which is a 400 naming it.
+async fn write(State(st): State<AppState>, Query(p): Query<WriteParams>, body: Bytes) -> Result<Response, ApiError> {
+    blocking(move || {
+        let mut batch = Batch::new();
+        let decoded = decode_into(&body, &mut batch, p.cluster.as_deref(), Precision::Auto, unix_now());
+        // Lines before a bad one are stored, as cc-metric-store does.
+        st.db.write(&batch)?;
+        match decoded {
+            Ok(_) => Ok(StatusCode::OK.into_response()),
+            Err(e) => Err(ApiError::bad_request(format!("line {}: {}", e.line, e.error))),
+        }
+    })
+    .await
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// cc-metric-store's `APIQueryRequest`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    cluster: String,
+    #[serde(default)]
+    queries: Vec<ApiQuery>,
+    #[serde(default, rename = "for-all-nodes")]
+    for_all_nodes: Option<Vec<String>>,
+    from: i64,
+    to: i64,
+    #[serde(default = "default_true", rename = "with-stats")]
+    with_stats: bool,
+    #[serde(default = "default_true", rename = "with-data")]
+    with_data: bool,
+    #[serde(default = "default_true", rename = "with-padding")]
+    with_padding: bool,
+}
+
+/// cc-metric-store's `APIQuery`.
+#[derive(Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct ApiQuery {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subtype: Option<String>,
+    metric: String,
+    #[serde(rename = "host")]
+    hostname: String,
+    #[serde(default)]
+    resolution: i64,
+    #[serde(default, rename = "type-ids", skip_serializing_if = "Vec::is_empty")]
+    type_ids: Vec<String>,
+    #[serde(default, rename = "subtype-ids", skip_serializing_if = "Vec::is_empty")]
+    subtype_ids: Vec<String>,
+    #[serde(default, rename = "scale-by", skip_serializing_if = "Option::is_none")]
+    scale_by: Option<f64>,
+    #[serde(default)]
+    aggreg: bool,
+}
+
+/// One entry of a query response (cc-metric-store's `APIMetricData`).
+#[derive(Serialize)]
+struct MetricData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Box<RawValue>>,
+    from: i64,
+    to: i64,
+    resolution: i64,
+    avg: Box<RawValue>,
+    min: Box<RawValue>,
+    max: Box<RawValue>,
+}
+
+#[derive(Serialize)]
+struct QueryResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    queries: Vec<ApiQuery>,
+    results: Vec<Vec<MetricData>>,
+}
+
+/// A number as cc-metric-store renders it: three decimals, NaN and infinities as `null`.
+fn num(v: f64) -> Box<RawValue> {
+    let text = if v.is_finite() { format!("{v:.3}") } else { "null".to_owned() };
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+fn nums(vs: &[f64]) -> Box<RawValue> {
+    let mut s = String::with_capacity(vs.len() * 8 + 2);
+    s.push('[');
+    for (i, v) in vs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        if v.is_finite() {
+            s.push_str(&format!("{v:.3}"));
+        } else {
+            s.push_str("null");
+        }
+    }
+    s.push(']');
+    RawValue::from_string(s).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// The selectors of one query, as cc-metric-store's `handleQuery` builds them.
+fn selectors(cluster: &str, q: &ApiQuery) -> Result<Vec<Selector>, ApiError> {
+    let name = |s: &str| SelectorElement::Name(s.to_owned());
+    let ids = |t: &str, ids: &[String]| -> SelectorElement {
+        if ids.len() == 1 {
+            SelectorElement::Name(format!("{t}{}", ids[0]))
+        } else {
+            SelectorElement::Group(ids.iter().map(|i| format!("{t}{i}")).collect())
+        }
+    };
+    let mut out = Vec::new();
+    if q.aggreg || q.typ.is_none() {
+        let mut sel = vec![name(cluster), name(&q.hostname)];
+        if let Some(t) = &q.typ {
+            sel.push(ids(t, &q.type_ids));
+            if let Some(st) = &q.subtype {
+                sel.push(ids(st, &q.subtype_ids));
+            }
+        }
+        out.push(sel);
+    } else if let Some(t) = &q.typ {
+        for tid in &q.type_ids {
+            match &q.subtype {
+                Some(st) => {
+                    for sid in &q.subtype_ids {
+                        out.push(vec![
+                            name(cluster),
+                            name(&q.hostname),
+                            name(&format!("{t}{tid}")),
+                            name(&format!("{st}{sid}")),
+                        ]);
+                    }
+                }
+                None => out.push(vec![name(cluster), name(&q.hostname), name(&format!("{t}{tid}"))]),
+            }
+        }
+    }
+    out.into_iter()
+        .map(|s| Selector::new(Namespace::Host, s).map_err(|e| ApiError::bad_request(e.to_string())))
+        .collect()
+}
+
+fn stats_of(values: &[f64]) -> StatsResult {
+    let mut r = StatsResult { samples: 0, avg: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, series: 1 };
+    for &v in values.iter().filter(|v| !v.is_nan()) {
+        r.samples += 1;
+        r.avg += v;
+        r.min = r.min.min(v);
+        r.max = r.max.max(v);
+    }
+    if r.samples == 0 {
+        return StatsResult { samples: 0, avg: f64::NAN, min: f64::NAN, max: f64::NAN, series: 0 };
+    }
+    r.avg /= r.samples as f64;
+    r
+}
+
+fn run_query(db: &Db, req: QueryRequest) -> Result<QueryResponse, ApiError> {
+    let mut queries = req.queries;
+    let mut echoed = Vec::new();
+    if let Some(metrics) = &req.for_all_nodes {
+        let cluster = Selector::new(Namespace::Host, vec![SelectorElement::Name(req.cluster.clone())])
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let nodes: Vec<String> = db.debug(&cluster).into_iter().flat_map(|l| l.children).map(|c| c.name).collect();
+        for node in nodes {
+            for m in metrics {
+                let q = ApiQuery {
+                    typ: None,
+                    subtype: None,
+                    metric: m.clone(),
+                    hostname: node.clone(),
+                    resolution: 0,
+                    type_ids: Vec::new(),
+                    subtype_ids: Vec::new(),
+                    scale_by: None,
+                    aggreg: false,
+                };
+                queries.push(q.clone());
+                echoed.push(q);
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let mut res = Vec::new();
+        for sel in selectors(&req.cluster, q)? {
+            let opts = ReadOptions { resolution: q.resolution, ..ReadOptions::default() };
+            match db.query(&sel, &q.metric, req.from, req.to, opts) {
+                // An unknown host is skipped, as cc-metric-store skips ErrNoHostOrMetric.
+                Ok(r) if r.series == 0 => {}
+                Ok(r) => {
+                    let mut values = r.values;
+                    let mut st = stats_of(&values);
+                    if let Some(f) = q.scale_by.filter(|&f| f != 0.0 && f != 1.0) {
+                        values.iter_mut().for_each(|v| *v *= f);
+                        st.avg *= f;
+                        st.min *= f;
+                        st.max *= f;
+                    }
+                    let mut from = r.from;
+                    if req.with_padding && r.resolution > 0 && from / r.resolution > req.from / r.resolution {
+                        let pad = (from / r.resolution - req.from / r.resolution) as usize;
+                        let mut padded = vec![f64::NAN; pad];
+                        padded.extend_from_slice(&values);
+                        values = padded;
+                        from = req.from;
+                    }
+                    let _ = Padding::Front; // cc's padding is applied here, after stats, as it does
+                    res.push(MetricData {
+                        error: None,
+                        data: req.with_data.then(|| nums(&values)),
+                        from,
+                        to: r.to,
+                        resolution: r.resolution,
+                        avg: num(if req.with_stats { st.avg } else { f64::NAN }),
+                        min: num(if req.with_stats { st.min } else { f64::NAN }),
+                        max: num(if req.with_stats { st.max } else { f64::NAN }),
+                    });
+                }
+                Err(Error::Query(QueryError::UnknownMetric(_))) => {}
+                Err(e) => res.push(MetricData {
+                    error: Some(e.to_string()),
+                    data: None,
+                    from: 0,
+                    to: 0,
+                    resolution: 0,
+                    avg: num(f64::NAN),
+                    min: num(f64::NAN),
+                    max: num(f64::NAN),
+                }),
+            }
+        }
+        results.push(res);
+    }
+    Ok(QueryResponse { queries: echoed, results })
+}
+
+/// `GET|POST /api/query`: cc-metric-store's query shapes.
+async fn query(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: QueryRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad query body: {e}")))?;
+    if req.from > req.to {
+        return Err(ApiError::bad_request(format!("invalid time range: from {} is after to {}", req.from, req.to)));
+    }
+    let resp = blocking(move || run_query(&st.db, req)).await?;
+    Ok(Json(resp).into_response())
+}
+
+#[derive(Deserialize)]
+struct FreeParams {
+    to: Option<String>,
+}
+
+/// `POST /api/free?to=`: frees, below each selector of the body (`[["cluster","host"], …]`), the pages older
+/// than `to`; answers `buffers freed: N`.
+async fn free(State(st): State<AppState>, Query(p): Query<FreeParams>, body: Bytes) -> Result<Response, ApiError> {
+    let to = p.to.ok_or_else(|| ApiError::bad_request("'to' is a required query parameter"))?;
+    let to: i64 = to.parse().map_err(|_| ApiError::bad_request(format!("'to' is not an integer: {to:?}")))?;
+    let sels: Vec<Vec<String>> =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad free body: {e}")))?;
+    let n = blocking(move || {
+        let mut n = 0;
+        for s in sels {
+            let sel = Selector::new(Namespace::Host, s.into_iter().map(SelectorElement::Name).collect())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            n += st.db.free_selector(&sel, to)?;
+        }
+        Ok(n)
+    })
+    .await?;
+    Ok((StatusCode::OK, format!("buffers freed: {n}\n")).into_response())
+}

@@ -1,0 +1,145 @@
+//! cc-metric-store's API through the router (`app().oneshot`), with its own cases.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use silt::server::{app, AppState};
+use silt::storage::io::sim::SimVfs;
+use silt::{Aggregation, Db, MetricConfig, Options};
+use tower::ServiceExt;
+
+const T: i64 = 1_700_000_000;
+
+fn state() -> AppState {
+    let db = Db::open(
+        "/db",
+        Options { vfs: Arc::new(SimVfs::new()), checkpoint_interval: None, pages_per_file: 64, ..Options::default() },
+    )
+    .expect("open");
+    db.declare_metric("load", MetricConfig { frequency: 10, aggregation: Aggregation::Avg }).expect("declare");
+    db.declare_metric("flops", MetricConfig { frequency: 10, aggregation: Aggregation::Sum }).expect("declare");
+    AppState { db: Arc::new(db) }
+}
+
+async fn call(st: &AppState, method: Method, uri: &str, body: impl Into<String>) -> (StatusCode, String) {
+    let req = Request::builder().method(method).uri(uri).body(Body::from(body.into())).expect("request");
+    let resp = app(st.clone()).oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn query_body(extra: &str) -> String {
+    format!(r#"{{"cluster":"emmy","from":{T},"to":{},"queries":[{extra}]}}"#, T + 30)
+}
+
+#[tokio::test]
+async fn writes_at_t_t10_t20_read_back_with_stats() {
+    let st = state();
+    let lines = format!(
+        "load,cluster=emmy,hostname=n1 value=1 {T}\nload,cluster=emmy,hostname=n1 value=2 {}\nload,cluster=emmy,hostname=n1 value=3 {}\n",
+        T + 10,
+        T + 20
+    );
+    let (s, b) = call(&st, Method::POST, "/api/write", lines).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.contains(r#""data":[1.000,2.000,3.000]"#), "{b}");
+    assert!(b.contains(r#""avg":2.000,"min":1.000,"max":3.000"#), "{b}");
+    assert!(b.contains(&format!(r#""from":{T},"to":{},"resolution":10"#, T + 30)), "{b}");
+    // The same with a trailing slash and POST.
+    let (s2, b2) = call(&st, Method::POST, "/api/query/", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
+    assert_eq!((s2, b2), (s, b));
+}
+
+#[tokio::test]
+async fn scale_by_padding_and_with_data() {
+    let st = state();
+    let lines = format!("flops,cluster=emmy,hostname=n1 value=2 {}\n", T + 20);
+    call(&st, Method::POST, "/api/write/?cluster=emmy", lines).await;
+    let (_, b) =
+        call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"flops","host":"n1","scale-by":1.5}"#)).await;
+    assert!(b.contains(r#""data":[null,null,3.000]"#), "front padding and scale: {b}");
+    assert!(b.contains(r#""avg":3.000"#), "{b}");
+    let body = format!(
+        r#"{{"cluster":"emmy","from":{T},"to":{},"with-data":false,"with-padding":false,"queries":[{{"metric":"flops","host":"n1"}}]}}"#,
+        T + 30
+    );
+    let (_, b) = call(&st, Method::GET, "/api/query", body).await;
+    assert!(!b.contains("\"data\""), "{b}");
+    assert!(b.contains(&format!(r#""from":{}"#, T + 20)), "{b}");
+}
+
+#[tokio::test]
+async fn hwthreads_aggregate_or_come_back_one_by_one() {
+    let st = state();
+    let mut lines = String::new();
+    for t in 0..4 {
+        lines.push_str(&format!("flops,cluster=emmy,hostname=n1,type=hwthread,type-id={t} value={} {T}\n", t + 1));
+    }
+    let (s, b) = call(&st, Method::POST, "/api/write", lines).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let q = r#"{"metric":"flops","host":"n1","type":"hwthread","type-ids":["0","1","2","3"],"aggreg":true}"#;
+    let (_, b) = call(&st, Method::GET, "/api/query", query_body(q)).await;
+    assert!(b.contains(r#""data":[10.000]"#), "{b}");
+    let q = r#"{"metric":"flops","host":"n1","type":"hwthread","type-ids":["1","3"]}"#;
+    let (_, b) = call(&st, Method::GET, "/api/query", query_body(q)).await;
+    assert!(b.contains(r#""data":[2.000]"#) && b.contains(r#""data":[4.000]"#), "{b}");
+    // The host level lacks the metric: its hwthreads are summed.
+    let (_, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"flops","host":"n1"}"#)).await;
+    assert!(b.contains(r#""data":[10.000]"#), "{b}");
+}
+
+#[tokio::test]
+async fn unknown_hosts_and_metrics_are_empty_not_errors() {
+    let st = state();
+    let (s, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"nope"}"#)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(b.contains(r#""results":[[]]"#), "{b}");
+    let (_, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"nope","host":"n1"}"#)).await;
+    assert!(b.contains(r#""results":[[]]"#), "{b}");
+}
+
+#[tokio::test]
+async fn a_bad_line_is_a_400_naming_it_and_earlier_lines_stay() {
+    let st = state();
+    let lines = format!("load,cluster=emmy,hostname=n1 value=1 {T}\nload,cluster=emmy,hostname=n1 value=oops {T}\n");
+    let (s, b) = call(&st, Method::POST, "/api/write", lines).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let v: serde_json::Value = serde_json::from_str(&b).expect("json error body");
+    assert_eq!(v["status"], "Bad Request");
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("line 2")), "{b}");
+    let (_, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
+    assert!(b.contains(r#""data":[1.000"#), "the line before the bad one was not stored: {b}");
+}
+
+#[tokio::test]
+async fn bad_query_bodies_and_routes() {
+    let st = state();
+    let (s, b) = call(&st, Method::GET, "/api/query", "{not json").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b.contains("\"error\""), "{b}");
+    let (s, _) = call(&st, Method::GET, "/api/query", format!(r#"{{"cluster":"c","from":{},"to":{T}}}"#, T + 1)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(&st, Method::GET, "/api/nothing", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&st, Method::GET, "/api/write", "").await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn free_needs_to_and_reports_buffers_freed() {
+    let st = state();
+    let mut lines = String::new();
+    for i in 0..1024 {
+        lines.push_str(&format!("load,cluster=emmy,hostname=n1 value=1 {}\n", T + i * 10));
+    }
+    call(&st, Method::POST, "/api/write", lines).await;
+    let (s, _) = call(&st, Method::POST, "/api/free", r#"[["emmy","n1"]]"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b) = call(&st, Method::POST, &format!("/api/free?to={}", T + 5200), r#"[["emmy","n1"]]"#).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, "buffers freed: 1\n"));
+}
