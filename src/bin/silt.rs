@@ -1,6 +1,8 @@
 //! The `silt` command line.
 //!
 //! ```text
+//! silt serve [--data DIR] [--addr ADDR] [--metric NAME=FREQ:AGG]...
+//!                   run the HTTP server (cc-metric-store's API) on loopback, data in ./silt-data
 //! silt check DIR    verify a data directory without modifying it (exit 0 clean, 1 damaged, 2 unreadable)
 //! ```
 //!
@@ -26,11 +28,60 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP server: cc-metric-store's API over a data directory. Stops cleanly (checkpoint, exit 0)
+    /// on SIGINT or SIGTERM.
+    Serve(ServeArgs),
     /// Verify a data directory (manifest, WAL segments, head files, page descriptors) without modifying it.
     ///
     /// Safe on a directory a running process holds: files are opened read-only and the lock is not taken.
     /// Exit status: 0 if nothing is damaged (warnings allowed), 1 if something is, 2 if DIR cannot be read.
     Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The data directory.
+    #[arg(long, default_value = "./silt-data")]
+    data: PathBuf,
+    /// Address to listen on (loopback by default; there is no authentication yet).
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    addr: std::net::SocketAddr,
+    /// A metric to declare: NAME=FREQUENCY:AGGREGATION with AGGREGATION sum, avg or none. Repeatable.
+    #[arg(long = "metric", value_parser = parse_metric)]
+    metrics: Vec<(String, silt::MetricConfig)>,
+}
+
+fn parse_metric(s: &str) -> Result<(String, silt::MetricConfig), String> {
+    let (name, rest) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected NAME=FREQUENCY:AGGREGATION"))?;
+    let (freq, agg) = rest.split_once(':').unwrap_or((rest, "none"));
+    let frequency: i64 = freq.parse().map_err(|_| format!("{s:?}: frequency {freq:?} is not an integer"))?;
+    let aggregation = match agg {
+        "sum" => silt::Aggregation::Sum,
+        "avg" => silt::Aggregation::Avg,
+        "none" | "null" => silt::Aggregation::None,
+        other => return Err(format!("{s:?}: aggregation {other:?} is not sum, avg or none")),
+    };
+    Ok((name.to_owned(), silt::MetricConfig { frequency, aggregation }))
+}
+
+fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .init();
+    let opts = silt::server::ServeOptions {
+        data_dir: args.data.clone(),
+        addr: args.addr,
+        metrics: args.metrics.clone(),
+        db: silt::Options::default(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(silt::server::serve(opts, None))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +114,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Check(args) => run_check(args),
+        Command::Serve(args) => run_serve(args),
     };
     match result {
         Ok(code) => code,

@@ -380,3 +380,76 @@ async fn free(State(st): State<AppState>, Query(p): Query<FreeParams>, body: Byt
     .await?;
     Ok((StatusCode::OK, format!("buffers freed: {n}\n")).into_response())
 }
+
+/// How `silt serve` runs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The data directory.
+    pub data_dir: std::path::PathBuf,
+    /// Address to listen on; loopback by default.
+    pub addr: std::net::SocketAddr,
+    /// Metrics to declare at start-up (cc-metric-store's `metrics` section).
+    pub metrics: Vec<(String, crate::MetricConfig)>,
+    /// Database options (durability, retention, memory cap …); the file system is the real one.
+    pub db: crate::Options,
+}
+
+/// Runs the server until SIGINT or SIGTERM: stops accepting, lets requests in flight finish, checkpoints
+/// and closes the database. `ready` gets the bound address once it listens (useful with port 0).
+pub async fn serve(
+    opts: ServeOptions,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<(), Error> {
+    let data_dir = opts.data_dir.clone();
+    let db = tokio::task::spawn_blocking(move || -> Result<Db, Error> {
+        let db = Db::open(&data_dir, opts.db)?;
+        for (name, config) in &opts.metrics {
+            db.declare_metric(name, *config)?;
+        }
+        Ok(db)
+    })
+    .await
+    .map_err(|e| Error::InvalidArgument(format!("opening the database failed: {e}")))??;
+    let db = Arc::new(db);
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| crate::storage::StorageError::io("bind", opts.addr.to_string(), e))?;
+    let addr = listener.local_addr().map_err(|e| crate::storage::StorageError::io("bind", opts.addr.to_string(), e))?;
+    tracing::info!(%addr, data = %opts.data_dir.display(), "silt listening");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening beyond loopback without authentication");
+    } else {
+        tracing::info!("no authentication configured: the API is open to local clients");
+    }
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
+    axum::serve(listener, app(AppState { db: db.clone() }))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| crate::storage::StorageError::io("serve", addr.to_string(), e))?;
+    tracing::info!("shutting down: checkpointing");
+    let db = Arc::try_unwrap(db).map_err(|_| Error::InvalidArgument("requests still hold the database".into()))?;
+    tokio::task::spawn_blocking(move || db.close())
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("closing the database failed: {e}")))??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
