@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::keys::{validate_name, Key};
 use crate::query::index::Index;
 use crate::query::selector::Selector;
-use crate::query::{self, DebugLevel, QueryResult, ReadOptions, StatsResult};
+use crate::query::{self, DebugLevel, NodeHealth, QueryResult, ReadOptions, StatsResult};
 use crate::storage::engine::{Engine, EngineOptions, RecoveryReport};
 use crate::storage::head::DEFAULT_PAGES_PER_FILE;
 use crate::storage::io::{StdVfs, Vfs};
@@ -378,6 +378,11 @@ impl Db {
     /// Frees pages older than `before` everywhere except at or below the levels the `keep` selectors name.
     pub fn free_except(&self, keep: &[Selector], before: i64) -> Result<u64, Error> {
         Ok(query::free_except(&self.inner.engine, &self.inner.index, keep, before)?)
+    }
+
+    /// cc-metric-store's health check of `nodes` of `cluster` against the `metrics` expected there, at `now`.
+    pub fn health(&self, cluster: &str, nodes: &[String], metrics: &[String], now: i64) -> Vec<(String, NodeHealth)> {
+        query::health(&self.inner.engine, &self.inner.index, cluster, nodes, metrics, now)
     }
 
     /// The tree below a selector's levels with pages and bytes per metric (cc-metric-store's `/api/debug`).

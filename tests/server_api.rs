@@ -143,3 +143,39 @@ async fn free_needs_to_and_reports_buffers_freed() {
     let (s, b) = call(&st, Method::POST, &format!("/api/free?to={}", T + 5200), r#"[["emmy","n1"]]"#).await;
     assert_eq!((s, b.as_str()), (StatusCode::OK, "buffers freed: 1\n"));
 }
+
+#[tokio::test]
+async fn healthcheck_reports_full_partial_and_failed() {
+    let st = state();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let lines = format!(
+        "load,cluster=emmy,hostname=n1 value=1 {now}\nflops,cluster=emmy,hostname=n1 value=1 {now}\n\
+         load,cluster=emmy,hostname=n2 value=1 {now}\nflops,cluster=emmy,hostname=n2 value=1 {}\n",
+        now - 3600
+    );
+    let (s, b) = call(&st, Method::POST, "/api/write", lines).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let body = r#"{"cluster":"emmy","nodes":["n1","n2","n3"],"metric-names":["load","flops"]}"#;
+    let (s, b) = call(&st, Method::GET, "/api/healthcheck", body).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["n1"]["State"], "full", "{b}");
+    assert_eq!(v["n2"]["State"], "partial", "{b}");
+    assert!(v["n2"]["HealthMetrics"].as_str().is_some_and(|m| m.contains(r#""degraded":["flops"]"#)), "{b}");
+    assert_eq!(v["n3"]["State"], "failed", "{b}");
+    let (s, _) = call(&st, Method::GET, "/api/healthcheck/", r#"{"cluster":"emmy","bogus":1}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn debug_dumps_the_tree() {
+    let st = state();
+    let lines = format!("flops,cluster=emmy,hostname=n1,type=hwthread,type-id=0 value=1 {T}\n");
+    call(&st, Method::POST, "/api/write", lines).await;
+    let (s, b) = call(&st, Method::GET, "/api/debug?selector=emmy", "").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["emmy"]["children"]["n1"]["children"]["hwthread0"]["metrics"]["flops"]["pages"], 1, "{b}");
+    let (s, _) = call(&st, Method::GET, "/api/debug?selector=emmy:..", "").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

@@ -436,3 +436,99 @@ pub fn oldest_pages_cutoff(engine: &Engine, index: &RwLock<Index>, pages: usize)
     let (_, nth, _) = ends.select_nth_unstable(pages - 1);
     Some(*nth)
 }
+
+/// A node's monitoring state, as cc-metric-store's health check gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitoringState {
+    /// Every expected metric is healthy.
+    Full,
+    /// Some are missing or degraded.
+    Partial,
+    /// The node is unknown, or no expected metric is healthy.
+    Failed,
+}
+
+impl MonitoringState {
+    /// cc-lib's name for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitoringState::Full => "full",
+            MonitoringState::Partial => "partial",
+            MonitoringState::Failed => "failed",
+        }
+    }
+}
+
+/// The health of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// Overall state.
+    pub state: MonitoringState,
+    /// Expected metrics with no data anywhere below the node (or never declared).
+    pub missing: Vec<String>,
+    /// Expected metrics with at least one series whose newest sample is older than
+    /// [`MAX_MISSING_DATA_POINTS`] steps.
+    pub degraded: Vec<String>,
+}
+
+/// Steps a series may lag behind `now` before it counts as stale (cc-metric-store's `MaxMissingDataPoints`).
+pub const MAX_MISSING_DATA_POINTS: i64 = 5;
+
+/// cc-metric-store's health check: for each node of `cluster`, which expected metrics are missing (no series
+/// with data anywhere below the node) or degraded (a series below it whose newest sample is older than
+/// `now - 5 * frequency`), and the resulting state.
+pub fn health(
+    engine: &Engine,
+    index: &RwLock<Index>,
+    cluster: &str,
+    nodes: &[String],
+    metrics: &[String],
+    now: i64,
+) -> Vec<(String, NodeHealth)> {
+    refresh(engine, index);
+    let idx = index.read();
+    let head = engine.head();
+    let root = idx.root(Namespace::Host).and_then(|r| r.children.get(cluster));
+    nodes
+        .iter()
+        .map(|node| {
+            let level = root.and_then(|c| c.children.get(node));
+            let mut h = NodeHealth { state: MonitoringState::Failed, missing: Vec::new(), degraded: Vec::new() };
+            let mut healthy = 0;
+            for m in metrics {
+                let (Some(level), Some((mid, cfg))) = (level, engine.metric(m)) else {
+                    h.missing.push(m.clone());
+                    continue;
+                };
+                let mut ids = Vec::new();
+                all_of_metric(level, mid, &mut ids);
+                let lasts: Vec<i64> = ids.iter().filter_map(|&id| head.last_time(id)).collect();
+                if lasts.is_empty() {
+                    h.missing.push(m.clone());
+                } else if lasts.iter().any(|&t| t < now - MAX_MISSING_DATA_POINTS * cfg.frequency) {
+                    h.degraded.push(m.clone());
+                } else {
+                    healthy += 1;
+                }
+            }
+            h.state = if level.is_none() || (healthy == 0 && !metrics.is_empty()) {
+                MonitoringState::Failed
+            } else if h.missing.is_empty() && h.degraded.is_empty() {
+                MonitoringState::Full
+            } else {
+                MonitoringState::Partial
+            };
+            (node.clone(), h)
+        })
+        .collect()
+}
+
+/// Every series of `metric` at or below a level (not stopping where a level holds it).
+fn all_of_metric(level: &Level, metric: u32, out: &mut Vec<SeriesId>) {
+    if let Some(&id) = level.metrics.get(&metric) {
+        out.push(id);
+    }
+    for c in level.children.values() {
+        all_of_metric(c, metric, out);
+    }
+}

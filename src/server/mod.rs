@@ -83,6 +83,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/query/", get(query).post(query))
         .route("/api/free", post(free))
         .route("/api/free/", post(free))
+        .route("/api/healthcheck", get(healthcheck).post(healthcheck))
+        .route("/api/healthcheck/", get(healthcheck).post(healthcheck))
+        .route("/api/debug", get(debug).post(debug))
+        .route("/api/debug/", get(debug).post(debug))
         .with_state(state)
 }
 
@@ -379,6 +383,63 @@ async fn free(State(st): State<AppState>, Query(p): Query<FreeParams>, body: Byt
     })
     .await?;
     Ok((StatusCode::OK, format!("buffers freed: {n}\n")).into_response())
+}
+
+/// cc-metric-store's `HealthCheckReq`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthRequest {
+    cluster: String,
+    #[serde(default)]
+    nodes: Vec<String>,
+    #[serde(default, rename = "metric-names")]
+    metric_names: Vec<String>,
+}
+
+/// `GET /api/healthcheck`: per node `{"State": "full"|"partial"|"failed", "HealthMetrics": "{\"missing\":[…],
+/// \"degraded\":[…]}"}`, as cc-metric-store encodes its `HealthCheckResult`.
+async fn healthcheck(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: HealthRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("parsing request body failed: {e}")))?;
+    let out = blocking(move || Ok(st.db.health(&req.cluster, &req.nodes, &req.metric_names, unix_now()))).await?;
+    let mut map = serde_json::Map::new();
+    for (node, h) in out {
+        let metrics = serde_json::json!({ "missing": h.missing, "degraded": h.degraded }).to_string();
+        map.insert(node, serde_json::json!({ "State": h.state.as_str(), "HealthMetrics": metrics }));
+    }
+    Ok(Json(serde_json::Value::Object(map)).into_response())
+}
+
+#[derive(Deserialize)]
+struct DebugParams {
+    selector: Option<String>,
+}
+
+fn debug_json(l: &crate::query::DebugLevel) -> serde_json::Value {
+    let metrics: serde_json::Map<String, serde_json::Value> = l
+        .metrics
+        .iter()
+        .map(|(m, pages, bytes)| (m.clone(), serde_json::json!({ "pages": pages, "bytes": bytes })))
+        .collect();
+    let children: serde_json::Map<String, serde_json::Value> =
+        l.children.iter().map(|c| (c.name.clone(), debug_json(c))).collect();
+    serde_json::json!({ "metrics": metrics, "children": children })
+}
+
+/// `GET /api/debug?selector=cluster:host`: the tree below the selected levels with pages and bytes per metric.
+async fn debug(State(st): State<AppState>, Query(p): Query<DebugParams>) -> Result<Response, ApiError> {
+    let parts: Vec<SelectorElement> = p
+        .selector
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split(':').map(|x| SelectorElement::Name(x.to_owned())).collect())
+        .unwrap_or_default();
+    let sel = Selector::new(Namespace::Host, parts).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let levels = blocking(move || Ok(st.db.debug(&sel))).await?;
+    let map: serde_json::Map<String, serde_json::Value> = levels
+        .iter()
+        .map(|l| (if l.name.is_empty() { "root".to_owned() } else { l.name.clone() }, debug_json(l)))
+        .collect();
+    Ok(Json(serde_json::Value::Object(map)).into_response())
 }
 
 /// How `silt serve` runs.

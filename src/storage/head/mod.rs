@@ -443,6 +443,16 @@ impl Head {
         st
     }
 
+    /// Nominal time of the last defined slot of series `id` (its newest sample), if it has any.
+    pub fn last_time(&self, id: SeriesId) -> Option<i64> {
+        let (pages, f) = self.pages(id)?;
+        let last = pages.last()?;
+        let files = self.files.read();
+        let file = files.get((last.no / self.pages_per_file) as usize)?;
+        let len = i64::from(file.len(last.no % self.pages_per_file).load(Ordering::Acquire));
+        (len > 0).then(|| last.start + (len - 1) * f + f / 2)
+    }
+
     /// Pages owned by series or freed but not yet reusable (what a memory cap counts).
     pub fn pages_in_use(&self) -> u64 {
         self.in_use.load(Ordering::Relaxed)
