@@ -179,3 +179,13 @@ async fn debug_dumps_the_tree() {
     let (s, _) = call(&st, Method::GET, "/api/debug?selector=emmy:..", "").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_a_413() {
+    let st = state();
+    let big = "x".repeat(silt::server::MAX_BODY_BYTES + 1);
+    let (s, b) = call(&st, Method::POST, "/api/write", big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let v: serde_json::Value = serde_json::from_str(&b).expect("a JSON error body");
+    assert_eq!(v["status"], "Payload Too Large");
+}

@@ -47,8 +47,8 @@
 //! - A bad `checkpoint-interval` is an error (cc-metric-store logs it and uses 12h); `retention-in-memory`
 //!   and `checkpoint-interval` must be positive (a zero makes Go's ticker panic).
 //! - `memory-cap`, `num-workers`, `max-wal-size` must not be negative; `frequency` must be in
-//!   `1..=`[`MAX_FREQUENCY`](crate::storage::head::MAX_FREQUENCY) and metric names must pass
-//!   [`validate_name`](crate::keys::validate_name); `checkpoints.file-format` must be `json`, `wal` or `avro`
+//!   `1..=`[`MAX_FREQUENCY`] and metric names must pass
+//!   [`validate_name`]; `checkpoints.file-format` must be `json`, `wal` or `avro`
 //!   (cc-backend 1.5 knows `json` and `wal`; `avro` is what older versions wrote).
 //! - Anything after the JSON value is an error (Go's decoder reads the first value and stops).
 //!

@@ -14,6 +14,7 @@ pub mod config;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -45,6 +46,12 @@ impl ApiError {
     /// A 400 Bad Request.
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        ApiError { status: e.status(), message: e.body_text() }
     }
 }
 
@@ -87,8 +94,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/healthcheck/", get(healthcheck).post(healthcheck))
         .route("/api/debug", get(debug).post(debug))
         .route("/api/debug/", get(debug).post(debug))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
+
+/// Largest request body accepted; a larger one is a 413.
+pub const MAX_BODY_BYTES: usize = 256 << 20;
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError {
@@ -107,7 +118,12 @@ struct WriteParams {
 }
 
 /// `POST /api/write?cluster=`: line protocol in, stored up to the first bad line, which is a 400 naming it.
-async fn write(State(st): State<AppState>, Query(p): Query<WriteParams>, body: Bytes) -> Result<Response, ApiError> {
+async fn write(
+    State(st): State<AppState>,
+    Query(p): Query<WriteParams>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(ApiError::from)?;
     blocking(move || {
         let mut batch = Batch::new();
         let decoded = decode_into(&body, &mut batch, p.cluster.as_deref(), Precision::Auto, unix_now());
@@ -350,7 +366,8 @@ fn run_query(db: &Db, req: QueryRequest) -> Result<QueryResponse, ApiError> {
 }
 
 /// `GET|POST /api/query`: cc-metric-store's query shapes.
-async fn query(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn query(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(ApiError::from)?;
     let req: QueryRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad query body: {e}")))?;
     if req.from > req.to {
@@ -367,7 +384,12 @@ struct FreeParams {
 
 /// `POST /api/free?to=`: frees, below each selector of the body (`[["cluster","host"], …]`), the pages older
 /// than `to`; answers `buffers freed: N`.
-async fn free(State(st): State<AppState>, Query(p): Query<FreeParams>, body: Bytes) -> Result<Response, ApiError> {
+async fn free(
+    State(st): State<AppState>,
+    Query(p): Query<FreeParams>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(ApiError::from)?;
     let to = p.to.ok_or_else(|| ApiError::bad_request("'to' is a required query parameter"))?;
     let to: i64 = to.parse().map_err(|_| ApiError::bad_request(format!("'to' is not an integer: {to:?}")))?;
     let sels: Vec<Vec<String>> =
@@ -398,7 +420,8 @@ struct HealthRequest {
 
 /// `GET /api/healthcheck`: per node `{"State": "full"|"partial"|"failed", "HealthMetrics": "{\"missing\":[…],
 /// \"degraded\":[…]}"}`, as cc-metric-store encodes its `HealthCheckResult`.
-async fn healthcheck(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn healthcheck(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(ApiError::from)?;
     let req: HealthRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("parsing request body failed: {e}")))?;
     let out = blocking(move || Ok(st.db.health(&req.cluster, &req.nodes, &req.metric_names, unix_now()))).await?;
