@@ -20,7 +20,7 @@ fn state() -> AppState {
     .expect("open");
     db.declare_metric("load", MetricConfig { frequency: 10, aggregation: Aggregation::Avg }).expect("declare");
     db.declare_metric("flops", MetricConfig { frequency: 10, aggregation: Aggregation::Sum }).expect("declare");
-    AppState { db: Arc::new(db) }
+    AppState::new(Arc::new(db))
 }
 
 async fn call(st: &AppState, method: Method, uri: &str, body: impl Into<String>) -> (StatusCode, String) {
@@ -188,4 +188,22 @@ async fn an_oversized_body_is_a_413() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     let v: serde_json::Value = serde_json::from_str(&b).expect("a JSON error body");
     assert_eq!(v["status"], "Payload Too Large");
+}
+
+#[tokio::test]
+async fn metrics_are_exposed_as_zero_before_anything_and_count_after() {
+    let st = state();
+    let (s, b) = call(&st, Method::GET, "/metrics", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(b.contains(r#"silt_samples_total{outcome="stored"} 0"#), "{b}");
+    assert!(b.contains(r#"silt_samples_total{outcome="unknown_metric"} 0"#), "{b}");
+    assert!(b.contains("silt_query_duration_seconds_count 0"), "{b}");
+    let lines = format!("load,cluster=emmy,hostname=n1 value=1 {T}\nnope,cluster=emmy,hostname=n1 value=1 {T}\n");
+    call(&st, Method::POST, "/api/write", lines).await;
+    call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
+    let (_, b) = call(&st, Method::GET, "/metrics", "").await;
+    assert!(b.contains(r#"silt_samples_total{outcome="stored"} 1"#), "{b}");
+    assert!(b.contains(r#"silt_samples_total{outcome="unknown_metric"} 1"#), "{b}");
+    assert!(b.contains("silt_query_duration_seconds_count 1"), "{b}");
+    assert!(b.contains("silt_series 1"), "{b}");
 }

@@ -103,3 +103,81 @@ fn serve_write_query_and_survive_restarts() {
     signal(&srv.child, "TERM");
     assert!(srv.child.wait().expect("wait").success());
 }
+
+const CONFIG: &str = r#"{
+  "main": { "addr": "127.0.0.1:0" },
+  "metrics": { "cpu_load": { "frequency": 60, "aggregation": null }, "flops_any": { "frequency": 60, "aggregation": "sum" } },
+  "metric-store": { "retention-in-memory": "48h", "memory-cap": 0, "checkpoints": { "directory": "DATA" } }
+}"#;
+
+#[test]
+fn serve_reads_cc_metric_store_config_json() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("ccms-data");
+    let cfg = tmp.path().join("config.json");
+    std::fs::write(&cfg, CONFIG.replace("DATA", &data.display().to_string())).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) =
+                line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()?.parse::<SocketAddr>().ok())
+            {
+                let _ = tx.send(a);
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("no address");
+    let (s, b) = http(addr, "POST", "/api/write", &format!("flops_any,cluster=c,hostname=h value=4 {T}\n"));
+    assert_eq!(s, 200, "{b}");
+    let body =
+        format!(r#"{{"cluster":"c","from":{T},"to":{},"queries":[{{"metric":"flops_any","host":"h"}}]}}"#, T + 60);
+    assert!(http(addr, "GET", "/api/query", &body).1.contains("[4.000]"));
+    signal(&child, "TERM");
+    assert!(child.wait().expect("wait").success());
+    assert!(data.join("MANIFEST").exists(), "the data went somewhere other than the config's directory");
+}
+
+#[test]
+fn serve_refuses_what_it_cannot_honour() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("config.json");
+    let with_key = CONFIG.replace(
+        r#""addr": "127.0.0.1:0""#,
+        r#""addr": "127.0.0.1:0", "jwt-public-key": "kzfYrYy+TzpanWZHJ5qSdMj5uKUWgq74BWhQG6copP0=""#,
+    );
+    std::fs::write(&cfg, with_key.replace("DATA", &tmp.path().join("d").display().to_string())).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_silt")).args(["serve", "--config"]).arg(&cfg).output().expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("jwt-public-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A directory with someone else's files.
+    let foreign = tmp.path().join("var-checkpoints");
+    std::fs::create_dir_all(foreign.join("emmy")).expect("mkdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(&foreign)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a silt data directory"));
+    // An unknown key in the config names it.
+    std::fs::write(&cfg, CONFIG.replace(r#""memory-cap": 0"#, r#""memory-cap": 0, "memroy": 1"#)).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_silt")).args(["serve", "--config"]).arg(&cfg).output().expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("metric-store.memroy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

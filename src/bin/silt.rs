@@ -1,7 +1,7 @@
 //! The `silt` command line.
 //!
 //! ```text
-//! silt serve [--data DIR] [--addr ADDR] [--metric NAME=FREQ:AGG]...
+//! silt serve [--config config.json] [--data DIR] [--addr ADDR] [--metric NAME=FREQ:AGG]...
 //!                   run the HTTP server (cc-metric-store's API) on loopback, data in ./silt-data
 //! silt check DIR    verify a data directory without modifying it (exit 0 clean, 1 damaged, 2 unreadable)
 //! ```
@@ -40,12 +40,15 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// The data directory.
-    #[arg(long, default_value = "./silt-data")]
-    data: PathBuf,
-    /// Address to listen on (loopback by default; there is no authentication yet).
-    #[arg(long, default_value = "127.0.0.1:8082")]
-    addr: std::net::SocketAddr,
+    /// cc-metric-store's config.json (sections main, metrics, metric-store, nats).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data directory [default: the config's metric-store.checkpoints.directory, else ./silt-data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address to listen on [default: the config's main.addr, else 127.0.0.1:8082].
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
     /// A metric to declare: NAME=FREQUENCY:AGGREGATION with AGGREGATION sum, avg or none. Repeatable.
     #[arg(long = "metric", value_parser = parse_metric)]
     metrics: Vec<(String, silt::MetricConfig)>,
@@ -73,11 +76,30 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .init();
+    let config = match &args.config {
+        Some(path) => silt::server::config::Config::load(path)?,
+        None => silt::server::config::Config::default_loopback(),
+    };
+    if config.main.jwt_public_key.is_some() {
+        return Err("main.jwt-public-key is set, but this build does not check tokens yet: refusing to serve the \
+                    API unauthenticated (remove the key to run without authentication)"
+            .into());
+    }
+    if config.main.tls_files().is_some() {
+        return Err("main.https-cert-file/https-key-file are set, but this build does not serve TLS yet".into());
+    }
+    let addr = match args.addr {
+        Some(a) => a,
+        None if args.config.is_some() => config.main.listen_addr()?,
+        None => silt::server::config::DEFAULT_LOOPBACK_ADDR.parse()?,
+    };
+    let mut metrics = config.metric_configs();
+    metrics.extend(args.metrics.iter().cloned());
     let opts = silt::server::ServeOptions {
-        data_dir: args.data.clone(),
-        addr: args.addr,
-        metrics: args.metrics.clone(),
-        db: silt::Options::default(),
+        data_dir: args.data.clone().unwrap_or_else(|| config.data_dir()),
+        addr,
+        metrics,
+        db: config.db_options(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(silt::server::serve(opts, None))?;

@@ -10,6 +10,7 @@
 //! blocking pool.
 
 pub mod config;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -33,6 +34,15 @@ use crate::{Batch, Db, Error, QueryError, Selector, SelectorElement};
 pub struct AppState {
     /// The database.
     pub db: Arc<Db>,
+    /// silt's own metrics, served on `/metrics`.
+    pub metrics: Arc<metrics::ServerMetrics>,
+}
+
+impl AppState {
+    /// State for a database, with fresh metrics.
+    pub fn new(db: Arc<Db>) -> Self {
+        AppState { db, metrics: Arc::new(metrics::ServerMetrics::new()) }
+    }
 }
 
 /// An error answered as `{"status", "error"}`.
@@ -94,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/healthcheck/", get(healthcheck).post(healthcheck))
         .route("/api/debug", get(debug).post(debug))
         .route("/api/debug/", get(debug).post(debug))
+        .route("/metrics", get(prometheus))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -373,7 +384,10 @@ async fn query(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) 
     if req.from > req.to {
         return Err(ApiError::bad_request(format!("invalid time range: from {} is after to {}", req.from, req.to)));
     }
+    let started = std::time::Instant::now();
+    let metrics = st.metrics.clone();
     let resp = blocking(move || run_query(&st.db, req)).await?;
+    metrics.observe_query(started.elapsed());
     Ok(Json(resp).into_response())
 }
 
@@ -465,6 +479,13 @@ async fn debug(State(st): State<AppState>, Query(p): Query<DebugParams>) -> Resu
     Ok(Json(serde_json::Value::Object(map)).into_response())
 }
 
+/// `GET /metrics`: silt's own health in Prometheus text format. Every metric is present from the start (as 0
+/// before anything happened), never an error because one has no value yet.
+async fn prometheus(State(st): State<AppState>) -> Response {
+    let text = st.metrics.render(&st.db);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
 /// How `silt serve` runs.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -484,6 +505,7 @@ pub async fn serve(
     opts: ServeOptions,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), Error> {
+    check_data_dir(&opts.data_dir)?;
     let data_dir = opts.data_dir.clone();
     let db = tokio::task::spawn_blocking(move || -> Result<Db, Error> {
         let db = Db::open(&data_dir, opts.db)?;
@@ -508,7 +530,7 @@ pub async fn serve(
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    axum::serve(listener, app(AppState { db: db.clone() }))
+    axum::serve(listener, app(AppState::new(db.clone())))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| crate::storage::StorageError::io("serve", addr.to_string(), e))?;
@@ -517,6 +539,22 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || db.close())
         .await
         .map_err(|e| Error::InvalidArgument(format!("closing the database failed: {e}")))??;
+    Ok(())
+}
+
+/// Refuses a directory that holds files but none of silt's (for example cc-metric-store's own checkpoint
+/// directory named in its config): silt would mix its files into it.
+fn check_data_dir(dir: &std::path::Path) -> Result<(), Error> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let names: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    let ours = ["MANIFEST", "LOCK", "wal", "head"];
+    if !names.is_empty() && !names.iter().any(|n| ours.contains(&n.as_str())) {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds files but is not a silt data directory (is it cc-metric-store's checkpoint directory?): \
+             choose another with --data",
+            dir.display()
+        )));
+    }
     Ok(())
 }
 

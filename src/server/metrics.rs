@@ -1,0 +1,112 @@
+//! silt's own metrics for `/metrics`, encoded by `prometheus-client`.
+//!
+//! Engine counters live in the engine as plain atomics (the engine names no client); at each scrape they
+//! are brought into the registry's counters by their increase since the last scrape. Every metric is
+//! registered up front, so a scrape before any write shows zeros rather than missing series (AWX's lesson:
+//! never a 500 because an instance lacks a metric).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::Db;
+
+/// The registry and the last engine counter values it has seen.
+pub struct ServerMetrics {
+    registry: Registry,
+    samples: Family<Vec<(String, String)>, Counter>,
+    wal_syncs: Counter,
+    checkpoints: Counter,
+    head_pages: Gauge,
+    head_mapped_bytes: Gauge,
+    series: Gauge,
+    query_seconds: Histogram,
+    seen: Mutex<[u64; 5]>,
+}
+
+const OUTCOMES: [&str; 3] = ["stored", "too_old", "unknown_metric"];
+
+impl ServerMetrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("silt");
+        let samples = Family::<Vec<(String, String)>, Counter>::default();
+        let wal_syncs = Counter::default();
+        let checkpoints = Counter::default();
+        let head_pages = Gauge::default();
+        let head_mapped_bytes = Gauge::default();
+        let series = Gauge::default();
+        let query_seconds = Histogram::new(exponential_buckets(0.0001, 4.0, 10));
+        registry.register("samples", "Samples written, by outcome", samples.clone());
+        registry.register("wal_syncs", "WAL fsyncs", wal_syncs.clone());
+        registry.register("checkpoints", "Checkpoints completed", checkpoints.clone());
+        registry.register("head_pages", "Head pages in use (owned or awaiting reuse)", head_pages.clone());
+        registry.register("head_mapped_bytes", "Bytes of head files mapped", head_mapped_bytes.clone());
+        registry.register("series", "Series in the registry", series.clone());
+        registry.register("query_duration_seconds", "Latency of /api/query", query_seconds.clone());
+        for o in OUTCOMES {
+            let _ = samples.get_or_create(&vec![("outcome".to_owned(), o.to_owned())]);
+        }
+        ServerMetrics {
+            registry,
+            samples,
+            wal_syncs,
+            checkpoints,
+            head_pages,
+            head_mapped_bytes,
+            series,
+            query_seconds,
+            seen: Mutex::new([0; 5]),
+        }
+    }
+
+    /// Records one query's latency.
+    pub fn observe_query(&self, d: Duration) {
+        self.query_seconds.observe(d.as_secs_f64());
+    }
+
+    /// Brings the engine's counters in and encodes everything in Prometheus text format.
+    pub fn render(&self, db: &Db) -> String {
+        let engine = db.engine();
+        let st = engine.stats();
+        let now = [
+            st.samples_stored.load(Ordering::Relaxed),
+            st.samples_too_old.load(Ordering::Relaxed),
+            st.samples_unknown_metric.load(Ordering::Relaxed),
+            st.wal_syncs.load(Ordering::Relaxed),
+            st.checkpoints.load(Ordering::Relaxed),
+        ];
+        {
+            let mut seen = self.seen.lock();
+            for (i, o) in OUTCOMES.iter().enumerate() {
+                let c = self.samples.get_or_create(&vec![("outcome".to_owned(), (*o).to_owned())]);
+                c.inc_by(now[i].saturating_sub(seen[i]));
+            }
+            self.wal_syncs.inc_by(now[3].saturating_sub(seen[3]));
+            self.checkpoints.inc_by(now[4].saturating_sub(seen[4]));
+            *seen = now;
+        }
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.head_pages.set(gauge(engine.head().pages_in_use()));
+        self.head_mapped_bytes.set(gauge(engine.head().mapped_bytes()));
+        self.series.set(gauge(engine.series_count() as u64));
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.push_str("# encoding failed\n");
+        }
+        out
+    }
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
