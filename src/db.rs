@@ -454,7 +454,8 @@ impl Drop for Db {
     }
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the Unix epoch by the wall clock (0 if the clock is before it).
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

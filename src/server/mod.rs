@@ -24,6 +24,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::db::unix_now;
 use crate::ingest::lineproto::{decode_into, Precision};
 use crate::keys::Namespace;
 use crate::query::{Padding, ReadOptions, StatsResult};
@@ -117,10 +118,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message: format!("request handler failed: {e}"),
     })?
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[derive(Deserialize)]
