@@ -149,10 +149,8 @@ fn serve_reads_cc_metric_store_config_json() {
 fn serve_refuses_what_it_cannot_honour() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = tmp.path().join("config.json");
-    let with_key = CONFIG.replace(
-        r#""addr": "127.0.0.1:0""#,
-        r#""addr": "127.0.0.1:0", "jwt-public-key": "kzfYrYy+TzpanWZHJ5qSdMj5uKUWgq74BWhQG6copP0=""#,
-    );
+    let with_key =
+        CONFIG.replace(r#""addr": "127.0.0.1:0""#, r#""addr": "127.0.0.1:0", "jwt-public-key": "not base64!""#);
     std::fs::write(&cfg, with_key.replace("DATA", &tmp.path().join("d").display().to_string())).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_silt")).args(["serve", "--config"]).arg(&cfg).output().expect("run");
     assert!(!out.status.success());

@@ -80,11 +80,6 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         Some(path) => silt::server::config::Config::load(path)?,
         None => silt::server::config::Config::default_loopback(),
     };
-    if config.main.jwt_public_key.is_some() {
-        return Err("main.jwt-public-key is set, but this build does not check tokens yet: refusing to serve the \
-                    API unauthenticated (remove the key to run without authentication)"
-            .into());
-    }
     if config.main.tls_files().is_some() {
         return Err("main.https-cert-file/https-key-file are set, but this build does not serve TLS yet".into());
     }
@@ -100,6 +95,7 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         addr,
         metrics,
         db: config.db_options(),
+        jwt_public_key: config.main.jwt_public_key.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(silt::server::serve(opts, None))?;

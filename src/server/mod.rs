@@ -9,6 +9,7 @@
 //! The database's calls block (a write waits for its WAL acknowledgement), so handlers run them on tokio's
 //! blocking pool.
 
+pub mod auth;
 pub mod config;
 pub mod metrics;
 
@@ -37,20 +38,22 @@ pub struct AppState {
     pub db: Arc<Db>,
     /// silt's own metrics, served on `/metrics`.
     pub metrics: Arc<metrics::ServerMetrics>,
+    /// JWT verification of `/api/*`; `None` serves them unauthenticated.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 impl AppState {
     /// State for a database, with fresh metrics.
     pub fn new(db: Arc<Db>) -> Self {
-        AppState { db, metrics: Arc::new(metrics::ServerMetrics::new()) }
+        AppState { db, metrics: Arc::new(metrics::ServerMetrics::new()), auth: None }
     }
 }
 
 /// An error answered as `{"status", "error"}`.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
@@ -92,8 +95,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The router with every route of cc-metric-store's API.
+/// The router with every route of cc-metric-store's API; `/api/*` behind JWT when `state.auth` is set.
 pub fn app(state: AppState) -> Router {
+    let api = api_routes(state.clone());
+    let api = match &state.auth {
+        Some(a) => api.layer(axum::middleware::from_fn_with_state(a.clone(), auth::require_jwt)),
+        None => api,
+    };
+    Router::new()
+        .route("/metrics", get(prometheus))
+        .with_state(state)
+        .merge(api)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+fn api_routes(state: AppState) -> Router {
     Router::new()
         .route("/api/write", post(write))
         .route("/api/write/", post(write))
@@ -105,8 +121,6 @@ pub fn app(state: AppState) -> Router {
         .route("/api/healthcheck/", get(healthcheck).post(healthcheck))
         .route("/api/debug", get(debug).post(debug))
         .route("/api/debug/", get(debug).post(debug))
-        .route("/metrics", get(prometheus))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -494,6 +508,8 @@ pub struct ServeOptions {
     pub metrics: Vec<(String, crate::MetricConfig)>,
     /// Database options (durability, retention, memory cap …); the file system is the real one.
     pub db: crate::Options,
+    /// Base64 Ed25519 public key: when set, every `/api/*` route needs a JWT signed by its private half.
+    pub jwt_public_key: Option<String>,
 }
 
 /// Runs the server until SIGINT or SIGTERM: stops accepting, lets requests in flight finish, checkpoints
@@ -503,6 +519,10 @@ pub async fn serve(
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), Error> {
     check_data_dir(&opts.data_dir)?;
+    let auth = match &opts.jwt_public_key {
+        Some(k) => Some(Arc::new(auth::Auth::from_base64(k).map_err(Error::InvalidArgument)?)),
+        None => None,
+    };
     let data_dir = opts.data_dir.clone();
     let db = tokio::task::spawn_blocking(move || -> Result<Db, Error> {
         let db = Db::open(&data_dir, opts.db)?;
@@ -519,15 +539,16 @@ pub async fn serve(
         .map_err(|e| crate::storage::StorageError::io("bind", opts.addr.to_string(), e))?;
     let addr = listener.local_addr().map_err(|e| crate::storage::StorageError::io("bind", opts.addr.to_string(), e))?;
     tracing::info!(%addr, data = %opts.data_dir.display(), "silt listening");
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "listening beyond loopback without authentication");
-    } else {
-        tracing::info!("no authentication configured: the API is open to local clients");
+    match (&auth, addr.ip().is_loopback()) {
+        (Some(_), _) => tracing::info!("JWT authentication (EdDSA) required on /api"),
+        (None, true) => tracing::info!("no authentication configured: the API is open to local clients"),
+        (None, false) => tracing::warn!(%addr, "listening beyond loopback WITHOUT authentication"),
     }
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    axum::serve(listener, app(AppState::new(db.clone())))
+    let state = AppState { auth, ..AppState::new(db.clone()) };
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| crate::storage::StorageError::io("serve", addr.to_string(), e))?;
