@@ -22,7 +22,7 @@
 //! the requested `from` (cc-metric-store's `PadDataWithNull`), with [`Padding::Full`] also forward to the
 //! requested `to`, so the array always has `ceil((to - from) / F)` values (cc-backend's #539).
 //!
-//! **Resolution** is applied last ([`resample`]): a multiple of F, LTTB by default or averaging, and series
+//! **Resolution** is applied last ([`mod@resample`]): a multiple of F, LTTB by default or averaging, and series
 //! under 1000 points are returned unchanged at F. The returned resolution says which.
 //!
 //! **Stats** (cc-metric-store's `Stats`): per series samples/avg/min/max over non-NaN values with nominal
