@@ -207,3 +207,25 @@ async fn metrics_are_exposed_as_zero_before_anything_and_count_after() {
     assert!(b.contains("silt_query_duration_seconds_count 1"), "{b}");
     assert!(b.contains("silt_series 1"), "{b}");
 }
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_is_a_503() {
+    let normal = state();
+    let (s, _) =
+        call(&normal, Method::POST, "/api/write", format!("load,cluster=emmy,hostname=n1 value=1 {T}\n")).await;
+    assert_eq!(s, StatusCode::OK);
+    let st = silt::server::AppState { request_timeout: std::time::Duration::from_millis(1), ..normal.clone() };
+    // Ten million steps of NaN padding: far longer than a millisecond.
+    let slow = format!(
+        r#"{{"cluster":"emmy","from":{},"to":{},"queries":[{{"metric":"load","host":"n1"}}]}}"#,
+        T - 100_000_000,
+        T + 30
+    );
+    let (s, b) = call(&st, Method::GET, "/api/query", slow).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(b.contains(r#""status":"Service Unavailable""#), "{b}");
+    assert_eq!(normal.request_timeout, silt::server::REQUEST_TIMEOUT);
+    // The same query within the default limit answers.
+    let (s, b) = call(&normal, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}

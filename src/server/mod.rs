@@ -40,12 +40,14 @@ pub struct AppState {
     pub metrics: Arc<metrics::ServerMetrics>,
     /// JWT verification of `/api/*`; `None` serves them unauthenticated.
     pub auth: Option<Arc<auth::Auth>>,
+    /// Longest a request may take before it is answered 503 (cc-metric-store's 30 s).
+    pub request_timeout: std::time::Duration,
 }
 
 impl AppState {
     /// State for a database, with fresh metrics.
     pub fn new(db: Arc<Db>) -> Self {
-        AppState { db, metrics: Arc::new(metrics::ServerMetrics::new()), auth: None }
+        AppState { db, metrics: Arc::new(metrics::ServerMetrics::new()), auth: None, request_timeout: REQUEST_TIMEOUT }
     }
 }
 
@@ -102,11 +104,29 @@ pub fn app(state: AppState) -> Router {
         Some(a) => api.layer(axum::middleware::from_fn_with_state(a.clone(), auth::require_jwt)),
         None => api,
     };
+    let timeout = state.request_timeout;
     Router::new()
         .route("/metrics", get(prometheus))
         .with_state(state)
         .merge(api)
+        .layer(axum::middleware::from_fn(move |req, next| time_limit(timeout, req, next)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Default for [`AppState::request_timeout`].
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Answers 503 (JSON) when a request outlives the limit. Work already handed to the database finishes
+/// (a write that was acknowledged stays acknowledged); only the answer is given up.
+async fn time_limit(
+    limit: std::time::Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    tokio::time::timeout(limit, next.run(req)).await.map_err(|_| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: format!("the request took longer than {} s", limit.as_secs_f64()),
+    })
 }
 
 fn api_routes(state: AppState) -> Router {
