@@ -127,7 +127,16 @@ struct Catalog {
     metrics: Vec<MetricEntry>,
     metric_ids: HashMap<String, u32>,
     series: Vec<SeriesEntry>,
-    series_ids: HashMap<(u32, Vec<u8>), SeriesId>,
+    /// Keyed by [`series_key`]: one byte string, so lookups borrow a reused buffer instead of allocating.
+    series_ids: HashMap<Vec<u8>, SeriesId>,
+}
+
+/// The catalog's key of a series: metric id (little-endian) then the canonical path, built in `buf`.
+fn series_key<'a>(buf: &'a mut Vec<u8>, metric: u32, path: &[u8]) -> &'a [u8] {
+    buf.clear();
+    buf.extend_from_slice(&metric.to_le_bytes());
+    buf.extend_from_slice(path);
+    buf
 }
 
 /// Largest canonical path a series may have (it must fit a `u16` length and any WAL record).
@@ -343,7 +352,7 @@ impl Engine {
             catalog.metric_ids.insert(m.name.clone(), i as u32);
         }
         for (i, s) in series.iter().enumerate() {
-            catalog.series_ids.insert((s.metric, s.path.clone()), SeriesId(i as u32));
+            catalog.series_ids.insert(series_key(&mut Vec::new(), s.metric, &s.path).to_vec(), SeriesId(i as u32));
         }
         catalog.metrics = metrics.clone();
         catalog.series = series.clone();
@@ -498,18 +507,20 @@ impl Engine {
 
     /// The id of an existing series.
     pub fn lookup_series(&self, metric: u32, path: &[u8]) -> Option<SeriesId> {
-        self.shared.catalog.read().series_ids.get(&(metric, path.to_vec())).copied()
+        let mut key = Vec::with_capacity(4 + path.len());
+        self.shared.catalog.read().series_ids.get(series_key(&mut key, metric, path)).copied()
     }
 
     /// Interns series: returns the id of each `(metric id, canonical path)`, defining the new ones (their
     /// definition is logged before any record that can use them).
     pub fn intern(&self, wanted: &[(u32, &[u8])]) -> Result<Vec<SeriesId>, StorageError> {
         let mut out = Vec::with_capacity(wanted.len());
+        let mut key = Vec::with_capacity(64);
         let mut missing = false;
         {
             let cat = self.shared.catalog.read();
             for &(m, p) in wanted {
-                match cat.series_ids.get(&(m, p.to_vec())) {
+                match cat.series_ids.get(series_key(&mut key, m, p)) {
                     Some(&id) => out.push(id),
                     None => {
                         missing = true;
@@ -528,7 +539,7 @@ impl Engine {
             if out[i].0 != u32::MAX {
                 continue;
             }
-            if let Some(&id) = cat.series_ids.get(&(m, p.to_vec())) {
+            if let Some(&id) = cat.series_ids.get(series_key(&mut key, m, p)) {
                 out[i] = id;
                 continue;
             }
@@ -548,7 +559,7 @@ impl Engine {
             }
             let id = SeriesId(n as u32);
             cat.series.push(SeriesEntry { metric: m, path: p.to_vec() });
-            cat.series_ids.insert((m, p.to_vec()), id);
+            cat.series_ids.insert(series_key(&mut key, m, p).to_vec(), id);
             defs.push(SeriesDef { id, metric: m, path: p.to_vec() });
             out[i] = id;
         }
