@@ -137,39 +137,43 @@ fn observe(db: &Db) -> Vec<BTreeMap<i64, f64>> {
         .collect()
 }
 
+/// The samples of a write op as a batch.
+fn batch(w: &[(u32, i64, f64)]) -> Batch {
+    let mut b = Batch::new();
+    for &(s, slot, v) in w {
+        b.push(&key(s), "m", T + slot * F, v);
+    }
+    b
+}
+
+/// Fixes every series' grid before anything can fail (slot 0 is the first write of each); returns the model.
+fn setup(db: &Db) -> Model {
+    let first: Vec<(u32, i64, f64)> = (0..SERIES).map(|s| (s, 0, 0.5)).collect();
+    db.write(&batch(&first)).expect("setup write");
+    let mut model = Model::new();
+    model.write(&first);
+    model
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut vfs = SimVfs::new();
     let mut db = open(&vfs);
-    // Fix every series' grid before anything can fail: slot 0 is the first write of each.
-    let setup: Vec<(u32, i64, f64)> = (0..SERIES).map(|s| (s, 0, 0.5)).collect();
-    let mut model = Model::new();
-    let mut b = Batch::new();
-    for &(s, slot, v) in &setup {
-        b.push(&key(s), "m", T + slot * F, v);
-    }
-    db.write(&b).expect("setup write");
-    model.write(&setup);
+    let mut model = setup(&db);
     let mut uncertain: Option<Op> = None;
 
     for op in ops {
         match &op {
-            Op::Write(w) => {
-                let mut b = Batch::new();
-                for &(s, slot, v) in w {
-                    b.push(&key(s), "m", T + slot * F, v);
+            Op::Write(w) => match db.write(&batch(w)) {
+                Ok(ack) => {
+                    prop_assert_eq!(ack.durability, Durability::Sync);
+                    let before = model.clone();
+                    model.write(w);
+                    let stored: usize = w.len() - too_old(&before, w);
+                    prop_assert_eq!(ack.outcome.stored as usize, stored);
                 }
-                match db.write(&b) {
-                    Ok(ack) => {
-                        prop_assert_eq!(ack.durability, Durability::Sync);
-                        let before = model.clone();
-                        model.write(w);
-                        let stored: usize = w.len() - too_old(&before, w);
-                        prop_assert_eq!(ack.outcome.stored as usize, stored);
-                    }
-                    Err(_) if uncertain.is_none() => uncertain = Some(op.clone()),
-                    Err(_) => {}
-                }
-            }
+                Err(_) if uncertain.is_none() => uncertain = Some(op.clone()),
+                Err(_) => {}
+            },
             Op::Free(s, k) => match db.free(&key(*s), "m", T - F / 2 + k * PAGE * F) {
                 Ok(_) => model.free(*s, *k),
                 Err(_) if uncertain.is_none() => uncertain = Some(op.clone()),
@@ -297,14 +301,7 @@ fn run_unsynced(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
     let vfs = SimVfs::new();
     let db = Db::open("/data", Options { durability: Durability::None, ..options(&vfs) }).expect("open");
     db.declare_metric("m", MetricConfig { frequency: F, aggregation: Aggregation::Sum }).expect("declare");
-    let setup: Vec<(u32, i64, f64)> = (0..SERIES).map(|s| (s, 0, 0.5)).collect();
-    let mut model = Model::new();
-    let mut b = Batch::new();
-    for &(s, slot, v) in &setup {
-        b.push(&key(s), "m", T + slot * F, v);
-    }
-    db.write(&b).expect("setup write");
-    model.write(&setup);
+    let mut model = setup(&db);
     db.checkpoint().expect("checkpoint");
     let mut durable = model.clone();
     let mut since: BTreeMap<(u32, i64), Vec<u64>> = BTreeMap::new();
@@ -312,12 +309,10 @@ fn run_unsynced(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
     for op in &ops {
         match op {
             Op::Write(w) => {
-                let mut b = Batch::new();
                 for &(s, slot, v) in w {
-                    b.push(&key(s), "m", T + slot * F, v);
                     since.entry((s, slot)).or_default().push(v.to_bits());
                 }
-                let ack = db.write(&b).expect("write");
+                let ack = db.write(&batch(w)).expect("write");
                 prop_assert_eq!(ack.durability, Durability::None);
                 model.write(w);
             }

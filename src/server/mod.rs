@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use crate::db::unix_now;
 use crate::ingest::lineproto::{decode_into, Precision};
 use crate::keys::Namespace;
-use crate::query::{Padding, ReadOptions, StatsResult};
+use crate::query::{ReadOptions, StatsResult};
 use crate::{Batch, Db, Error, QueryError, Selector, SelectorElement};
 
 /// What the handlers share.
@@ -377,7 +377,6 @@ fn run_query(db: &Db, req: QueryRequest) -> Result<QueryResponse, ApiError> {
                         values = padded;
                         from = req.from;
                     }
-                    let _ = Padding::Front; // cc's padding is applied here, after stats, as it does
                     res.push(MetricData {
                         error: None,
                         data: req.with_data.then(|| nums(&values)),

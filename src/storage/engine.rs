@@ -33,7 +33,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 use crate::storage::error::{CorruptionKind, StorageError};
-use crate::storage::head::{Applied, Head, HeadRead, HeadState, HeadWriter, DEFAULT_PAGES_PER_FILE, MAX_FREQUENCY};
+use crate::storage::head::{Applied, Head, HeadState, HeadWriter, DEFAULT_PAGES_PER_FILE, MAX_FREQUENCY};
 use crate::storage::io::{DirLock, Vfs};
 use crate::storage::manifest::{Manifest, MetricEntry, SeriesEntry};
 use crate::storage::wal::payload::{self, Payload, Sample, SeriesDef};
@@ -639,11 +639,6 @@ impl Engine {
             .collect();
         let ack = self.call(|reply| Cmd::Write { records, op: Op::Free(items), unknown: 0, reply: Some(reply) })?;
         Ok(ack.outcome.stored)
-    }
-
-    /// Reads one series (see [`Head::read`]).
-    pub fn read(&self, id: SeriesId, from: i64, to: i64) -> Option<HeadRead> {
-        self.shared.head.read(id, from, to)
     }
 
     /// The shared head, for the query layer.

@@ -282,20 +282,10 @@ impl Head {
         Some(HeadRead { from: base + lo * f + f / 2, to: base + hi * f + f / 2, frequency: f, values })
     }
 
-    /// Samples series `id` at the times `t0 + k*F` for `k` in `0..out.len()` (F = its frequency): `out[k]` gets
-    /// the value of the slot containing that time, NaN where the series holds nothing. Returns the range of
-    /// `k` (inclusive) that lies within the series' data (from the first slot of its oldest page to its last
-    /// defined slot), or `None` if none does, in which case `out` is all NaN.
-    pub fn sample_into(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
-        let r = self.sample_pages(id, t0, out);
-        if r.is_none() {
-            out.fill(f64::NAN);
-        }
-        r
-    }
-
-    /// [`Head::sample_into`] into a vector it fills to `n` values (cleared first), writing each value once.
-    /// On `None` the vector is left empty.
+    /// Samples series `id` at the times `t0 + k*F` for `k` in `0..n` (F = its frequency) into `out` (cleared
+    /// first, each value written once): the value of the slot containing that time, NaN where the series holds
+    /// nothing. Returns the range of `k` (inclusive) within the series' data (from the first slot of its
+    /// oldest page to its last defined slot); `None`, with `out` left empty, if none is.
     pub fn sample_vec(&self, id: SeriesId, t0: i64, n: usize, out: &mut Vec<f64>) -> Option<(usize, usize)> {
         out.clear();
         out.reserve(n);
@@ -310,7 +300,7 @@ impl Head {
         r
     }
 
-    /// Like [`Head::sample_into`], but adds the series' values into `out` unless `first`, when it stores
+    /// Like [`Head::sample_vec`] into a slice of `n` steps, but adds the series' values into `out` unless `first`, when it stores
     /// them; where the series has no value the step becomes NaN (as NaN plus anything is NaN). Leaves `out`
     /// untouched and returns `None` when the series has no data in the steps.
     pub fn sample_add(&self, id: SeriesId, t0: i64, out: &mut [f64], first: bool) -> Option<(usize, usize)> {
@@ -327,24 +317,6 @@ impl Head {
                 for (o, w) in dst.iter_mut().zip(words) {
                     *o += load(w);
                 }
-            }
-            done = a + words.len();
-        });
-        if r.is_some() {
-            out[done..].fill(f64::NAN);
-        }
-        r
-    }
-
-    /// [`Head::sample_into`] without the initial fill: writes every element of `out` exactly once (NaN in
-    /// the gaps) when it returns `Some`, and leaves `out` untouched on `None`.
-    fn sample_pages(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
-        let n = out.len();
-        let mut done = 0usize;
-        let r = self.sample_with(id, t0, n, |a, words| {
-            out[done..a].fill(f64::NAN);
-            for (o, w) in out[a..a + words.len()].iter_mut().zip(words) {
-                *o = load(w);
             }
             done = a + words.len();
         });
