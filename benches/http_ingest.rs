@@ -2,11 +2,13 @@
 //!
 //! Data shape: 82 hosts × (128 hwthreads × 10 metrics + 5 node metrics) = 105,370 samples per step, 60 s
 //! frequency, second timestamps, one POST /api/write per host and step (1,285 lines, ~80 KiB), sent by
-//! 2 client threads over loopback to the server running in this process (durability: fsync every 100 ms).
-//! Prints samples/s and the process CPU seconds per million samples (server and client together).
+//! 4 writer threads over keep-alive loopback connections to the server running in this process
+//! (durability: fsync every 100 ms). Prints samples/s, the server's CPU seconds per million samples and
+//! the load generator's (thread CPU time of the writers), for the first step (every series new) and the
+//! steady state after it.
 //!
-//! Run: `cargo bench --bench http_ingest` (full: 20 steps, 2.1 M samples). Under `cargo test` it runs
-//! 1 step on 4 hosts.
+//! Run: `cargo bench --bench http_ingest` (full: 40 steps, 4.2 M samples). Under `cargo test` it runs
+//! 2 steps on 4 hosts.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,6 +19,7 @@ use silt::server::{app, AppState};
 use silt::{Aggregation, Db, Durability, MetricConfig, Options};
 
 const T: i64 = 1_700_000_000;
+const WRITERS: usize = 4;
 const HW_METRICS: [&str; 10] = [
     "cpu_load",
     "cpu_user",
@@ -39,22 +42,83 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
-fn post(addr: SocketAddr, body: &str) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    let req = format!(
-        "POST /api/write?cluster=bench HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send head");
-    s.write_all(body.as_bytes()).expect("send body");
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read");
-    assert!(resp.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&resp[..resp.len().min(200)]));
+/// CPU seconds of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    #[expect(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// One keep-alive HTTP/1.1 connection, as a collector holds one.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client { stream, buf: Vec::with_capacity(4096) }
+    }
+
+    fn post(&mut self, body: &str) {
+        let head =
+            format!("POST /api/write?cluster=bench HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        self.stream.write_all(head.as_bytes()).expect("send head");
+        self.stream.write_all(body.as_bytes()).expect("send body");
+        // Read the response head, then its body by Content-Length.
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().expect("content-length"));
+                while self.buf.len() < end + 4 + len {
+                    let n = self.stream.read(&mut chunk).expect("read");
+                    assert!(n > 0, "connection closed");
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                return;
+            }
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Sends `bodies` from `writers` threads over keep-alive connections; returns (wall seconds, client CPU
+/// seconds).
+fn send(addr: SocketAddr, bodies: &Arc<Vec<String>>, writers: usize) -> (f64, f64) {
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..writers)
+        .map(|c| {
+            let bodies = bodies.clone();
+            std::thread::spawn(move || {
+                let cpu0 = thread_cpu_seconds();
+                let mut client = Client::connect(addr);
+                for b in bodies.iter().skip(c).step_by(writers) {
+                    client.post(b);
+                }
+                thread_cpu_seconds() - cpu0
+            })
+        })
+        .collect();
+    let client_cpu = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    (t0.elapsed().as_secs_f64(), client_cpu)
 }
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (hosts, steps) = if full { (82usize, 20i64) } else { (4, 1) };
+    let (hosts, steps) = if full { (82usize, 40i64) } else { (4, 2) };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(
         dir.path(),
@@ -71,7 +135,7 @@ fn main() {
     rt.spawn(async move { axum::serve(listener, app(state)).await });
 
     // Payloads: one body per host and step.
-    let mut bodies = Vec::new();
+    let mut bodies: Vec<String> = Vec::new();
     for step in 0..steps {
         let ts = T + step * 60;
         for h in 0..hosts {
@@ -88,29 +152,26 @@ fn main() {
             bodies.push(b);
         }
     }
-    let samples = steps as usize * hosts * (128 * HW_METRICS.len() + NODE_METRICS.len());
-    let bodies = Arc::new(bodies);
-    let cpu0 = cpu_seconds();
-    let t0 = Instant::now();
-    let clients: Vec<_> = (0..2)
-        .map(|c| {
-            let bodies = bodies.clone();
-            std::thread::spawn(move || {
-                for b in bodies.iter().skip(c).step_by(2) {
-                    post(addr, b);
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().expect("client");
+    let per_step = hosts * (128 * HW_METRICS.len() + NODE_METRICS.len());
+    let report = |what: &str, bodies: Vec<String>| {
+        let samples = bodies.len() / hosts * per_step;
+        let cpu0 = cpu_seconds();
+        let (secs, client_cpu) = send(addr, &Arc::new(bodies), WRITERS);
+        let server_cpu = cpu_seconds() - cpu0 - client_cpu;
+        let m = samples as f64 / 1e6;
+        println!(
+            "http_ingest {what}: {samples} samples in {secs:.2} s: {:.2} M samples/s; server {:.3} CPU-s per \
+             million samples, load generator {:.3} CPU-s per million",
+            m / secs,
+            server_cpu / m,
+            client_cpu / m
+        );
+    };
+    // The first step creates every series (105,370 of them in the full run); later steps are the steady
+    // state a collector produces.
+    let rest = bodies.split_off(hosts);
+    report("first step (new series)", bodies);
+    if !rest.is_empty() {
+        report(&format!("steady state ({} steps)", steps - 1), rest);
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
-    println!(
-        "http_ingest: {samples} samples ({hosts} hosts x {steps} steps) in {secs:.2} s: {:.2} M samples/s, \
-         {:.2} CPU-s per million samples (server + client)",
-        samples as f64 / secs / 1e6,
-        cpu / (samples as f64 / 1e6)
-    );
 }

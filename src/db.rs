@@ -85,6 +85,7 @@ pub struct Batch {
     keyed: Vec<KeyedSample>,
     by_id: Vec<Sample>,
     scratch: Vec<u8>,
+    unknown: u64,
 }
 
 impl Batch {
@@ -120,9 +121,14 @@ impl Batch {
         self.by_id.push(Sample { series: id, ts, value });
     }
 
-    /// Number of samples.
+    /// Counts `n` samples of metrics that are not declared, resolved by the caller (for the ack).
+    pub(crate) fn add_unknown(&mut self, n: u64) {
+        self.unknown += n;
+    }
+
+    /// Number of samples (those counted with `add_unknown` included).
     pub fn len(&self) -> usize {
-        self.keyed.len() + self.by_id.len()
+        self.keyed.len() + self.by_id.len() + self.unknown as usize
     }
 
     /// Whether there are no samples.
@@ -137,6 +143,7 @@ impl Batch {
         self.metrics.clear();
         self.keyed.clear();
         self.by_id.clear();
+        self.unknown = 0;
     }
 }
 
@@ -276,6 +283,17 @@ impl Db {
         Ok(self.inner.engine.intern(&[(m, &path)])?[0])
     }
 
+    /// The ids of many series at once, interning new ones in one engine call: `wanted` holds encoded paths
+    /// ([`crate::keys::SeriesPath::to_bytes`]) and metric names; `None` where the metric is not declared.
+    pub(crate) fn intern_paths(&self, wanted: &[(&[u8], &str)]) -> Result<Vec<Option<SeriesId>>, Error> {
+        let metric_ids: Vec<Option<u32>> =
+            wanted.iter().map(|(_, m)| self.inner.engine.metric(m).map(|(id, _)| id)).collect();
+        let known: Vec<(u32, &[u8])> =
+            wanted.iter().zip(&metric_ids).filter_map(|(&(p, _), m)| m.map(|m| (m, p))).collect();
+        let mut ids = self.inner.engine.intern(&known)?.into_iter();
+        Ok(metric_ids.iter().map(|m| m.and_then(|_| ids.next())).collect())
+    }
+
     /// Writes a batch. The acknowledgement says under which durability it was given and counts every sample
     /// as stored or not (too old, unknown metric, out of range).
     pub fn write(&self, batch: &Batch) -> Result<WriteAck, Error> {
@@ -287,7 +305,7 @@ impl Db {
             }
         }
         samples.extend_from_slice(&batch.by_id);
-        let mut unknown = 0u64;
+        let mut unknown = batch.unknown;
         if !batch.keyed.is_empty() {
             let metric_ids: Vec<Option<u32>> =
                 batch.metrics.iter().map(|m| self.inner.engine.metric(m).map(|(id, _)| id)).collect();

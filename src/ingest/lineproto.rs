@@ -673,7 +673,31 @@ pub fn parse_line_into<'a>(line: &'a [u8], out: &mut Line<'a>) -> Result<(), Lin
         return Err(LineError::TooLong { len: line.len(), max: MAX_LINE_BYTES });
     }
     let s = std::str::from_utf8(line).map_err(|e| LineError::InvalidUtf8 { column: e.valid_up_to() + 1 })?;
+    Parser { s, i: 0 }.line(out).map(|_| ())
+}
+
+/// Like [`parse_line_into`], and returns the index of the byte that ended the measurement and tag set: a
+/// space (then `line[..=end]` determines how the parser reads them, since it looks at most one byte ahead),
+/// or `line.len()` (then the line has no fields and this is an error).
+pub(crate) fn parse_line_head_end<'a>(line: &'a [u8], out: &mut Line<'a>) -> Result<usize, LineError> {
+    out.clear();
+    if line.len() > MAX_LINE_BYTES {
+        return Err(LineError::TooLong { len: line.len(), max: MAX_LINE_BYTES });
+    }
+    let s = std::str::from_utf8(line).map_err(|e| LineError::InvalidUtf8 { column: e.valid_up_to() + 1 })?;
     Parser { s, i: 0 }.line(out)
+}
+
+/// Parses only the field set and timestamp of `line`, whose measurement and tag set end at the space at
+/// `head_end` (as [`parse_line_head_end`] found for a line with the same bytes up to `head_end`). `out`
+/// gets the fields and timestamp; its measurement and tags are left empty.
+pub(crate) fn parse_line_tail<'a>(line: &'a [u8], head_end: usize, out: &mut Line<'a>) -> Result<(), LineError> {
+    out.clear();
+    if line.len() > MAX_LINE_BYTES {
+        return Err(LineError::TooLong { len: line.len(), max: MAX_LINE_BYTES });
+    }
+    let s = std::str::from_utf8(line).map_err(|e| LineError::InvalidUtf8 { column: e.valid_up_to() + 1 })?;
+    Parser { s, i: head_end }.tail(out)
 }
 
 /// Which escaping rules a name follows.
@@ -763,7 +787,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn line(mut self, out: &mut Line<'a>) -> Result<(), LineError> {
+    /// Parses a whole line; returns the index where the measurement and tag set ended (a space, or the end
+    /// of the line).
+    fn line(mut self, out: &mut Line<'a>) -> Result<usize, LineError> {
         self.skip_ws();
         if matches!(self.peek(), None | Some(b'#')) {
             return Err(LineError::NotAPoint { column: self.column() });
@@ -776,6 +802,14 @@ impl<'a> Parser<'a> {
         if self.peek() == Some(b',') {
             self.tags(out)?;
         }
+        let head_end = self.i;
+        self.tail(out)?;
+        Ok(head_end)
+    }
+
+    /// Parses what follows the measurement and tag set: the cursor is on the space that ended them (or at
+    /// the end of the line).
+    fn tail(mut self, out: &mut Line<'a>) -> Result<(), LineError> {
         // The measurement and the tag set end at a space or at the end of the line.
         while self.peek() == Some(b' ') {
             self.i += 1;
@@ -1151,10 +1185,7 @@ pub fn to_sample<'a>(
     now: i64,
 ) -> Result<Sample<'a>, LineError> {
     validate_name("metric", &line.measurement).map_err(invalid_name("measurement"))?;
-    let value = match line.field("value") {
-        None => return Err(LineError::MissingValue),
-        Some(v) => v.as_f64().ok_or(LineError::ValueIsString)?,
-    };
+    let (value, ts) = value_and_time(line, precision, now)?;
 
     let (mut cluster, mut host, mut kind, mut kind_id, mut sub, mut sub_id) = (None, None, None, None, None, None);
     for (key, v) in &line.tags {
@@ -1213,8 +1244,16 @@ pub fn to_sample<'a>(
         (None, None) => {}
     }
 
-    let ts = line.timestamp.map_or(now, |ts| precision.to_unix_seconds(ts));
     Ok(Sample { metric: line.measurement.clone(), key, ts, value })
+}
+
+/// The value (field `value`) and the time in unix seconds of a parsed line, as [`to_sample`] maps them.
+pub(crate) fn value_and_time(line: &Line<'_>, precision: Precision, now: i64) -> Result<(f64, i64), LineError> {
+    let value = match line.field("value") {
+        None => return Err(LineError::MissingValue),
+        Some(v) => v.as_f64().ok_or(LineError::ValueIsString)?,
+    };
+    Ok((value, line.timestamp.map_or(now, |ts| precision.to_unix_seconds(ts))))
 }
 
 /// Decodes a whole body into `batch` with [`Decoder`] and [`to_sample`], stopping at the first bad line.

@@ -26,10 +26,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::db::unix_now;
-use crate::ingest::lineproto::{decode_into, Precision};
+use crate::ingest::lineproto::Precision;
+use crate::ingest::writer::LineWriter;
 use crate::keys::Namespace;
 use crate::query::{ReadOptions, StatsResult};
-use crate::{Batch, Db, Error, QueryError, Selector, SelectorElement};
+use crate::{Db, Error, QueryError, Selector, SelectorElement};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -42,12 +43,20 @@ pub struct AppState {
     pub auth: Option<Arc<auth::Auth>>,
     /// Longest a request may take before it is answered 503 (cc-metric-store's 30 s).
     pub request_timeout: std::time::Duration,
+    /// Line-protocol writes, with their cache of series (shared by HTTP and NATS ingest).
+    pub lines: Arc<LineWriter>,
 }
 
 impl AppState {
     /// State for a database, with fresh metrics.
     pub fn new(db: Arc<Db>) -> Self {
-        AppState { db, metrics: Arc::new(metrics::ServerMetrics::new()), auth: None, request_timeout: REQUEST_TIMEOUT }
+        AppState {
+            db,
+            metrics: Arc::new(metrics::ServerMetrics::new()),
+            auth: None,
+            request_timeout: REQUEST_TIMEOUT,
+            lines: Arc::new(LineWriter::new()),
+        }
     }
 }
 
@@ -167,13 +176,11 @@ async fn write(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from)?;
     blocking(move || {
-        let mut batch = Batch::new();
-        let decoded = decode_into(&body, &mut batch, p.cluster.as_deref(), Precision::Auto, unix_now());
         // Lines before a bad one are stored, as cc-metric-store does.
-        st.db.write(&batch)?;
-        match decoded {
-            Ok(_) => Ok(StatusCode::OK.into_response()),
-            Err(e) => Err(ApiError::bad_request(format!("line {}: {}", e.line, e.error))),
+        let report = st.lines.write(&st.db, &body, p.cluster.as_deref(), Precision::Auto, unix_now())?;
+        match report.error {
+            None => Ok(StatusCode::OK.into_response()),
+            Some((line, error)) => Err(ApiError::bad_request(format!("line {line}: {error}"))),
         }
     })
     .await
