@@ -198,6 +198,12 @@ async fn metrics_are_exposed_as_zero_before_anything_and_count_after() {
     assert!(b.contains(r#"silt_samples_total{outcome="stored"} 0"#), "{b}");
     assert!(b.contains(r#"silt_samples_total{outcome="unknown_metric"} 0"#), "{b}");
     assert!(b.contains("silt_query_duration_seconds_count 0"), "{b}");
+    let value = |b: &str, name: &str| -> f64 {
+        b.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).expect(name)
+    };
+    let (syncs, wal_bytes) = (value(&b, "silt_wal_fsync_duration_seconds_count"), value(&b, "silt_wal_bytes_total"));
+    assert!(b.contains("# TYPE silt_checkpoint_age_seconds gauge"), "{b}");
+    assert!(b.contains(r#"silt_nats_messages_total{result="error"} 0"#), "{b}");
     let lines = format!("load,cluster=emmy,hostname=n1 value=1 {T}\nnope,cluster=emmy,hostname=n1 value=1 {T}\n");
     call(&st, Method::POST, "/api/write", lines).await;
     call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
@@ -206,6 +212,15 @@ async fn metrics_are_exposed_as_zero_before_anything_and_count_after() {
     assert!(b.contains(r#"silt_samples_total{outcome="unknown_metric"} 1"#), "{b}");
     assert!(b.contains("silt_query_duration_seconds_count 1"), "{b}");
     assert!(b.contains("silt_series 1"), "{b}");
+    // The write was logged and fsynced (durability Sync): the histogram and the WAL bytes grew.
+    let after = value(&b, "silt_wal_fsync_duration_seconds_count");
+    assert!(after > syncs, "{b}");
+    assert_eq!(value(&b, r#"silt_wal_fsync_duration_seconds_bucket{le="+Inf"}"#), after, "{b}");
+    assert!(value(&b, "silt_wal_bytes_total") > wal_bytes, "{b}");
+    st.db.checkpoint().expect("checkpoint");
+    let (_, b) = call(&st, Method::GET, "/metrics", "").await;
+    let age = value(&b, "silt_checkpoint_age_seconds");
+    assert!((0.0..5.0).contains(&age), "{age}");
 }
 
 #[tokio::test]

@@ -71,7 +71,7 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
@@ -96,6 +96,7 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         metrics,
         db: config.db_options(),
         jwt_public_key: config.main.jwt_public_key.clone(),
+        nats: config.nats.clone().map(|n| (n, config.metric_store.nats_subscriptions.clone())),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(silt::server::serve(opts, None))?;

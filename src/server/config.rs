@@ -178,7 +178,7 @@ pub struct Config {
     pub metrics: BTreeMap<String, MetricSpec>,
     /// The `metric-store` section: retention, memory, persistence, NATS subscriptions.
     pub metric_store: MetricStoreConfig,
-    /// The `nats` section, if any: the NATS server to subscribe through. Ignored by silt for now.
+    /// The `nats` section, if any: the NATS server to subscribe through (see [`crate::server::nats`]).
     pub nats: Option<NatsConfig>,
     /// The layout the file was written in.
     pub layout: ConfigLayout,
@@ -269,7 +269,7 @@ pub struct MetricStoreConfig {
     pub debug: DebugConfig,
     /// `cleanup`: what happens to data past the retention. Ignored by silt.
     pub cleanup: CleanupConfig,
-    /// `nats-subscriptions`: NATS subjects to ingest from (empty when absent). Ignored by silt for now.
+    /// `nats-subscriptions`: NATS subjects to ingest from (empty when absent).
     pub nats_subscriptions: Vec<NatsSubscription>,
 }
 
@@ -350,7 +350,7 @@ pub struct NatsSubscription {
     pub cluster_tag: Option<String>,
 }
 
-/// The `nats` section. Ignored by silt for now. `Debug` does not print the password.
+/// The `nats` section. `Debug` does not print the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// `address` (required): `nats://host:port`.

@@ -16,7 +16,29 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use crate::storage::engine::WAL_SYNC_BUCKETS_US;
 use crate::Db;
+
+/// The engine's WAL fsync latency histogram as of the last scrape (the engine keeps it as atomics).
+#[derive(Clone, Debug, Default)]
+struct SyncLatency(std::sync::Arc<Mutex<HistogramSnapshot>>);
+
+/// Sum, count and per-bucket `(upper bound, count)`.
+type HistogramSnapshot = (f64, u64, Vec<(f64, u64)>);
+
+impl EncodeMetric for SyncLatency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = &*self.0.lock();
+        encoder.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 /// The registry and the last engine counter values it has seen.
 pub struct ServerMetrics {
@@ -28,7 +50,11 @@ pub struct ServerMetrics {
     head_mapped_bytes: Gauge,
     series: Gauge,
     query_seconds: Histogram,
-    seen: Mutex<[u64; 5]>,
+    wal_bytes: Counter,
+    wal_sync_seconds: SyncLatency,
+    checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    nats_messages: Family<Vec<(String, String)>, Counter>,
+    seen: Mutex<[u64; 6]>,
 }
 
 const OUTCOMES: [&str; 3] = ["stored", "too_old", "unknown_metric"];
@@ -51,6 +77,21 @@ impl ServerMetrics {
         registry.register("head_mapped_bytes", "Bytes of head files mapped", head_mapped_bytes.clone());
         registry.register("series", "Series in the registry", series.clone());
         registry.register("query_duration_seconds", "Latency of /api/query", query_seconds.clone());
+        let wal_bytes = Counter::default();
+        registry.register("wal_bytes", "Bytes appended to the WAL", wal_bytes.clone());
+        let wal_sync_seconds = SyncLatency::default();
+        registry.register("wal_fsync_duration_seconds", "Latency of WAL fsyncs", wal_sync_seconds.clone());
+        let checkpoint_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "checkpoint_age_seconds",
+            "Time since the last checkpoint completed (or since start, before the first)",
+            checkpoint_age.clone(),
+        );
+        let nats_messages = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register("nats_messages", "NATS messages written, by result", nats_messages.clone());
+        for r in ["ok", "error"] {
+            let _ = nats_messages.get_or_create(&vec![("result".to_owned(), r.to_owned())]);
+        }
         for o in OUTCOMES {
             let _ = samples.get_or_create(&vec![("outcome".to_owned(), o.to_owned())]);
         }
@@ -63,13 +104,23 @@ impl ServerMetrics {
             head_mapped_bytes,
             series,
             query_seconds,
-            seen: Mutex::new([0; 5]),
+            wal_bytes,
+            wal_sync_seconds,
+            checkpoint_age,
+            nats_messages,
+            seen: Mutex::new([0; 6]),
         }
     }
 
     /// Records one query's latency.
     pub fn observe_query(&self, d: Duration) {
         self.query_seconds.observe(d.as_secs_f64());
+    }
+
+    /// Counts one NATS message, written whole (`ok`) or not.
+    pub fn nats_message(&self, ok: bool) {
+        let r = if ok { "ok" } else { "error" };
+        self.nats_messages.get_or_create(&vec![("result".to_owned(), r.to_owned())]).inc();
     }
 
     /// Brings the engine's counters in and encodes everything in Prometheus text format.
@@ -82,6 +133,7 @@ impl ServerMetrics {
             st.samples_unknown_metric.load(Ordering::Relaxed),
             st.wal_syncs.load(Ordering::Relaxed),
             st.checkpoints.load(Ordering::Relaxed),
+            st.wal_bytes.load(Ordering::Relaxed),
         ];
         {
             let mut seen = self.seen.lock();
@@ -91,8 +143,26 @@ impl ServerMetrics {
             }
             self.wal_syncs.inc_by(now[3].saturating_sub(seen[3]));
             self.checkpoints.inc_by(now[4].saturating_sub(seen[4]));
+            self.wal_bytes.inc_by(now[5].saturating_sub(seen[5]));
             *seen = now;
         }
+        {
+            // Per-bucket counts: the encoder makes them cumulative.
+            let mut count = 0;
+            let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(WAL_SYNC_BUCKETS_US.len() + 1);
+            for (i, c) in st.wal_sync_buckets.iter().enumerate() {
+                let c = c.load(Ordering::Relaxed);
+                count += c;
+                let bound = WAL_SYNC_BUCKETS_US.get(i).map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+                buckets.push((bound, c));
+            }
+            let sum = st.wal_sync_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            *self.wal_sync_seconds.0.lock() = (sum, count, buckets);
+        }
+        let last = st.last_checkpoint_unix_ms.load(Ordering::Relaxed);
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.checkpoint_age.set(now_ms.saturating_sub(last) as f64 / 1e3);
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.head_pages.set(gauge(engine.head().pages_in_use()));
         self.head_mapped_bytes.set(gauge(engine.head().mapped_bytes()));

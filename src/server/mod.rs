@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod metrics;
+pub mod nats;
 
 use std::sync::Arc;
 
@@ -536,6 +537,9 @@ pub struct ServeOptions {
     pub db: crate::Options,
     /// Base64 Ed25519 public key: when set, every `/api/*` route needs a JWT signed by its private half.
     pub jwt_public_key: Option<String>,
+    /// The NATS server and the subjects to ingest from (cc-metric-store's `nats` and
+    /// `metric-store.nats-subscriptions`); `None` or no subscriptions: no NATS.
+    pub nats: Option<(config::NatsConfig, Vec<config::NatsSubscription>)>,
 }
 
 /// Runs the server until SIGINT or SIGTERM: stops accepting, lets requests in flight finish, checkpoints
@@ -574,10 +578,23 @@ pub async fn serve(
         let _ = tx.send(addr);
     }
     let state = AppState { auth, ..AppState::new(db.clone()) };
-    axum::serve(listener, app(state))
+    let nats = match &opts.nats {
+        Some((config, subs)) if !subs.is_empty() => Some(nats::NatsIngest::start(config, subs, state.clone()).await?),
+        Some((config, _)) => {
+            tracing::warn!(address = %config.address, "nats is configured but metric-store.nats-subscriptions is empty");
+            None
+        }
+        None => None,
+    };
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|e| crate::storage::StorageError::io("serve", addr.to_string(), e))?;
+        .map_err(|e| crate::storage::StorageError::io("serve", addr.to_string(), e));
+    if let Some(n) = nats {
+        tracing::info!("shutting down: draining NATS");
+        n.stop().await;
+    }
+    served?;
     tracing::info!("shutting down: checkpointing");
     let db = Arc::try_unwrap(db).map_err(|_| Error::InvalidArgument("requests still hold the database".into()))?;
     tokio::task::spawn_blocking(move || db.close())

@@ -120,6 +120,23 @@ pub struct EngineStats {
     pub wal_syncs: AtomicU64,
     /// Checkpoints completed.
     pub checkpoints: AtomicU64,
+    /// Bytes appended to the WAL (framed: headers and padding included).
+    pub wal_bytes: AtomicU64,
+    /// WAL fsyncs by latency: `wal_sync_buckets[i]` counts those that took at most
+    /// [`WAL_SYNC_BUCKETS_US`]`[i]` µs and more than the bound before it; the last slot counts the rest.
+    pub wal_sync_buckets: [AtomicU64; WAL_SYNC_BUCKETS_US.len() + 1],
+    /// Total time spent in WAL fsyncs, in nanoseconds.
+    pub wal_sync_nanos: AtomicU64,
+    /// When the last checkpoint completed (or the engine opened, before the first), in unix milliseconds.
+    pub last_checkpoint_unix_ms: AtomicU64,
+}
+
+/// Upper bounds (µs) of the WAL fsync latency buckets in [`EngineStats::wal_sync_buckets`].
+pub const WAL_SYNC_BUCKETS_US: [u64; 12] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Default)]
@@ -361,7 +378,7 @@ impl Engine {
             catalog: RwLock::new(catalog),
             head: head.head().clone(),
             failed: Mutex::new(None),
-            stats: EngineStats::default(),
+            stats: EngineStats { last_checkpoint_unix_ms: AtomicU64::new(unix_ms()), ..EngineStats::default() },
             durability: options.durability,
             max_payload: wal.max_payload(),
         });
@@ -739,9 +756,16 @@ impl Writer {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
+        let start = Instant::now();
         self.wal.sync()?;
         self.last_sync = Instant::now();
-        self.shared.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        let took = self.last_sync - start;
+        let stats = &self.shared.stats;
+        stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        stats.wal_sync_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        let us = took.as_micros() as u64;
+        let bucket = WAL_SYNC_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(WAL_SYNC_BUCKETS_US.len());
+        stats.wal_sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -756,7 +780,11 @@ impl Writer {
             if let (Cmd::Write { records, .. }, None) = (cmd, &log_err) {
                 for (kind, bytes) in records {
                     match self.wal.append(*kind, bytes) {
-                        Ok(l) => last = l,
+                        Ok(l) => {
+                            last = l;
+                            let framed = crate::storage::wal::record::frame_len(bytes.len()) as u64;
+                            self.shared.stats.wal_bytes.fetch_add(framed, Ordering::Relaxed);
+                        }
                         Err(e) => {
                             log_err = Some(e);
                             break;
@@ -945,6 +973,7 @@ impl Writer {
         self.wal.remove_below(wal_seq)?;
         self.last_checkpoint = Instant::now();
         self.shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.last_checkpoint_unix_ms.store(unix_ms(), Ordering::Relaxed);
         Ok(lsn)
     }
 

@@ -1,0 +1,129 @@
+//! NATS ingest against a real `nats-server` (Debian package `nats-server`, installed by `.ci/run`): the
+//! built `silt serve` reads cc-metric-store's `nats` and `nats-subscriptions` from its config.json,
+//! subscribes, stores what is published (with the subscription's `cluster-tag` as the default cluster),
+//! counts bad messages, and picks up again after the NATS server is killed and restarted.
+//!
+//! Without `nats-server` on the machine the test says so and passes, unless `SILT_REQUIRE_NATS=1` (set by
+//! `.ci/run`), where it fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, free_port, http, signal, spawn_silt};
+
+const T: i64 = 1_700_000_000;
+
+fn nats_server_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/usr/local/bin".into()])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+fn start_nats(bin: &PathBuf, port: u16) -> Child {
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nats-server");
+    assert!(eventually(10, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "nats-server did not start");
+    child
+}
+
+/// Publishes `payload` on `subject` with the plain NATS text protocol and waits for the server's PONG, so
+/// the message has been routed when this returns.
+fn publish(port: u16, subject: &str, payload: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut info = String::new();
+    if r.read_line(&mut info).is_err() || !info.starts_with("INFO") {
+        return false;
+    }
+    let msg = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n",
+        payload.len()
+    );
+    if s.write_all(msg.as_bytes()).is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    r.read_line(&mut line).is_ok() && line.starts_with("PONG")
+}
+
+fn query(addr: std::net::SocketAddr) -> String {
+    let body = format!(
+        r#"{{"cluster":"natscluster","from":{T},"to":{},"queries":[{{"metric":"load","host":"n1"}}]}}"#,
+        T + 30
+    );
+    http(addr, "GET", "/api/query", &body).1
+}
+
+const CONFIG: &str = r#"{
+  "main": { "addr": "127.0.0.1:0" },
+  "metrics": { "load": { "frequency": 10, "aggregation": "avg" } },
+  "metric-store": {
+    "checkpoints": { "directory": "DATA" },
+    "retention-in-memory": "48h",
+    "memory-cap": 0,
+    "nats-subscriptions": [ { "subscribe-to": "silt-test", "cluster-tag": "natscluster" } ]
+  },
+  "nats": { "address": "nats://127.0.0.1:PORT" }
+}"#;
+
+#[test]
+fn nats_ingest_survives_a_nats_restart() {
+    let Some(bin) = nats_server_binary() else {
+        assert!(std::env::var_os("SILT_REQUIRE_NATS").is_none(), "SILT_REQUIRE_NATS is set but nats-server is missing");
+        eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server; .ci/run does)");
+        return;
+    };
+    let port = free_port();
+    let mut nats = start_nats(&bin, port);
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("config.json");
+    let data = tmp.path().join("data");
+    let text = CONFIG.replace("DATA", &data.display().to_string()).replace("PORT", &port.to_string());
+    std::fs::write(&cfg, text).expect("config");
+    let mut silt = spawn_silt(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+
+    // NATS core delivers only to subscriptions that exist: publish until silt has subscribed and stored.
+    // The samples are idempotent (same slots), so repeats do not change the answer.
+    let first = format!("load,hostname=n1 value=1 {T}\nload,hostname=n1 value=2 {}", T + 10);
+    let seen = eventually(30, || publish(port, "silt-test", &first) && query(silt.addr).contains("[1.000,2.000]"));
+    assert!(seen, "first samples never arrived over NATS: {}", query(silt.addr));
+
+    // A bad message: the good line before it is stored, the message is counted as an error.
+    let bad = format!("load,hostname=n1 value=3 {}\nthis is not line protocol", T + 20);
+    assert!(publish(port, "silt-test", &bad));
+    assert!(
+        eventually(10, || http(silt.addr, "GET", "/metrics", "")
+            .1
+            .contains("silt_nats_messages_total{result=\"error\"} 1")),
+        "bad message not counted: {}",
+        http(silt.addr, "GET", "/metrics", "").1
+    );
+    assert!(query(silt.addr).contains("[1.000,2.000,3.000]"), "{}", query(silt.addr));
+
+    // Kill the NATS server and start it again on the same port: silt reconnects and resubscribes.
+    nats.kill().expect("kill nats");
+    nats.wait().expect("wait nats");
+    let mut nats = start_nats(&bin, port);
+    let again = format!("load,hostname=n1 value=7 {}", T + 20);
+    let seen =
+        eventually(30, || publish(port, "silt-test", &again) && query(silt.addr).contains("[1.000,2.000,7.000]"));
+    assert!(seen, "no samples after the NATS restart: {}", query(silt.addr));
+
+    signal(&silt.child, "TERM");
+    assert!(silt.child.wait().expect("wait silt").success(), "silt did not exit cleanly");
+    nats.kill().expect("kill nats");
+    let _ = nats.wait();
+}
