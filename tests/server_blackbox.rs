@@ -1,75 +1,26 @@
 //! The built `silt serve` binary on a free loopback port, driven over real HTTP: write, query, a graceful
 //! stop (SIGTERM → exit 0) and a SIGKILL, each followed by a restart with the data still there.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use common::{http, signal, spawn_silt, Server};
 
 const T: i64 = 1_700_000_000;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
 fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--metric", "load=10:avg", "--data"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn silt serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                if let Ok(a) = rest.split_whitespace().next().unwrap_or("").parse::<SocketAddr>() {
-                    let _ = tx.send(a);
-                }
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server never reported its address");
-    Server { child, addr }
-}
-
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut s = loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("connect {addr}: {e}"),
-        }
-    };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let args = ["serve", "--addr", "127.0.0.1:0", "--metric", "load=10:avg", "--data"];
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    args.push(dir.as_os_str());
+    spawn_silt(&args)
 }
 
 fn query(addr: SocketAddr) -> String {
     let body =
         format!(r#"{{"cluster":"emmy","from":{T},"to":{},"queries":[{{"metric":"load","host":"n1"}}]}}"#, T + 30);
     http(addr, "GET", "/api/query", &body).1
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args(["-s", sig, &child.id().to_string()]).status().expect("kill").success();
-    assert!(ok, "kill -s {sig} failed");
 }
 
 #[test]
@@ -116,25 +67,7 @@ fn serve_reads_cc_metric_store_config_json() {
     let data = tmp.path().join("ccms-data");
     let cfg = tmp.path().join("config.json");
     std::fs::write(&cfg, CONFIG.replace("DATA", &data.display().to_string())).expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) =
-                line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()?.parse::<SocketAddr>().ok())
-            {
-                let _ = tx.send(a);
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("no address");
+    let Server { mut child, addr } = spawn_silt(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
     let (s, b) = http(addr, "POST", "/api/write", &format!("flops_any,cluster=c,hostname=h value=4 {T}\n"));
     assert_eq!(s, 200, "{b}");
     let body =

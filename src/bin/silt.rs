@@ -80,9 +80,6 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         Some(path) => silt::server::config::Config::load(path)?,
         None => silt::server::config::Config::default_loopback(),
     };
-    if config.main.tls_files().is_some() {
-        return Err("main.https-cert-file/https-key-file are set, but this build does not serve TLS yet".into());
-    }
     let addr = match args.addr {
         Some(a) => a,
         None if args.config.is_some() => config.main.listen_addr()?,
@@ -97,6 +94,7 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         db: config.db_options(),
         jwt_public_key: config.main.jwt_public_key.clone(),
         nats: config.nats.clone().map(|n| (n, config.metric_store.nats_subscriptions.clone())),
+        tls: config.main.tls_files().map(|(c, k)| (c.to_owned(), k.to_owned())),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(silt::server::serve(opts, None))?;

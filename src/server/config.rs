@@ -54,11 +54,12 @@
 //!
 //! # What silt uses
 //!
-//! Used: `main.addr`, `metrics`, `metric-store.retention-in-memory`, `memory-cap`, `checkpoint-interval`
-//! and `checkpoints.directory` (the data directory: [`Config::data_dir`]); see [`Config::db_options`].
-//! Kept but ignored by silt for now (each field's documentation says so): the TLS files, `user`/`group`,
-//! `backend-url`, both `debug` sections, `jwt-public-key`, `num-workers`, `checkpoints.file-format`,
-//! `max-wal-size`, `cleanup`, `nats` and `nats-subscriptions`.
+//! Used: `main.addr`, the TLS files (`https-cert-file`, `https-key-file`), `jwt-public-key`, `metrics`,
+//! `metric-store.retention-in-memory`, `memory-cap`, `checkpoint-interval` and `checkpoints.directory`
+//! (the data directory: [`Config::data_dir`]; see [`Config::db_options`]), `nats` and
+//! `nats-subscriptions`. Kept but ignored by silt for now (each field's documentation says so):
+//! `user`/`group`, `backend-url`, both `debug` sections, `num-workers`, `checkpoints.file-format`,
+//! `max-wal-size` and `cleanup`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -190,8 +191,7 @@ pub struct MainConfig {
     /// `addr`: `host:port` to listen on (`:8082` listens on every interface, as in Go). Checked for a port at
     /// load time; resolved by [`MainConfig::listen_addr`].
     pub addr: String,
-    /// `https-cert-file`: with `https-key-file`, cc-metric-store serves HTTPS. silt does not speak TLS: see
-    /// [`MainConfig::tls_files`].
+    /// `https-cert-file`: with `https-key-file`, serve HTTPS (PEM files; see [`crate::server::tls`]).
     pub https_cert_file: Option<PathBuf>,
     /// `https-key-file`: see `https_cert_file`.
     pub https_key_file: Option<PathBuf>,
@@ -204,14 +204,13 @@ pub struct MainConfig {
     pub backend_url: Option<String>,
     /// `debug`. Ignored by silt.
     pub debug: DebugConfig,
-    /// `jwt-public-key`: base64 Ed25519 key that verifies API tokens. Kept as given; silt does not check
-    /// tokens yet.
+    /// `jwt-public-key`: base64 Ed25519 key that verifies API tokens (see [`crate::server::auth`]).
     pub jwt_public_key: Option<String>,
 }
 
 impl MainConfig {
-    /// The certificate and key file when both are set, the condition under which cc-metric-store serves
-    /// HTTPS. silt cannot, so a server should refuse to start rather than serve plain HTTP instead.
+    /// The certificate and key file when both are set, the condition under which cc-metric-store (and
+    /// silt) serves HTTPS.
     pub fn tls_files(&self) -> Option<(&Path, &Path)> {
         Some((self.https_cert_file.as_deref()?, self.https_key_file.as_deref()?))
     }

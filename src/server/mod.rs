@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod nats;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -540,6 +541,9 @@ pub struct ServeOptions {
     /// The NATS server and the subjects to ingest from (cc-metric-store's `nats` and
     /// `metric-store.nats-subscriptions`); `None` or no subscriptions: no NATS.
     pub nats: Option<(config::NatsConfig, Vec<config::NatsSubscription>)>,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP (cc-metric-store's
+    /// `https-cert-file` and `https-key-file`).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Runs the server until SIGINT or SIGTERM: stops accepting, lets requests in flight finish, checkpoints
@@ -551,6 +555,10 @@ pub async fn serve(
     check_data_dir(&opts.data_dir)?;
     let auth = match &opts.jwt_public_key {
         Some(k) => Some(Arc::new(auth::Auth::from_base64(k).map_err(Error::InvalidArgument)?)),
+        None => None,
+    };
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(tls::load_config(cert, key)?),
         None => None,
     };
     let data_dir = opts.data_dir.clone();
@@ -568,7 +576,8 @@ pub async fn serve(
         .await
         .map_err(|e| crate::storage::StorageError::io("bind", opts.addr.to_string(), e))?;
     let addr = listener.local_addr().map_err(|e| crate::storage::StorageError::io("bind", opts.addr.to_string(), e))?;
-    tracing::info!(%addr, data = %opts.data_dir.display(), "silt listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, data = %opts.data_dir.display(), "silt listening");
     match (&auth, addr.ip().is_loopback()) {
         (Some(_), _) => tracing::info!("JWT authentication (EdDSA) required on /api"),
         (None, true) => tracing::info!("no authentication configured: the API is open to local clients"),
@@ -586,10 +595,16 @@ pub async fn serve(
         }
         None => None,
     };
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| crate::storage::StorageError::io("serve", addr.to_string(), e));
+    let router = app(state);
+    let served = match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)
+                .map_err(|e| crate::storage::StorageError::io("bind", addr.to_string(), e))?;
+            axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await
+        }
+        None => axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await,
+    }
+    .map_err(|e| crate::storage::StorageError::io("serve", addr.to_string(), e));
     if let Some(n) = nats {
         tracing::info!("shutting down: draining NATS");
         n.stop().await;
