@@ -5,7 +5,9 @@
 //! 4 writer threads over keep-alive loopback connections to the server running in this process
 //! (durability: fsync every 100 ms). Prints samples/s, the server's CPU seconds per million samples and
 //! the load generator's (thread CPU time of the writers), for the first step (every series new) and the
-//! steady state after it.
+//! steady state after it. Then the median and p99 latency of three queries over HTTP: one host's
+//! node-level `cpu_load` (a sum over its 128 hwthreads), one job (8 hosts x 4 metrics), and `mem_used`
+//! for all nodes (`for-all-nodes`).
 //!
 //! Run: `cargo bench --bench http_ingest` (full: 40 steps, 4.2 M samples). Under `cargo test` it runs
 //! 2 steps on 4 hosts.
@@ -20,6 +22,7 @@ use silt::{Aggregation, Db, Durability, MetricConfig, Options};
 
 const T: i64 = 1_700_000_000;
 const WRITERS: usize = 4;
+const QUERY_RUNS: usize = 200;
 const HW_METRICS: [&str; 10] = [
     "cpu_load",
     "cpu_user",
@@ -66,8 +69,12 @@ impl Client {
     }
 
     fn post(&mut self, body: &str) {
-        let head =
-            format!("POST /api/write?cluster=bench HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        self.request("POST", "/api/write?cluster=bench", body);
+    }
+
+    /// Sends a request and reads the whole response, which must be a 200.
+    fn request(&mut self, method: &str, path: &str, body: &str) {
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
         self.stream.write_all(head.as_bytes()).expect("send head");
         self.stream.write_all(body.as_bytes()).expect("send body");
         // Read the response head, then its body by Content-Length.
@@ -173,5 +180,36 @@ fn main() {
     report("first step (new series)", bodies);
     if !rest.is_empty() {
         report(&format!("steady state ({} steps)", steps - 1), rest);
+    }
+
+    // Query latency over HTTP, as cc-backend asks: the whole range, one host's node-level metric (a sum
+    // over 128 hwthreads), one job (8 hosts x 4 metrics), and a node metric for every node.
+    let (from, to) = (T, T + steps * 60);
+    let host = format!(
+        r#"{{"cluster":"bench","from":{from},"to":{to},"queries":[{{"metric":"cpu_load","host":"n0001"}}]}}"#
+    );
+    let mut job = Vec::new();
+    for h in 0..hosts.min(8) {
+        for m in ["cpu_load", "flops_any", "mem_bw", "mem_used"] {
+            job.push(format!(r#"{{"metric":"{m}","host":"n{h:04}"}}"#));
+        }
+    }
+    let job = format!(r#"{{"cluster":"bench","from":{from},"to":{to},"queries":[{}]}}"#, job.join(","));
+    let all = format!(r#"{{"cluster":"bench","from":{from},"to":{to},"for-all-nodes":["mem_used"]}}"#);
+    let mut client = Client::connect(addr);
+    for (what, body) in [("one host", &host), ("one job", &job), ("all nodes", &all)] {
+        let mut took: Vec<f64> = (0..QUERY_RUNS)
+            .map(|_| {
+                let t = Instant::now();
+                client.request("GET", "/api/query", body);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        took.sort_by(f64::total_cmp);
+        let p99 = took[(took.len() * 99 / 100).min(took.len() - 1)];
+        println!(
+            "http_query {what}: median {:.3} ms, p99 {p99:.3} ms ({QUERY_RUNS} runs, {steps} points per series)",
+            took[took.len() / 2]
+        );
     }
 }

@@ -403,6 +403,11 @@ impl Db {
         query::health(&self.inner.engine, &self.inner.index, cluster, nodes, metrics, now)
     }
 
+    /// The names of the children of a selector's levels, sorted (cc-metric-store's `ListChildren`).
+    pub fn children(&self, sel: &Selector) -> Vec<String> {
+        query::children(&self.inner.engine, &self.inner.index, sel)
+    }
+
     /// The tree below a selector's levels with pages and bytes per metric (cc-metric-store's `/api/debug`).
     pub fn debug(&self, sel: &Selector) -> Vec<DebugLevel> {
         query::debug(&self.inner.engine, &self.inner.index, sel)

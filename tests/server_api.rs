@@ -191,6 +191,19 @@ async fn an_oversized_body_is_a_413() {
 }
 
 #[tokio::test]
+async fn an_overlong_line_is_a_413_naming_it_and_earlier_lines_stay() {
+    let st = state();
+    let long = format!("load,cluster=emmy,hostname=n1,pad={} value=2 {}", "p".repeat(70_000), T + 10);
+    let body = format!("load,cluster=emmy,hostname=n1 value=1 {T}\n{long}\n");
+    let (s, b) = call(&st, Method::POST, "/api/write", body).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("a JSON error body");
+    assert!(v["error"].as_str().expect("error").starts_with("line 2:"), "{b}");
+    let (_, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
+    assert!(b.contains("1.000"), "{b}");
+}
+
+#[tokio::test]
 async fn metrics_are_exposed_as_zero_before_anything_and_count_after() {
     let st = state();
     let (s, b) = call(&st, Method::GET, "/metrics", "").await;
@@ -243,4 +256,22 @@ async fn a_request_over_the_time_limit_is_a_503() {
     // The same query within the default limit answers.
     let (s, b) = call(&normal, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
+async fn for_all_nodes_queries_every_node_of_the_cluster_in_name_order() {
+    let st = state();
+    let lines = format!(
+        "load,cluster=emmy,hostname=n2 value=2 {T}\nload,cluster=emmy,hostname=n1 value=1 {T}\n\
+         load,cluster=other,hostname=x9 value=9 {T}\n"
+    );
+    assert_eq!(call(&st, Method::POST, "/api/write", lines).await.0, StatusCode::OK);
+    let body = format!(r#"{{"cluster":"emmy","from":{T},"to":{},"for-all-nodes":["load"]}}"#, T + 10);
+    let (s, b) = call(&st, Method::GET, "/api/query", body).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+    let hosts: Vec<&str> = v["queries"].as_array().expect("queries").iter().map(|q| q["host"].as_str().unwrap()).collect();
+    assert_eq!(hosts, ["n1", "n2"], "{b}");
+    assert_eq!(v["results"][0][0]["data"], serde_json::json!([1.0]), "{b}");
+    assert_eq!(v["results"][1][0]["data"], serde_json::json!([2.0]), "{b}");
 }

@@ -357,6 +357,18 @@ pub fn free_except(engine: &Engine, index: &RwLock<Index>, keep: &[Selector], be
 
 /// The tree below the levels `sel` names, with page counts and bytes per metric, leaving out series with
 /// no pages and levels with nothing below them (cc-metric-store's `/api/debug`).
+/// The names of the children of the levels a selector names, sorted, without repeats (cc-metric-store's
+/// `ListChildren`, which `for-all-nodes` uses on a cluster). A level stays listed after its data is freed,
+/// as in cc-metric-store's tree.
+pub fn children(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<String> {
+    refresh(engine, index);
+    let idx = index.read();
+    let mut names: Vec<String> = idx.select(sel).iter().flat_map(|l| l.children.keys().cloned()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 pub fn debug(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<DebugLevel> {
     refresh(engine, index);
     let idx = index.read();

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::db::unix_now;
-use crate::ingest::lineproto::Precision;
+use crate::ingest::lineproto::{LineError, Precision};
 use crate::ingest::writer::LineWriter;
 use crate::keys::Namespace;
 use crate::query::{ReadOptions, StatsResult};
@@ -182,6 +182,10 @@ async fn write(
         let report = st.lines.write(&st.db, &body, p.cluster.as_deref(), Precision::Auto, unix_now())?;
         match report.error {
             None => Ok(StatusCode::OK.into_response()),
+            // A line over the limit is too large, not malformed (cc-metric-store's reader gives up on it).
+            Some((line, error @ LineError::TooLong { .. })) => {
+                Err(ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, message: format!("line {line}: {error}") })
+            }
             Some((line, error)) => Err(ApiError::bad_request(format!("line {line}: {error}"))),
         }
     })
@@ -342,7 +346,7 @@ fn run_query(db: &Db, req: QueryRequest) -> Result<QueryResponse, ApiError> {
     if let Some(metrics) = &req.for_all_nodes {
         let cluster = Selector::new(Namespace::Host, vec![SelectorElement::Name(req.cluster.clone())])
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let nodes: Vec<String> = db.debug(&cluster).into_iter().flat_map(|l| l.children).map(|c| c.name).collect();
+        let nodes = db.children(&cluster);
         for node in nodes {
             for m in metrics {
                 let q = ApiQuery {
