@@ -185,9 +185,8 @@ fn main() {
     // Query latency over HTTP, as cc-backend asks: the whole range, one host's node-level metric (a sum
     // over 128 hwthreads), one job (8 hosts x 4 metrics), and a node metric for every node.
     let (from, to) = (T, T + steps * 60);
-    let host = format!(
-        r#"{{"cluster":"bench","from":{from},"to":{to},"queries":[{{"metric":"cpu_load","host":"n0001"}}]}}"#
-    );
+    let host =
+        format!(r#"{{"cluster":"bench","from":{from},"to":{to},"queries":[{{"metric":"cpu_load","host":"n0001"}}]}}"#);
     let mut job = Vec::new();
     for h in 0..hosts.min(8) {
         for m in ["cpu_load", "flops_any", "mem_bw", "mem_used"] {

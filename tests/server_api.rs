@@ -270,7 +270,8 @@ async fn for_all_nodes_queries_every_node_of_the_cluster_in_name_order() {
     let (s, b) = call(&st, Method::GET, "/api/query", body).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let v: serde_json::Value = serde_json::from_str(&b).expect("json");
-    let hosts: Vec<&str> = v["queries"].as_array().expect("queries").iter().map(|q| q["host"].as_str().unwrap()).collect();
+    let hosts: Vec<&str> =
+        v["queries"].as_array().expect("queries").iter().map(|q| q["host"].as_str().unwrap()).collect();
     assert_eq!(hosts, ["n1", "n2"], "{b}");
     assert_eq!(v["results"][0][0]["data"], serde_json::json!([1.0]), "{b}");
     assert_eq!(v["results"][1][0]["data"], serde_json::json!([2.0]), "{b}");

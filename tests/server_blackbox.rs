@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use common::{http, signal, spawn_silt, Server};
+use common::{http, http_with, signal, spawn_silt, Server};
 
 const T: i64 = 1_700_000_000;
 
@@ -111,4 +111,94 @@ fn serve_refuses_what_it_cannot_honour() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Every route of cc-metric-store's API, with and without the trailing slash, through the binary; an
+/// unknown path is a 404 and a known path with the wrong method a 405, both with JSON bodies.
+#[test]
+fn every_route_answers_through_the_binary() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = start(tmp.path());
+    let addr = server.addr;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    for slash in ["", "/"] {
+        let (s, b) = http(
+            addr,
+            "POST",
+            &format!("/api/write{slash}?cluster=emmy"),
+            &format!("load,hostname=n1 value=1 {now}\n"),
+        );
+        assert_eq!(s, 200, "write{slash}: {b}");
+        let q = format!(
+            r#"{{"cluster":"emmy","from":{},"to":{},"queries":[{{"metric":"load","host":"n1"}}]}}"#,
+            now - 10,
+            now + 10
+        );
+        for method in ["GET", "POST"] {
+            let (s, b) = http(addr, method, &format!("/api/query{slash}"), &q);
+            assert_eq!(s, 200, "{method} query{slash}: {b}");
+            assert!(b.contains("1.000"), "{method} query{slash}: {b}");
+        }
+        let (s, b) = http(addr, "GET", &format!("/api/debug{slash}?selector=emmy"), "");
+        assert_eq!(s, 200, "debug{slash}: {b}");
+        assert!(b.contains("n1"), "{b}");
+        let hc = r#"{"cluster":"emmy","nodes":["n1","n9"],"metric-names":["load"]}"#;
+        let (s, b) = http(addr, "GET", &format!("/api/healthcheck{slash}"), hc);
+        assert_eq!(s, 200, "healthcheck{slash}: {b}");
+        let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+        assert_eq!((v["n1"]["State"].as_str(), v["n9"]["State"].as_str()), (Some("full"), Some("failed")), "{b}");
+        let (s, b) = http(addr, "POST", &format!("/api/free{slash}?to={}", now - 86_400), r#"[["emmy","n1"]]"#);
+        assert_eq!((s, b.as_str()), (200, "buffers freed: 0\n"), "free{slash}");
+    }
+    let (s, b) = http(addr, "GET", "/api/nothing", "");
+    assert_eq!(s, 404, "{b}");
+    assert!(serde_json::from_str::<serde_json::Value>(&b).is_ok_and(|v| v["error"].is_string()), "{b}");
+    let (s, b) = http(addr, "GET", "/api/write", "");
+    assert_eq!(s, 405, "{b}");
+    assert!(serde_json::from_str::<serde_json::Value>(&b).is_ok_and(|v| v["error"].is_string()), "{b}");
+    let (s, b) = http(addr, "POST", "/api/write?cluster=emmy", "load,hostname=n1 value=\"str\"\n");
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("line 1"), "{b}");
+    signal(&server.child, "TERM");
+    assert!(server.child.wait().expect("wait").success());
+}
+
+/// With `jwt-public-key` in config.json, /api needs an EdDSA token signed by the matching key; /metrics
+/// stays open.
+#[test]
+fn auth_through_the_binary() {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    let sk = SigningKey::from_bytes(&[7; 32]);
+    let public = STANDARD.encode(sk.verifying_key().to_bytes());
+    let token = |sk: &SigningKey| {
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 600;
+        let msg = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"test","exp":{exp}}}"#))
+        );
+        format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sk.sign(msg.as_bytes()).to_bytes()))
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("config.json");
+    let text = CONFIG
+        .replace(r#""addr": "127.0.0.1:0""#, &format!(r#""addr": "127.0.0.1:0", "jwt-public-key": "{public}""#))
+        .replace("DATA", &tmp.path().join("d").display().to_string());
+    std::fs::write(&cfg, text).expect("write");
+    let mut server = spawn_silt(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+    let line = format!("flops_any,cluster=c,hostname=h value=4 {T}\n");
+    let (s, b) = http(server.addr, "POST", "/api/write", &line);
+    assert_eq!(s, 401, "{b}");
+    let other = SigningKey::from_bytes(&[8; 32]);
+    let bad = format!("Authorization: Bearer {}\r\n", token(&other));
+    assert_eq!(http_with(server.addr, "POST", "/api/write", &bad, &line).0, 401);
+    let good = format!("Authorization: Bearer {}\r\n", token(&sk));
+    let (s, b) = http_with(server.addr, "POST", "/api/write", &good, &line);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(http(server.addr, "GET", "/metrics", "").0, 200);
+    signal(&server.child, "TERM");
+    assert!(server.child.wait().expect("wait").success());
 }

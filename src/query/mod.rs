@@ -355,8 +355,6 @@ pub fn free_except(engine: &Engine, index: &RwLock<Index>, keep: &[Selector], be
     free_ids(engine, ids, before)
 }
 
-/// The tree below the levels `sel` names, with page counts and bytes per metric, leaving out series with
-/// no pages and levels with nothing below them (cc-metric-store's `/api/debug`).
 /// The names of the children of the levels a selector names, sorted, without repeats (cc-metric-store's
 /// `ListChildren`, which `for-all-nodes` uses on a cluster). A level stays listed after its data is freed,
 /// as in cc-metric-store's tree.
@@ -369,6 +367,8 @@ pub fn children(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<S
     names
 }
 
+/// The tree below the levels `sel` names, with page counts and bytes per metric, leaving out series with
+/// no pages and levels with nothing below them (cc-metric-store's `/api/debug`).
 pub fn debug(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<DebugLevel> {
     refresh(engine, index);
     let idx = index.read();

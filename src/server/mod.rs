@@ -120,6 +120,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .with_state(state)
         .merge(api)
+        .fallback(|| async { ApiError { status: StatusCode::NOT_FOUND, message: "no such route".into() } })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError { status: StatusCode::METHOD_NOT_ALLOWED, message: format!("method {method} not allowed here") }
+        })
         .layer(axum::middleware::from_fn(move |req, next| time_limit(timeout, req, next)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

@@ -39,6 +39,11 @@ pub fn spawn_silt(args: &[&std::ffi::OsStr]) -> Server {
 
 /// One HTTP/1.1 request on a fresh connection; returns the status and the body.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, "", body)
+}
+
+/// Like [`http`], with extra header lines (each ending in `\r\n`).
+pub fn http_with(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut s = loop {
         match TcpStream::connect(addr) {
@@ -48,7 +53,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
         }
     };
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).expect("send");
