@@ -36,6 +36,9 @@ pub struct Options {
     pub retention: Option<Duration>,
     /// Most bytes of head pages in use; past it the oldest pages go first. 0 (default): no cap.
     pub memory_cap_bytes: u64,
+    /// Whether pages that leave the head by retention or the memory cap are first compacted into block
+    /// files (default), where queries still find them, or dropped.
+    pub compaction: bool,
     /// How often retention and the memory cap are enforced in the background. Default 1 s.
     pub maintenance_interval: Duration,
 }
@@ -50,6 +53,7 @@ impl Default for Options {
             vfs: Arc::new(StdVfs),
             retention: None,
             memory_cap_bytes: 0,
+            compaction: true,
             maintenance_interval: Duration::from_secs(1),
         }
     }
@@ -64,6 +68,7 @@ impl std::fmt::Debug for Options {
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("retention", &self.retention)
             .field("memory_cap_bytes", &self.memory_cap_bytes)
+            .field("compaction", &self.compaction)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +191,7 @@ struct Inner {
     keep: parking_lot::RwLock<Vec<Selector>>,
     retention: Option<Duration>,
     memory_cap_bytes: u64,
+    compaction: bool,
     /// Wakes the maintenance thread at once when a write finds the head over its cap.
     nudge: crossbeam_channel::Sender<()>,
 }
@@ -195,7 +201,7 @@ impl Inner {
         let Some(r) = self.retention else { return Ok(0) };
         let keep = self.keep.read().clone();
         let before = now.saturating_sub(i64::try_from(r.as_secs()).unwrap_or(i64::MAX));
-        Ok(query::free_except(&self.engine, &self.index, &keep, before)?)
+        Ok(query::free_except(&self.engine, &self.index, &keep, before, self.compaction)?)
     }
 
     fn enforce_memory_cap(&self) -> Result<u64, Error> {
@@ -209,7 +215,7 @@ impl Inner {
         }
         let excess = ((used - self.memory_cap_bytes).div_ceil(page)) as usize;
         let Some(cutoff) = query::oldest_pages_cutoff(&self.engine, &self.index, excess) else { return Ok(0) };
-        let freed = query::free_except(&self.engine, &self.index, &[], cutoff)?;
+        let freed = query::free_except(&self.engine, &self.index, &[], cutoff, self.compaction)?;
         // Freed pages become reusable once a checkpoint records them free.
         self.engine.checkpoint()?;
         Ok(freed)
@@ -243,6 +249,7 @@ impl Db {
             keep: parking_lot::RwLock::new(Vec::new()),
             retention: options.retention,
             memory_cap_bytes: options.memory_cap_bytes,
+            compaction: options.compaction,
         });
         let maintenance = if inner.retention.is_some() || inner.memory_cap_bytes > 0 {
             let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
@@ -395,7 +402,7 @@ impl Db {
 
     /// Frees pages older than `before` everywhere except at or below the levels the `keep` selectors name.
     pub fn free_except(&self, keep: &[Selector], before: i64) -> Result<u64, Error> {
-        Ok(query::free_except(&self.inner.engine, &self.inner.index, keep, before)?)
+        Ok(query::free_except(&self.inner.engine, &self.inner.index, keep, before, false)?)
     }
 
     /// cc-metric-store's health check of `nodes` of `cluster` against the `metrics` expected there, at `now`.

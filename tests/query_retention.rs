@@ -1,4 +1,5 @@
-//! Retention (with a keep-set) and the memory cap.
+//! Retention (with a keep-set) and the memory cap, dropping pages (`compaction: false`) or compacting them
+//! into blocks, where they stay readable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,10 @@ use silt::{Aggregation, Batch, Db, HostKey, MetricConfig, Options, Selector};
 const F: i64 = 10;
 
 fn open(retention: Option<Duration>, cap: u64, interval: Duration) -> Db {
+    open_with(retention, cap, interval, false)
+}
+
+fn open_with(retention: Option<Duration>, cap: u64, interval: Duration, compaction: bool) -> Db {
     let db = Db::open(
         "/db",
         Options {
@@ -19,6 +24,7 @@ fn open(retention: Option<Duration>, cap: u64, interval: Duration) -> Db {
             retention,
             memory_cap_bytes: cap,
             maintenance_interval: interval,
+            compaction,
             ..Options::default()
         },
     )
@@ -109,4 +115,51 @@ fn a_cap_of_zero_means_no_cap() {
     fill(&db, 4);
     assert_eq!(db.enforce_memory_cap().expect("cap"), 0);
     assert!(db.head_bytes_in_use() >= 4 * 3 * 4096);
+}
+
+#[test]
+fn with_compaction_retention_empties_the_head_but_the_data_stays_readable() {
+    let db = open_with(Some(Duration::from_secs(3600)), 0, Duration::from_secs(3600), true);
+    let start = fill(&db, 2);
+    let before: Vec<_> = (0..2).map(|h| db.read(&node(h), "m", start, now()).expect("read")).collect();
+    let pages_before = db.head_bytes_in_use();
+    let compacted = db.enforce_retention(now()).expect("retention");
+    assert!(compacted >= 2, "{compacted}");
+    db.checkpoint().expect("checkpoint");
+    assert!(db.head_bytes_in_use() < pages_before, "the head kept its pages");
+    assert_eq!(db.engine().blocks().len(), 1);
+    for h in 0..2 {
+        let r = db.read(&node(h), "m", start, now()).expect("read");
+        assert_eq!((r.from, r.to), (before[h as usize].from, before[h as usize].to));
+        assert_eq!(r.values.len(), before[h as usize].values.len());
+        assert!(r.values.iter().zip(&before[h as usize].values).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+    let all = db.query_stats(&Selector::from(&node(0)), "m", start, now()).expect("stats");
+    assert_eq!(all.samples, (3 * 3600 / F) as u64);
+}
+
+#[test]
+fn with_compaction_the_memory_cap_moves_old_pages_to_blocks() {
+    let page = 4096u64;
+    let cap = 40 * page;
+    let db = open_with(None, cap, Duration::from_secs(3600), true);
+    let start = now() - 100 * 86_400;
+    for round in 0..40i64 {
+        let mut b = Batch::new();
+        for h in 0..8 {
+            for i in 0..512 {
+                b.push(&node(h), "m", start + (round * 512 + i) * F, round as f64);
+            }
+        }
+        db.write(&b).expect("write");
+        db.enforce_memory_cap().expect("cap");
+        assert!(db.head_bytes_in_use() <= cap, "round {round}: {} bytes in use", db.head_bytes_in_use());
+    }
+    let r = db.read(&node(3), "m", start, start + 40 * 512 * F).expect("read");
+    assert_eq!(r.from, start, "compacted data is gone");
+    assert_eq!(r.values.len(), 40 * 512);
+    for (i, v) in r.values.iter().enumerate() {
+        assert_eq!(*v, (i / 512) as f64, "slot {i}");
+    }
+    assert!(!db.engine().blocks().is_empty());
 }

@@ -32,6 +32,7 @@
 pub mod index;
 pub mod resample;
 pub mod selector;
+mod source;
 
 use parking_lot::RwLock;
 
@@ -195,22 +196,23 @@ pub fn read(
     }
     let n = steps as usize;
     let ids = series_for(engine, index, sel, mid);
-    let head = engine.head();
+    let blocks = engine.blocks();
     let mut acc = Vec::new();
     let (mut taking_part, mut lo, mut hi) = (0usize, usize::MAX, 0usize);
     if let [id] = ids[..] {
         // One series: sampled straight into the result, each value written once.
-        if let Some((a, b)) = head.sample_vec(id, from, n, &mut acc) {
+        if let Some((a, b)) = source::sample_into(engine, &blocks, id, f, from, n, &mut acc)? {
             taking_part = 1;
             (lo, hi) = (a, b);
         }
     } else {
         acc = vec![0.0f64; n];
     }
+    let mut tmp = Vec::new();
     for &id in if ids.len() > 1 { &ids[..] } else { &[] } {
         // Added straight from the pages; the first series taking part is stored, not added to 0.0, so one
         // series comes back bit for bit (-0.0 stays -0.0).
-        if let Some((a, b)) = head.sample_add(id, from, &mut acc, taking_part == 0) {
+        if let Some((a, b)) = source::add_into((engine, &blocks), id, f, from, &mut acc, taking_part == 0, &mut tmp)? {
             taking_part += 1;
             lo = lo.min(a);
             hi = hi.max(b);
@@ -279,10 +281,10 @@ pub fn stats(
     to: i64,
 ) -> Result<StatsResult, QueryError> {
     let (mid, cfg) = metric_of(engine, metric, from, to)?;
-    let head = engine.head();
+    let blocks = engine.blocks();
     let mut r = StatsResult { samples: 0, avg: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, series: 0 };
     for id in series_for(engine, index, sel, mid) {
-        let s = head.stats(id, from, to);
+        let s = source::stats(engine, &blocks, id, from, to)?;
         if s.samples == 0 {
             continue;
         }
@@ -315,10 +317,10 @@ pub fn free(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i64)
     for l in index.read().select(sel) {
         l.all_series(&mut ids);
     }
-    free_ids(engine, ids, before)
+    free_ids(engine, ids, before, false)
 }
 
-fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64) -> Result<u64, QueryError> {
+fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64, compact: bool) -> Result<u64, QueryError> {
     let head = engine.head();
     let items: Vec<(SeriesId, i64)> = ids
         .into_iter()
@@ -328,12 +330,22 @@ fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64) -> Result<u64, Que
     if items.is_empty() {
         return Ok(0);
     }
+    if compact {
+        return Ok(engine.compact(items)?.pages);
+    }
     Ok(engine.free(items)?)
 }
 
 /// Frees pages older than `before` in every series of every namespace except those at or below the levels
-/// the `keep` selectors name (cc-metric-store keeps the nodes of running jobs past retention).
-pub fn free_except(engine: &Engine, index: &RwLock<Index>, keep: &[Selector], before: i64) -> Result<u64, QueryError> {
+/// the `keep` selectors name (cc-metric-store keeps the nodes of running jobs past retention). With
+/// `compact`, the pages are first compacted into a block (see `Engine::compact`), so they stay readable.
+pub fn free_except(
+    engine: &Engine,
+    index: &RwLock<Index>,
+    keep: &[Selector],
+    before: i64,
+    compact: bool,
+) -> Result<u64, QueryError> {
     refresh(engine, index);
     let idx = index.read();
     let mut kept = std::collections::HashSet::new();
@@ -352,7 +364,7 @@ pub fn free_except(engine: &Engine, index: &RwLock<Index>, keep: &[Selector], be
     }
     drop(idx);
     ids.retain(|id| !kept.contains(id));
-    free_ids(engine, ids, before)
+    free_ids(engine, ids, before, compact)
 }
 
 /// The names of the children of the levels a selector names, sorted, without repeats (cc-metric-store's

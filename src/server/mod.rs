@@ -631,7 +631,7 @@ pub async fn serve(
 fn check_data_dir(dir: &std::path::Path) -> Result<(), Error> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let names: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
-    let ours = ["MANIFEST", "LOCK", "wal", "head"];
+    let ours = ["MANIFEST", "LOCK", "wal", "head", "blocks"];
     if !names.is_empty() && !names.iter().any(|n| ours.contains(&n.as_str())) {
         return Err(Error::InvalidArgument(format!(
             "{} holds files but is not a silt data directory (is it cc-metric-store's checkpoint directory?): \

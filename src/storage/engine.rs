@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
+use crate::storage::block::{encode_block, parse_block_name, write_block, Block, BlockList, ChunkData, BLOCK_DIR};
 use crate::storage::error::{CorruptionKind, StorageError};
 use crate::storage::head::{Applied, Head, HeadState, HeadWriter, DEFAULT_PAGES_PER_FILE, MAX_FREQUENCY};
 use crate::storage::io::{DirLock, Vfs};
@@ -105,7 +106,28 @@ pub struct RecoveryReport {
     pub checkpoint_lsn: Lsn,
     /// What WAL replay found.
     pub replay: ReplayReport,
+    /// Block files that could not be opened (damaged), with the error naming file and offset: left in
+    /// place, left out of every query.
+    pub damaged_blocks: Vec<String>,
 }
+
+/// What one compaction did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CompactReport {
+    /// Pages copied into the block and freed.
+    pub pages: u64,
+    /// Series with a chunk in the block.
+    pub series: usize,
+    /// The block written, if any.
+    pub block: Option<PathBuf>,
+    /// Bytes of the block.
+    pub bytes: u64,
+    /// Non-NaN values written.
+    pub samples: u64,
+}
+
+/// The codec new blocks are written with.
+pub const BLOCK_CODEC: crate::storage::codec::Codec = crate::storage::codec::Codec::Raw;
 
 /// Counters of the engine (monotonic).
 #[derive(Debug, Default)]
@@ -129,6 +151,35 @@ pub struct EngineStats {
     pub wal_sync_nanos: AtomicU64,
     /// When the last checkpoint completed (or the engine opened, before the first), in unix milliseconds.
     pub last_checkpoint_unix_ms: AtomicU64,
+}
+
+/// Opens every block in `dir` (if it exists), oldest sequence first, removing temporary files a crash
+/// left. A block that fails its checks is reported, not opened. Returns the blocks, the damaged ones and the
+/// next free sequence number.
+/// Blocks opened, damaged ones (their errors), next sequence number.
+type OpenedBlocks = (Vec<Arc<Block>>, Vec<String>, u64);
+
+fn open_blocks(vfs: &dyn Vfs, dir: &Path) -> Result<OpenedBlocks, StorageError> {
+    if !vfs.exists(dir) {
+        return Ok((Vec::new(), Vec::new(), 1)); // created by the first compaction
+    }
+    let mut names = vfs.list_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
+    names.sort();
+    let (mut blocks, mut damaged, mut next) = (Vec::new(), Vec::new(), 1u64);
+    for name in names {
+        let path = dir.join(&name);
+        if name.ends_with(".tmp") {
+            vfs.remove_file(&path).map_err(|e| StorageError::io("remove", &path, e))?;
+            continue;
+        }
+        let Some(seq) = parse_block_name(&name) else { continue };
+        next = next.max(seq + 1);
+        match Block::open(vfs, &path, seq) {
+            Ok(b) => blocks.push(Arc::new(b)),
+            Err(e) => damaged.push(e.to_string()),
+        }
+    }
+    Ok((blocks, damaged, next))
 }
 
 /// Upper bounds (µs) of the WAL fsync latency buckets in [`EngineStats::wal_sync_buckets`].
@@ -182,11 +233,16 @@ enum Op {
     Define(Vec<SeriesDef>),
     Samples(Vec<Sample>),
     Free(Vec<(SeriesId, i64)>),
+    Seal(Vec<(SeriesId, i64)>),
 }
 
 struct Shared {
     catalog: RwLock<Catalog>,
     head: Arc<Head>,
+    blocks: RwLock<BlockList>,
+    next_block_seq: AtomicU64,
+    /// Held for the whole of a compaction: one at a time.
+    compaction: Mutex<()>,
     failed: Mutex<Option<String>>,
     stats: EngineStats,
     durability: Durability,
@@ -200,6 +256,7 @@ pub struct Engine {
     thread: Mutex<Option<JoinHandle<()>>>,
     recovery: RecoveryReport,
     dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
     _lock: Box<dyn DirLock>,
 }
 
@@ -296,6 +353,11 @@ fn apply_payload(
                 head.free_before(id, before);
             }
         }
+        Payload::Seal(items) => {
+            for (id, before) in items {
+                head.seal_before(id, before);
+            }
+        }
     }
     Ok(())
 }
@@ -374,9 +436,13 @@ impl Engine {
         catalog.metrics = metrics.clone();
         catalog.series = series.clone();
 
+        let (blocks, damaged_blocks, next_block_seq) = open_blocks(&*vfs, &dir.join(BLOCK_DIR))?;
         let shared = Arc::new(Shared {
             catalog: RwLock::new(catalog),
             head: head.head().clone(),
+            blocks: RwLock::new(Arc::new(blocks)),
+            next_block_seq: AtomicU64::new(next_block_seq),
+            compaction: Mutex::new(()),
             failed: Mutex::new(None),
             stats: EngineStats { last_checkpoint_unix_ms: AtomicU64::new(unix_ms()), ..EngineStats::default() },
             durability: options.durability,
@@ -402,7 +468,7 @@ impl Engine {
         }
         let writer = Writer {
             shared: shared.clone(),
-            vfs,
+            vfs: vfs.clone(),
             dir: dir.to_owned(),
             wal,
             head,
@@ -424,8 +490,9 @@ impl Engine {
             shared,
             tx,
             thread: Mutex::new(Some(thread)),
-            recovery: RecoveryReport { checkpoint_lsn: manifest.checkpoint_lsn, replay },
+            recovery: RecoveryReport { checkpoint_lsn: manifest.checkpoint_lsn, replay, damaged_blocks },
             dir: dir.to_owned(),
+            vfs,
             _lock: lock,
         })
     }
@@ -644,23 +711,102 @@ impl Engine {
 
     /// Frees, per series, the pages whose every slot lies before the time. Returns the pages freed.
     pub fn free(&self, items: Vec<(SeriesId, i64)>) -> Result<u64, StorageError> {
+        let records = self.range_records(payload::Kind::Free, &items)?;
+        let ack = self.call(|reply| Cmd::Write { records, op: Op::Free(items), unknown: 0, reply: Some(reply) })?;
+        Ok(ack.outcome.stored)
+    }
+
+    /// Seals, per series, the pages whose every slot lies before the time: later writes there are refused
+    /// as too old, the pages stay readable until freed. Durable under the database's durability, like a
+    /// write. Returns the pages sealed.
+    pub fn seal(&self, items: Vec<(SeriesId, i64)>) -> Result<u64, StorageError> {
+        let records = self.range_records(payload::Kind::Seal, &items)?;
+        let ack = self.call(|reply| Cmd::Write { records, op: Op::Seal(items), unknown: 0, reply: Some(reply) })?;
+        Ok(ack.outcome.stored)
+    }
+
+    fn range_records(
+        &self,
+        kind: payload::Kind,
+        items: &[(SeriesId, i64)],
+    ) -> Result<Vec<(u8, Vec<u8>)>, StorageError> {
         self.check_failed()?;
         let per_record = ((self.shared.max_payload - 4) / 12).max(1);
-        let records = items
+        Ok(items
             .chunks(per_record)
             .map(|chunk| {
                 let mut bytes = Vec::new();
                 payload::encode_free(&mut bytes, chunk);
-                (payload::Kind::Free as u8, bytes)
+                (kind as u8, bytes)
             })
-            .collect();
-        let ack = self.call(|reply| Cmd::Write { records, op: Op::Free(items), unknown: 0, reply: Some(reply) })?;
-        Ok(ack.outcome.stored)
+            .collect())
     }
 
     /// The shared head, for the query layer.
     pub fn head(&self) -> &Arc<Head> {
         &self.shared.head
+    }
+
+    /// The published blocks, oldest first: a snapshot that stays valid while held.
+    pub fn blocks(&self) -> BlockList {
+        self.shared.blocks.read().clone()
+    }
+
+    /// Compacts, per series, the pages whose every slot lies before the time into one new block, then frees
+    /// them from the head (they become reusable after the next checkpoint).
+    ///
+    /// The steps, each safe to crash after: (1) seal the pages (a WAL record: later writes there are refused
+    /// as too old, so the copy cannot miss one); (2) copy their values and write the block under a
+    /// temporary name, fsync, rename into `blocks/`, fsync the directory; (3) publish it to readers;
+    /// (4) free the pages (a WAL record). A crash before (2) completes leaves the pages in the head; a
+    /// crash between (2) and (4) leaves them in both, where the head wins on read and a later compaction
+    /// copies them again into a newer block. On an error the pages stay in the head, sealed.
+    pub fn compact(&self, items: Vec<(SeriesId, i64)>) -> Result<CompactReport, StorageError> {
+        let _one = self.shared.compaction.lock();
+        if items.is_empty() || self.seal(items.clone())? == 0 {
+            return Ok(CompactReport::default());
+        }
+        let head = self.head();
+        let mut chunks = Vec::new();
+        let mut pages = 0u64;
+        let mut values = Vec::new();
+        for &(id, before) in &items {
+            let Some((list, f)) = head.pages(id) else { continue };
+            let span = crate::storage::head::file::PAGE_SLOTS as i64 * f;
+            let n_pages = list.iter().take_while(|p| p.start.saturating_add(span) <= before).count();
+            let (Some(first), Some(last)) = (list.first(), list.get(n_pages.wrapping_sub(1))) else { continue };
+            pages += n_pages as u64;
+            let n = ((last.start - first.start) / f) as usize + crate::storage::head::file::PAGE_SLOTS;
+            if head.sample_vec(id, first.start + f / 2, n, &mut values).is_none() {
+                continue;
+            }
+            while values.last().is_some_and(|v| v.is_nan()) {
+                values.pop();
+            }
+            if !values.is_empty() {
+                chunks.push(ChunkData { series: id, start: first.start, frequency: f, values: values.clone() });
+            }
+        }
+        let mut report = CompactReport { pages, series: chunks.len(), ..CompactReport::default() };
+        if !chunks.is_empty() {
+            report.samples = chunks.iter().map(|c| c.values.iter().filter(|v| !v.is_nan()).count() as u64).sum();
+            let bytes = encode_block(chunks, BLOCK_CODEC);
+            let dir = self.dir.join(BLOCK_DIR);
+            self.vfs.create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
+            let seq = self.shared.next_block_seq.fetch_add(1, Ordering::Relaxed);
+            let path = write_block(&*self.vfs, &dir, seq, &bytes)?;
+            let block = Arc::new(Block::open(&*self.vfs, &path, seq)?);
+            {
+                let mut list = self.shared.blocks.write();
+                let mut next = (**list).clone();
+                next.push(block);
+                *list = Arc::new(next);
+            }
+            report.bytes = bytes.len() as u64;
+            report.block = Some(path);
+        }
+        self.free(items)?;
+        Ok(report)
     }
 
     /// Runs a checkpoint now; returns its LSN.
@@ -886,6 +1032,11 @@ impl Writer {
             Op::Free(items) => {
                 for (id, before) in items {
                     outcome.stored += self.head.free_before(id, before) as u64;
+                }
+            }
+            Op::Seal(items) => {
+                for (id, before) in items {
+                    outcome.stored += self.head.seal_before(id, before) as u64;
                 }
             }
         }

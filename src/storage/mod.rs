@@ -2,7 +2,9 @@
 //!
 //! This layer knows series only by [`SeriesId`] and never names a client (server, stream engine, jobs).
 
+pub mod block;
 pub mod check;
+pub mod codec;
 pub mod engine;
 pub mod error;
 pub mod head;

@@ -326,6 +326,16 @@ impl Head {
         r
     }
 
+    /// Like [`Head::sample_vec`], but stores the values of the series' pages over `out` (one slot per step)
+    /// and leaves every other step as it is: the head's pages win over older copies of the same slots.
+    pub fn sample_store(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
+        self.sample_with(id, t0, out.len(), |a, words| {
+            for (o, w) in out[a..a + words.len()].iter_mut().zip(words) {
+                *o = load(w);
+            }
+        })
+    }
+
     /// The walk behind the sampling functions: for each page with values in the steps, in step order, calls
     /// `emit(k, words)`: the values of steps `k .. k + words.len()` (steps before `k` not yet emitted are
     /// gaps). Emits nothing if it returns `None`.
@@ -660,6 +670,23 @@ impl HeadWriter {
         *s.shared.pages.write() = Arc::from(s.pages.as_slice());
         self.pending.extend(freed.iter().map(|p| p.no));
         freed.len()
+    }
+
+    /// Seals the pages of series `id` whose every slot lies before `before`: writes to them are refused
+    /// from then on (as too old), but the pages stay, readable, until freed. Returns how many pages are
+    /// sealed. Compaction seals pages before copying them into a block, so no write can slip in between.
+    pub fn seal_before(&mut self, id: SeriesId, before: i64) -> usize {
+        let Some(s) = self.series.get_mut(id.0 as usize) else { return 0 };
+        let span = PAGE_SLOTS as i64 * s.frequency;
+        let n = s.pages.iter().position(|p| p.start.saturating_add(span) > before).unwrap_or(s.pages.len());
+        if n == 0 {
+            return 0;
+        }
+        if let (Some(origin), Some(last)) = (s.origin, s.pages.get(n - 1)) {
+            s.floor = s.floor.max((last.start - origin) / span + 1);
+        }
+        s.next = None;
+        n
     }
 
     /// What a checkpoint records. Pages pending reuse are recorded as free.

@@ -19,6 +19,8 @@ pub enum Kind {
     Samples = 3,
     /// Free whole pages older than a time.
     Free = 4,
+    /// Refuse writes to whole pages older than a time, keeping the pages (before they are compacted).
+    Seal = 5,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
             2 => Kind::DefineSeries,
             3 => Kind::Samples,
             4 => Kind::Free,
+            5 => Kind::Seal,
             _ => return None,
         })
     }
@@ -74,6 +77,9 @@ pub enum Payload {
     Samples(Vec<Sample>),
     /// `Free`: for each series, drop whole pages whose every slot lies before the time.
     Free(Vec<(SeriesId, i64)>),
+    /// `Seal`: for each series, refuse writes to whole pages whose every slot lies before the time; the
+    /// pages stay.
+    Seal(Vec<(SeriesId, i64)>),
 }
 
 fn bad(msg: impl Into<String>) -> CorruptionKind {
@@ -231,7 +237,7 @@ pub fn encode_samples(out: &mut Vec<u8>, samples: &[Sample]) {
     }
 }
 
-/// Encodes a `Free` payload: `count u32 | (series u32, before i64)*`.
+/// Encodes a `Free` (or `Seal`) payload: `count u32 | (series u32, before i64)*`.
 pub fn encode_free(out: &mut Vec<u8>, items: &[(SeriesId, i64)]) {
     out.extend_from_slice(&(items.len() as u32).to_le_bytes());
     for (s, t) in items {
@@ -297,7 +303,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Payload, CorruptionKind> {
             for_each_sample(payload, |s| v.push(s))?;
             return Ok(Payload::Samples(v));
         }
-        Kind::Free => {
+        Kind::Free | Kind::Seal => {
             let count = c.u32()? as usize;
             if count.saturating_mul(12) > c.remaining() {
                 return Err(CorruptionKind::OutOfBounds(format!("{count} frees in {} bytes", c.remaining())));
@@ -306,7 +312,11 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Payload, CorruptionKind> {
             for _ in 0..count {
                 v.push((SeriesId(c.u32()?), c.i64()?));
             }
-            Payload::Free(v)
+            if kind == Kind::Seal {
+                Payload::Seal(v)
+            } else {
+                Payload::Free(v)
+            }
         }
     };
     c.finish()?;
@@ -331,6 +341,10 @@ pub fn encode(out: &mut Vec<u8>, p: &Payload) -> u8 {
         Payload::Free(f) => {
             encode_free(out, f);
             Kind::Free as u8
+        }
+        Payload::Seal(f) => {
+            encode_free(out, f);
+            Kind::Seal as u8
         }
     }
 }

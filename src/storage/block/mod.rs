@@ -1,0 +1,410 @@
+//! Block files: immutable, compressed, column-oriented copies of head pages that left the head. Codec of
+//! `format/block.md`.
+//!
+//! A block holds, per series, one or more *chunks*: the values of consecutive grid slots from a slot
+//! boundary `start` (value `i` lies at nominal time `start + i*F + F/2`, as in a head page), NaN for gaps,
+//! encoded by a [`Codec`], with the count, sum, minimum and maximum of its non-NaN values kept in the
+//! chunk's descriptor so that stats over whole chunks need no decoding. Descriptors are sorted by series and
+//! start and sit in an index at the end of the file, which is CRC-checked when the block is opened; each
+//! chunk's bytes carry their own CRC, checked when the chunk is decoded.
+//!
+//! Blocks are written whole to a temporary name, synced and renamed into `blocks/` ([`write_block`]), then
+//! mapped read-only ([`Block::open`]). Where two blocks hold the same slot of a series (only after a crash
+//! between publishing a block and freeing its pages in the head, or a merge), the block with the higher
+//! sequence number wins; the head wins over every block.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::storage::codec::{self, Codec};
+use crate::storage::error::{CorruptionKind, StorageError};
+use crate::storage::io::{write_atomic, ReadRegion, Vfs};
+use crate::storage::wal::payload::Cursor;
+use crate::storage::SeriesId;
+
+/// Magic number at the start of a block.
+pub const BLOCK_MAGIC: [u8; 8] = *b"SILTBLK1";
+/// Block format version.
+pub const BLOCK_VERSION: u32 = 1;
+/// Bytes of the header.
+pub const HEADER_LEN: usize = 64;
+/// Bytes of one chunk descriptor in the index.
+pub const DESCRIPTOR_LEN: usize = 80;
+/// Most values one chunk may hold (a year at one-second frequency).
+pub const MAX_CHUNK_VALUES: u32 = 366 * 86_400;
+/// The directory of block files in the data directory.
+pub const BLOCK_DIR: &str = "blocks";
+
+/// The file name of block `seq`.
+pub fn block_name(seq: u64) -> String {
+    format!("{seq:020}.blk")
+}
+
+/// The sequence number of a block file name, if it is one.
+pub fn parse_block_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".blk")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
+}
+
+/// One chunk's descriptor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChunkMeta {
+    /// The series.
+    pub series: SeriesId,
+    /// How the values are encoded.
+    pub codec: Codec,
+    /// Slot boundary of value 0.
+    pub start: i64,
+    /// Seconds between values.
+    pub frequency: i64,
+    /// Values, NaN included.
+    pub count: u32,
+    /// Non-NaN values.
+    pub samples: u32,
+    /// Offset of the encoded bytes in the file.
+    pub offset: u64,
+    /// Length of the encoded bytes.
+    pub len: u32,
+    /// CRC32 of the encoded bytes.
+    pub crc: u32,
+    /// Sum of the non-NaN values (0 if none).
+    pub sum: f64,
+    /// Minimum of the non-NaN values (+inf if none).
+    pub min: f64,
+    /// Maximum of the non-NaN values (-inf if none).
+    pub max: f64,
+}
+
+impl ChunkMeta {
+    /// One past the last slot's boundary: `start + count * frequency`.
+    pub fn end(&self) -> i64 {
+        self.start.saturating_add(i64::from(self.count).saturating_mul(self.frequency))
+    }
+}
+
+/// Values of one series for a block: slot boundary of the first value, frequency, values (NaN = gap).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChunkData {
+    /// The series.
+    pub series: SeriesId,
+    /// Slot boundary of value 0.
+    pub start: i64,
+    /// Seconds between values.
+    pub frequency: i64,
+    /// The values.
+    pub values: Vec<f64>,
+}
+
+/// Encodes a block from chunks (any order; sorted here) with `codec`. Chunks without values are dropped.
+pub fn encode_block(mut chunks: Vec<ChunkData>, codec: Codec) -> Vec<u8> {
+    chunks.retain(|c| !c.values.is_empty());
+    chunks.sort_by_key(|c| (c.series, c.start));
+    let mut out = vec![0u8; HEADER_LEN];
+    let mut metas = Vec::with_capacity(chunks.len());
+    let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+    for c in &chunks {
+        let offset = out.len() as u64;
+        codec::encode(codec, &c.values, &mut out);
+        let bytes = &out[offset as usize..];
+        let (mut samples, mut sum, mut min, mut max) = (0u32, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for &v in c.values.iter().filter(|v| !v.is_nan()) {
+            samples += 1;
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+        }
+        let meta = ChunkMeta {
+            series: c.series,
+            codec,
+            start: c.start,
+            frequency: c.frequency,
+            count: c.values.len() as u32,
+            samples,
+            offset,
+            len: bytes.len() as u32,
+            crc: crc32fast::hash(bytes),
+            sum,
+            min,
+            max,
+        };
+        min_time = min_time.min(meta.start);
+        max_time = max_time.max(meta.end());
+        metas.push(meta);
+    }
+    let index_offset = out.len() as u64;
+    for m in &metas {
+        out.extend_from_slice(&m.series.0.to_le_bytes());
+        out.push(m.codec as u8);
+        out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&m.start.to_le_bytes());
+        out.extend_from_slice(&m.frequency.to_le_bytes());
+        out.extend_from_slice(&m.count.to_le_bytes());
+        out.extend_from_slice(&m.samples.to_le_bytes());
+        out.extend_from_slice(&m.offset.to_le_bytes());
+        out.extend_from_slice(&m.len.to_le_bytes());
+        out.extend_from_slice(&m.crc.to_le_bytes());
+        out.extend_from_slice(&m.sum.to_bits().to_le_bytes());
+        out.extend_from_slice(&m.min.to_bits().to_le_bytes());
+        out.extend_from_slice(&m.max.to_bits().to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+    }
+    let index_crc = crc32fast::hash(&out[index_offset as usize..]);
+    if metas.is_empty() {
+        (min_time, max_time) = (0, 0);
+    }
+    let file_len = out.len() as u64;
+    let mut h = Vec::with_capacity(HEADER_LEN);
+    h.extend_from_slice(&BLOCK_MAGIC);
+    h.extend_from_slice(&BLOCK_VERSION.to_le_bytes());
+    h.extend_from_slice(&(metas.len() as u32).to_le_bytes());
+    h.extend_from_slice(&min_time.to_le_bytes());
+    h.extend_from_slice(&max_time.to_le_bytes());
+    h.extend_from_slice(&index_offset.to_le_bytes());
+    h.extend_from_slice(&index_crc.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&file_len.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    out[..HEADER_LEN].copy_from_slice(&h);
+    out
+}
+
+/// Writes block `seq` into `dir` atomically (temporary name, fsync, rename, fsync of `dir`); returns its path.
+pub fn write_block(vfs: &dyn Vfs, dir: &Path, seq: u64, bytes: &[u8]) -> Result<PathBuf, StorageError> {
+    let path = dir.join(block_name(seq));
+    write_atomic(vfs, &path, bytes).map_err(|e| StorageError::io("write block", &path, e))?;
+    Ok(path)
+}
+
+/// An open block file.
+pub struct Block {
+    path: PathBuf,
+    seq: u64,
+    region: Arc<dyn ReadRegion>,
+    chunks: Vec<ChunkMeta>,
+    min_time: i64,
+    max_time: i64,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block").field("path", &self.path).field("chunks", &self.chunks.len()).finish()
+    }
+}
+
+impl Block {
+    /// Maps block `path` (sequence `seq`) and checks its header and index: magic, version, CRCs, and that
+    /// every descriptor lies within the file, names a known codec and is in order. Chunk bytes are checked
+    /// when decoded.
+    pub fn open(vfs: &dyn Vfs, path: &Path, seq: u64) -> Result<Block, StorageError> {
+        let region = vfs.map_read(path).map_err(|e| StorageError::io("map block", path, e))?;
+        let (chunks, min_time, max_time) = parse(region.bytes())
+            .map_err(|(offset, kind)| StorageError::Corruption { file: path.to_owned(), offset, kind })?;
+        Ok(Block { path: path.to_owned(), seq, region, chunks, min_time, max_time })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sequence number (higher = newer data where blocks overlap).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Every chunk, sorted by series and start.
+    pub fn chunks(&self) -> &[ChunkMeta] {
+        &self.chunks
+    }
+
+    /// Smallest chunk start and largest chunk end (both 0 for an empty block).
+    pub fn time_range(&self) -> (i64, i64) {
+        (self.min_time, self.max_time)
+    }
+
+    /// The chunks of one series, sorted by start.
+    pub fn chunks_of(&self, id: SeriesId) -> &[ChunkMeta] {
+        let lo = self.chunks.partition_point(|c| c.series < id);
+        let hi = self.chunks.partition_point(|c| c.series <= id);
+        &self.chunks[lo..hi]
+    }
+
+    /// Decodes a chunk of this block into `out` (appended), after checking its CRC.
+    pub fn decode(&self, c: &ChunkMeta, out: &mut Vec<f64>) -> Result<(), StorageError> {
+        let bad = |kind| StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind };
+        let bytes = self.region.bytes();
+        let range = c.offset as usize..(c.offset as usize).saturating_add(c.len as usize);
+        let Some(data) = bytes.get(range) else {
+            return Err(bad(CorruptionKind::OutOfBounds(format!("chunk of {} bytes past the end", c.len))));
+        };
+        let got = crc32fast::hash(data);
+        if got != c.crc {
+            return Err(bad(CorruptionKind::ChecksumMismatch { expected: c.crc, got }));
+        }
+        codec::decode(c.codec, data, c.count as usize, out).map_err(|e| bad(CorruptionKind::Invalid(e.to_string())))
+    }
+}
+
+type ParseError = (u64, CorruptionKind);
+
+/// Parses and checks a block's header and index.
+pub fn parse(bytes: &[u8]) -> Result<(Vec<ChunkMeta>, i64, i64), ParseError> {
+    let oob = |what: String| (0u64, CorruptionKind::OutOfBounds(what));
+    if bytes.len() < HEADER_LEN {
+        return Err(oob(format!("{} bytes, less than a header", bytes.len())));
+    }
+    let mut c = Cursor::new(&bytes[..HEADER_LEN]);
+    let at0 = |k: CorruptionKind| (0u64, k);
+    if c.array::<8>().map_err(at0)? != BLOCK_MAGIC {
+        return Err((0, CorruptionKind::BadMagic));
+    }
+    let stored_crc = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
+    let crc = crc32fast::hash(&bytes[..60]);
+    if crc != stored_crc {
+        return Err((60, CorruptionKind::ChecksumMismatch { expected: stored_crc, got: crc }));
+    }
+    let version = c.u32().map_err(at0)?;
+    if version != BLOCK_VERSION {
+        return Err((8, CorruptionKind::Invalid(format!("block version {version}"))));
+    }
+    let count = c.u32().map_err(at0)? as usize;
+    let min_time = c.i64().map_err(at0)?;
+    let max_time = c.i64().map_err(at0)?;
+    let index_offset = c.u64().map_err(at0)?;
+    let index_crc = c.u32().map_err(at0)?;
+    let _ = c.u32().map_err(at0)?;
+    let file_len = c.u64().map_err(at0)?;
+    if file_len != bytes.len() as u64 {
+        return Err((
+            48,
+            CorruptionKind::OutOfBounds(format!("header says {file_len} bytes, file has {}", bytes.len())),
+        ));
+    }
+    let index_len = count.checked_mul(DESCRIPTOR_LEN).ok_or_else(|| oob(format!("{count} chunks")))?;
+    if index_offset < HEADER_LEN as u64 || index_offset.checked_add(index_len as u64) != Some(file_len) {
+        return Err((32, CorruptionKind::OutOfBounds(format!("index of {count} chunks at {index_offset}"))));
+    }
+    let index = &bytes[index_offset as usize..];
+    let got = crc32fast::hash(index);
+    if got != index_crc {
+        return Err((index_offset, CorruptionKind::ChecksumMismatch { expected: index_crc, got }));
+    }
+    let mut chunks = Vec::with_capacity(count);
+    let mut c = Cursor::new(index);
+    for i in 0..count {
+        let at = index_offset + (i * DESCRIPTOR_LEN) as u64;
+        let e = |k: CorruptionKind| (at, k);
+        let series = SeriesId(c.u32().map_err(e)?);
+        let codec_byte = c.u8().map_err(e)?;
+        let _pad = c.array::<3>().map_err(e)?;
+        let codec = Codec::from_u8(codec_byte)
+            .ok_or_else(|| (at, CorruptionKind::Invalid(format!("unknown codec {codec_byte}"))))?;
+        let start = c.i64().map_err(e)?;
+        let frequency = c.i64().map_err(e)?;
+        let count = c.u32().map_err(e)?;
+        let samples = c.u32().map_err(e)?;
+        let offset = c.u64().map_err(e)?;
+        let len = c.u32().map_err(e)?;
+        let crc = c.u32().map_err(e)?;
+        let sum = f64::from_bits(c.u64().map_err(e)?);
+        let min = f64::from_bits(c.u64().map_err(e)?);
+        let max = f64::from_bits(c.u64().map_err(e)?);
+        let _ = c.u64().map_err(e)?;
+        let invalid = |what: String| (at, CorruptionKind::Invalid(what));
+        if frequency < 1 || count == 0 || count > MAX_CHUNK_VALUES || samples > count {
+            return Err(invalid(format!("chunk {i}: frequency {frequency}, {count} values, {samples} samples")));
+        }
+        if start.checked_add(i64::from(count) * frequency).is_none() {
+            return Err(invalid(format!("chunk {i}: start {start} overflows")));
+        }
+        if offset < HEADER_LEN as u64 || offset.saturating_add(u64::from(len)) > index_offset {
+            return Err((at, CorruptionKind::OutOfBounds(format!("chunk {i}: {len} bytes at {offset}"))));
+        }
+        let meta = ChunkMeta { series, codec, start, frequency, count, samples, offset, len, crc, sum, min, max };
+        if let Some(prev) = chunks.last() {
+            let prev: &ChunkMeta = prev;
+            if (prev.series, prev.start) >= (series, start) {
+                return Err(invalid(format!("chunk {i} is out of order")));
+            }
+        }
+        chunks.push(meta);
+    }
+    Ok((chunks, min_time, max_time))
+}
+
+/// The published blocks, oldest sequence first. Replaced as a whole when a block is added or removed, so
+/// readers hold a consistent snapshot.
+pub type BlockList = Arc<Vec<Arc<Block>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::io::sim::SimVfs;
+
+    fn chunk(series: u32, start: i64, values: &[f64]) -> ChunkData {
+        ChunkData { series: SeriesId(series), start, frequency: 10, values: values.to_vec() }
+    }
+
+    #[test]
+    fn round_trip_with_stats_and_lookup() {
+        let vfs = SimVfs::new();
+        let dir = Path::new("/d");
+        vfs.create_dir_all(dir).unwrap();
+        let chunks = vec![chunk(3, 100, &[1.0, f64::NAN, 3.0]), chunk(1, 0, &[-0.0]), chunk(3, 0, &[5.0])];
+        let bytes = encode_block(chunks, Codec::Raw);
+        let path = write_block(&vfs, dir, 7, &bytes).unwrap();
+        assert_eq!(path, dir.join("00000000000000000007.blk"));
+        let b = Block::open(&vfs, &path, 7).unwrap();
+        assert_eq!(b.chunks().len(), 3);
+        assert_eq!(b.time_range(), (0, 130));
+        let of3 = b.chunks_of(SeriesId(3));
+        assert_eq!(of3.iter().map(|c| c.start).collect::<Vec<_>>(), vec![0, 100]);
+        assert_eq!((of3[1].samples, of3[1].sum, of3[1].min, of3[1].max), (2, 4.0, 1.0, 3.0));
+        let mut out = Vec::new();
+        b.decode(&of3[1], &mut out).unwrap();
+        assert_eq!(out[0], 1.0);
+        assert!(out[1].is_nan());
+        assert!(b.chunks_of(SeriesId(2)).is_empty());
+        let mut z = Vec::new();
+        b.decode(&b.chunks_of(SeriesId(1))[0], &mut z).unwrap();
+        assert!(z[0] == 0.0 && z[0].is_sign_negative());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_block_name(&block_name(42)), Some(42));
+        assert_eq!(parse_block_name("42.blk"), None);
+        assert_eq!(parse_block_name("00000000000000000042.blk.tmp"), None);
+    }
+
+    #[test]
+    fn every_flipped_bit_in_header_or_index_is_caught_at_open_and_in_data_at_decode() {
+        let bytes = encode_block(vec![chunk(1, 0, &[1.0, 2.0]), chunk(2, 0, &[3.0])], Codec::Raw);
+        let (chunks, _, _) = parse(&bytes).unwrap();
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            match parse(&b) {
+                Err(_) => {}
+                Ok((got, _, _)) => {
+                    // Only a chunk's data bytes may change unnoticed by the index: its CRC catches it.
+                    assert_eq!(got, chunks, "bit {bit} changed the index unnoticed");
+                    let hit =
+                        got.iter().find(|c| (c.offset * 8..(c.offset + u64::from(c.len)) * 8).contains(&(bit as u64)));
+                    let c = hit.unwrap_or_else(|| panic!("bit {bit} outside any chunk went unnoticed"));
+                    assert_ne!(crc32fast::hash(&b[c.offset as usize..(c.offset + u64::from(c.len)) as usize]), c.crc);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncations_are_errors() {
+        let bytes = encode_block(vec![chunk(1, 0, &[1.0, 2.0])], Codec::Raw);
+        for n in 0..bytes.len() {
+            assert!(parse(&bytes[..n]).is_err(), "{n}");
+        }
+    }
+}
