@@ -400,6 +400,13 @@ impl Db {
         Ok(query::free(&self.inner.engine, &self.inner.index, sel, before)?)
     }
 
+    /// Compacts, in every series at or below the levels a selector names, the pages whose every slot lies
+    /// before `before` into a block file, and frees them from the head: they stay readable. Returns the
+    /// pages compacted. (Retention and the memory cap do this on their own with [`Options::compaction`].)
+    pub fn compact_selector(&self, sel: &Selector, before: i64) -> Result<u64, Error> {
+        Ok(query::compact(&self.inner.engine, &self.inner.index, sel, before)?)
+    }
+
     /// Frees pages older than `before` everywhere except at or below the levels the `keep` selectors name.
     pub fn free_except(&self, keep: &[Selector], before: i64) -> Result<u64, Error> {
         Ok(query::free_except(&self.inner.engine, &self.inner.index, keep, before, false)?)

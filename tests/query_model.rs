@@ -1,5 +1,7 @@
 //! `read`, aggregation and `stats` against a naive model (a `BTreeMap` of samples per child) over random
-//! writes at arbitrary (off-grid) timestamps, frees and queries. The case count comes from `PROPTEST_CASES`.
+//! writes at arbitrary (off-grid) timestamps, frees, compactions into blocks and queries: the answers are
+//! the same whether the data is in the head, in blocks, or split across both. The case count comes from
+//! `PROPTEST_CASES`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ const CHILDREN: u32 = 3;
 enum Op {
     Write(Vec<(u32, i64, f64)>),
     Free(i64),
+    Compact(i64),
     Read(i64, i64),
     Stats(i64, i64),
 }
@@ -26,17 +29,20 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => proptest::collection::vec((0..CHILDREN, ts.clone(), -1000.0f64..1000.0), 1..80).prop_map(Op::Write),
         1 => (0i64..12_000).prop_map(Op::Free),
+        2 => (0i64..12_000).prop_map(Op::Compact),
         3 => (-500i64..13_000, 0i64..3_000).prop_map(|(a, len)| Op::Read(a, a + len)),
         2 => (-500i64..13_000, 0i64..3_000).prop_map(|(a, len)| Op::Stats(a, a + len)),
     ]
 }
 
-/// One child: its grid origin, floor page and slots, as the head's rules define them.
+/// One child: its grid origin, floor page and slots in the head, as the head's rules define them, and the
+/// slots compacted into blocks.
 #[derive(Clone, Debug, Default)]
 struct Child {
     origin: Option<i64>,
     floor: i64,
     slots: BTreeMap<i64, f64>,
+    blocked: BTreeMap<i64, f64>,
 }
 
 impl Child {
@@ -60,11 +66,38 @@ impl Child {
             self.slots.retain(|s, _| s / PAGE > last);
         }
     }
-    /// Data range in slots: first slot of the oldest page .. last defined slot.
+    /// Moves the head's pages whose every slot lies before `before` into blocks; writes there are refused
+    /// from then on.
+    fn compact(&mut self, before: i64) {
+        let Some(origin) = self.origin else { return };
+        let pages: Vec<i64> = self.slots.keys().map(|s| s / PAGE).collect();
+        let moved: Vec<i64> = pages.into_iter().filter(|&p| origin + (p + 1) * PAGE * F <= before).collect();
+        if let Some(&last) = moved.iter().max() {
+            self.floor = self.floor.max(last + 1);
+            let keep = self.slots.split_off(&((last + 1) * PAGE));
+            self.blocked.append(&mut self.slots);
+            self.slots = keep;
+        }
+    }
+    /// First slot of the head's oldest page: the head owns every slot from there on, blocks the rest.
+    fn head_lo(&self) -> i64 {
+        self.slots.keys().next().map_or(i64::MAX, |s| s / PAGE * PAGE)
+    }
+    fn value(&self, s: i64) -> f64 {
+        let v = if s >= self.head_lo() { self.slots.get(&s) } else { self.blocked.get(&s) };
+        v.copied().unwrap_or(f64::NAN)
+    }
+    /// Data range in slots: first slot of the oldest page (head or block) .. last defined slot.
     fn range(&self) -> Option<(i64, i64)> {
-        let first = *self.slots.keys().next()?;
-        let last = *self.slots.keys().next_back()?;
-        Some((first / PAGE * PAGE, last))
+        let head = self.slots.keys().next().map(|&f| (f / PAGE * PAGE, *self.slots.keys().next_back().unwrap_or(&f)));
+        let hl = self.head_lo();
+        let mut blocked = self.blocked.range(..hl).map(|(s, _)| *s);
+        let block =
+            blocked.next().map(|f| (f / PAGE * PAGE, self.blocked.range(..hl).next_back().map_or(f, |(s, _)| *s)));
+        match (head, block) {
+            (Some(h), Some(b)) => Some((h.0.min(b.0), h.1.max(b.1))),
+            (h, b) => h.or(b),
+        }
     }
     fn sample(&self, t: i64) -> (bool, f64) {
         let (Some(origin), Some((lo, hi))) = (self.origin, self.range()) else { return (false, f64::NAN) };
@@ -72,7 +105,12 @@ impl Child {
         if s < lo || s > hi {
             return (false, f64::NAN);
         }
-        (true, self.slots.get(&s).copied().unwrap_or(f64::NAN))
+        (true, self.value(s))
+    }
+    /// Every defined slot a query sees, with its value.
+    fn visible(&self) -> Vec<(i64, f64)> {
+        let hl = self.head_lo();
+        self.blocked.range(..hl).chain(self.slots.iter()).map(|(s, v)| (*s, *v)).collect()
     }
 }
 
@@ -114,6 +152,10 @@ fn run(ops: Vec<Op>, avg: bool) -> Result<(), TestCaseError> {
                 db.free_selector(&Selector::from(&host), T + before).expect("free");
                 model.iter_mut().for_each(|c| c.free(T + before));
             }
+            Op::Compact(before) => {
+                db.compact_selector(&Selector::from(&host), T + before).expect("compact");
+                model.iter_mut().for_each(|c| c.compact(T + before));
+            }
             Op::Read(a, b) => {
                 let (from, to) = (T + a, T + b);
                 let r = db.read(&host, "m", from, to).expect("read");
@@ -154,13 +196,13 @@ fn run(ops: Vec<Op>, avg: bool) -> Result<(), TestCaseError> {
                 for c in &model {
                     let Some(origin) = c.origin else { continue };
                     let vals: Vec<f64> = c
-                        .slots
-                        .iter()
+                        .visible()
+                        .into_iter()
                         .filter(|(s, v)| {
                             let t = origin + *s * F + F / 2;
                             t >= from && t < to && !v.is_nan()
                         })
-                        .map(|(_, v)| *v)
+                        .map(|(_, v)| v)
                         .collect();
                     if vals.is_empty() {
                         continue;

@@ -312,12 +312,22 @@ pub fn stats(
 /// Frees, in every series at or below the levels `sel` names (any metric), the pages whose every slot lies
 /// before `before`. Returns the pages freed.
 pub fn free(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i64) -> Result<u64, QueryError> {
+    free_ids(engine, selected(engine, index, sel), before, false)
+}
+
+/// Compacts into one block, in every series at or below the levels `sel` names, the pages whose every slot
+/// lies before `before`, and frees them from the head. Returns the pages compacted.
+pub fn compact(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i64) -> Result<u64, QueryError> {
+    free_ids(engine, selected(engine, index, sel), before, true)
+}
+
+fn selected(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<SeriesId> {
     refresh(engine, index);
     let mut ids = Vec::new();
     for l in index.read().select(sel) {
         l.all_series(&mut ids);
     }
-    free_ids(engine, ids, before, false)
+    ids
 }
 
 fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64, compact: bool) -> Result<u64, QueryError> {

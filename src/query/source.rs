@@ -36,9 +36,25 @@ fn head_start(engine: &Engine, id: SeriesId) -> i64 {
     engine.head().pages(id).and_then(|(p, _)| p.first().map(|p| p.start)).unwrap_or(i64::MAX)
 }
 
+/// The slot boundaries `[lo, hi)` that the blocks hold of series `id` below `limit` (where the head's
+/// domain starts), if any.
+fn block_extent(blocks: &[Arc<Block>], id: SeriesId, limit: i64) -> Option<(i64, i64)> {
+    let mut r: Option<(i64, i64)> = None;
+    for b in blocks {
+        for c in b.chunks_of(id) {
+            if c.start < limit {
+                let (a, e) = (c.start, c.end().min(limit));
+                r = Some(r.map_or((a, e), |(x, y)| (x.min(a), y.max(e))));
+            }
+        }
+    }
+    r
+}
+
 /// Samples series `id` at `t0 + k*F` for `k` in `0..n` into `out` (cleared first), as
 /// [`crate::storage::head::Head::sample_vec`] does, from the head and the blocks. Returns the range of `k`
-/// with data, `None` (and `out` empty) if none.
+/// within the series' data (from the first slot of its oldest page or chunk to its last value), `None`
+/// (and `out` empty) if none is.
 pub(crate) fn sample_into(
     engine: &Engine,
     blocks: &[Arc<Block>],
@@ -48,17 +64,25 @@ pub(crate) fn sample_into(
     n: usize,
     out: &mut Vec<f64>,
 ) -> Result<Option<(usize, usize)>, QueryError> {
+    let head = engine.head();
     let limit = head_start(engine, id);
-    let span_hi = t0.saturating_add((n as i64).saturating_mul(f)).min(limit);
-    let found = chunks(blocks, id, t0.saturating_sub(f), span_hi);
-    if found.is_empty() {
-        return Ok(engine.head().sample_vec(id, t0, n, out));
+    let Some((mut lo, mut hi)) = block_extent(blocks, id, limit) else {
+        return Ok(head.sample_vec(id, t0, n, out));
+    };
+    if let Some(last) = head.last_time(id) {
+        lo = lo.min(limit);
+        hi = hi.max(last - f / 2 + f);
     }
     out.clear();
+    let k_first = (lo - t0 + f - 1).div_euclid(f).max(0);
+    let k_last = (hi - 1 - t0).div_euclid(f).min(n as i64 - 1);
+    if k_first > k_last {
+        return Ok(None);
+    }
     out.resize(n, f64::NAN);
-    let mut range: Option<(usize, usize)> = None;
+    let span_hi = t0.saturating_add((n as i64).saturating_mul(f)).min(limit);
     let mut tmp = Vec::new();
-    for (block, c) in found {
+    for (block, c) in chunks(blocks, id, t0.saturating_sub(f), span_hi) {
         if c.frequency != f {
             continue;
         }
@@ -68,23 +92,13 @@ pub(crate) fn sample_into(
         let first_k = (c.start - t0 + f - 1).div_euclid(f).max(0);
         let end = c.end().min(limit); // slots at or after the head's start belong to the head
         let last_k = (end - 1 - t0).div_euclid(f).min(n as i64 - 1);
-        if last_k < first_k {
-            continue;
-        }
         for k in first_k..=last_k {
             let s = (t0 + k * f - c.start).div_euclid(f) as usize;
             out[k as usize] = tmp[s];
         }
-        let (a, b) = (first_k as usize, last_k as usize);
-        range = Some(range.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
     }
-    if let Some((a, b)) = engine.head().sample_store(id, t0, out) {
-        range = Some(range.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
-    }
-    if range.is_none() {
-        out.clear();
-    }
-    Ok(range)
+    head.sample_store(id, t0, out);
+    Ok(Some((k_first as usize, k_last as usize)))
 }
 
 /// Adds (or, if `first`, stores) series `id` sampled at `t0 + k*F` into `acc`, NaN where it has no value, as
@@ -100,8 +114,7 @@ pub(crate) fn add_into(
     tmp: &mut Vec<f64>,
 ) -> Result<Option<(usize, usize)>, QueryError> {
     let n = acc.len();
-    let span_hi = t0.saturating_add((n as i64).saturating_mul(f)).min(head_start(engine, id));
-    if chunks(blocks, id, t0.saturating_sub(f), span_hi).is_empty() {
+    if block_extent(blocks, id, head_start(engine, id)).is_none() {
         return Ok(engine.head().sample_add(id, t0, acc, first));
     }
     let r = sample_into(engine, blocks, id, f, t0, n, tmp)?;
