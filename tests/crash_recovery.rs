@@ -1,6 +1,6 @@
 //! Model-based crash recovery through the fault-injecting file system.
 //!
-//! Random interleavings of writes, frees, checkpoints, injected I/O faults (every mutating file operation after
+//! Random interleavings of writes, frees, compactions into blocks, checkpoints, injected I/O faults (every mutating file operation after
 //! the N-th fails, which freezes the disk at that point, like a crash in the middle of whatever was running) and
 //! crashes (a crash drops any subset of unsynced writes, tears writes, keeps each dirty mmapped page old or new,
 //! and undoes a random suffix of unsynced directory operations). After every crash the database is reopened
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use silt::storage::io::sim::SimVfs;
-use silt::{Aggregation, Batch, Db, Durability, JobKey, MetricConfig, Options};
+use silt::{Aggregation, Batch, Db, Durability, JobKey, MetricConfig, Options, Selector};
 
 const T: i64 = 1_000_000;
 const F: i64 = 10;
@@ -29,6 +29,7 @@ const PAGE: i64 = 512;
 enum Op {
     Write(Vec<(u32, i64, f64)>),
     Free(u32, i64),
+    Compact(u32, i64),
     Checkpoint,
     Fault(u64),
     Crash(u64),
@@ -38,22 +39,47 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => proptest::collection::vec((0..SERIES, 0..700i64, -1e6f64..1e6), 1..300).prop_map(Op::Write),
         1 => (0..SERIES, 0..3i64).prop_map(|(s, k)| Op::Free(s, k)),
+        1 => (0..SERIES, 0..3i64).prop_map(|(s, k)| Op::Compact(s, k)),
         2 => Just(Op::Checkpoint),
         1 => (0u64..120).prop_map(Op::Fault),
         2 => any::<u64>().prop_map(Op::Crash),
     ]
 }
 
-/// What the database must hold: per series, slot -> value, the pages that exist and the floor page.
+/// What the database must hold: per series, slot -> value in the head and in blocks, and the floor page.
+/// (A page may also still be in the head after a crash between a compaction's block and its free; the head
+/// then holds the same values, so the model does not tell the two apart.)
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Model {
     slots: Vec<BTreeMap<i64, f64>>,
+    blocked: Vec<BTreeMap<i64, f64>>,
     floor: Vec<i64>,
 }
 
 impl Model {
     fn new() -> Self {
-        Model { slots: vec![BTreeMap::new(); SERIES as usize], floor: vec![0; SERIES as usize] }
+        Model {
+            slots: vec![BTreeMap::new(); SERIES as usize],
+            blocked: vec![BTreeMap::new(); SERIES as usize],
+            floor: vec![0; SERIES as usize],
+        }
+    }
+    /// What a read shows: blocked slots below the head's oldest page, and the head's slots.
+    fn visible(&self, s: usize) -> BTreeMap<i64, f64> {
+        let head_lo = self.slots[s].keys().next().map_or(i64::MAX, |k| k / PAGE * PAGE);
+        let mut v: BTreeMap<i64, f64> = self.blocked[s].range(..head_lo).map(|(k, v)| (*k, *v)).collect();
+        v.extend(self.slots[s].iter().map(|(k, v)| (*k, *v)));
+        v
+    }
+    /// Moves the head's pages below `k` into a new block (if they hold anything); writes there are refused.
+    fn compact(&mut self, s: u32, k: i64) {
+        let s = s as usize;
+        let moved: Vec<(i64, f64)> = self.slots[s].range(..k * PAGE).map(|(a, b)| (*a, *b)).collect();
+        if let Some(&(last, _)) = moved.last() {
+            self.floor[s] = self.floor[s].max(last / PAGE + 1);
+            self.slots[s].retain(|slot, _| slot / PAGE >= k);
+            self.blocked[s].extend(moved);
+        }
     }
     fn pages(&self, s: usize) -> BTreeSet<i64> {
         self.slots[s].keys().map(|k| k / PAGE).collect()
@@ -77,6 +103,7 @@ impl Model {
         match op {
             Op::Write(w) => self.write(w),
             Op::Free(s, k) => self.free(*s, *k),
+            Op::Compact(s, k) => self.compact(*s, *k),
             _ => {}
         }
     }
@@ -94,6 +121,7 @@ fn materialize(ops: Vec<Op>) -> Vec<Op> {
                 Op::Write(out)
             }
             Op::Free(s, back) => Op::Free(s, (cursor / PAGE - back).max(1)),
+            Op::Compact(s, back) => Op::Compact(s, (cursor / PAGE - back).max(1)),
             other => other,
         })
         .collect()
@@ -179,6 +207,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 Err(_) if uncertain.is_none() => uncertain = Some(op.clone()),
                 Err(_) => {}
             },
+            Op::Compact(s, k) => match db.compact_selector(&Selector::from(&key(*s)), T - F / 2 + k * PAGE * F) {
+                Ok(_) => model.compact(*s, *k),
+                Err(_) if uncertain.is_none() => uncertain = Some(op.clone()),
+                Err(_) => {}
+            },
             Op::Checkpoint => {
                 let _ = db.checkpoint();
             }
@@ -189,7 +222,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 vfs = crashed;
                 db = open(&vfs);
                 let got = observe(&db);
-                model = reconcile(&model, uncertain.take(), &got)?;
+                model = reconcile(&model, uncertain.take(), &got, &db)?;
             }
         }
     }
@@ -197,7 +230,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let crashed = vfs.crash_clean();
     drop(db);
     let db = open(&crashed);
-    reconcile(&model, uncertain.take(), &observe(&db))?;
+    reconcile(&model, uncertain.take(), &observe(&db), &db)?;
     // And a clean reopen after close is identical.
     let before = observe(&db);
     db.close().expect("close");
@@ -212,18 +245,23 @@ fn too_old(model: &Model, w: &[(u32, i64, f64)]) -> usize {
 
 /// Checks the recovered state against the model, letting the one failed operation have happened or not per
 /// sample, and returns the model that matches what is on disk now.
-fn reconcile(model: &Model, uncertain: Option<Op>, got: &[BTreeMap<i64, f64>]) -> Result<Model, TestCaseError> {
+fn reconcile(
+    model: &Model,
+    uncertain: Option<Op>,
+    got: &[BTreeMap<i64, f64>],
+    db: &Db,
+) -> Result<Model, TestCaseError> {
     let mut with = model.clone();
     if let Some(op) = &uncertain {
         with.apply(op);
     }
     for s in 0..SERIES as usize {
-        let slots: BTreeSet<i64> =
-            model.slots[s].keys().chain(with.slots[s].keys()).chain(got[s].keys()).copied().collect();
+        let (mv, wv) = (model.visible(s), with.visible(s));
+        let slots: BTreeSet<i64> = mv.keys().chain(wv.keys()).chain(got[s].keys()).copied().collect();
         for slot in slots {
             let g = got[s].get(&slot).map(|v| v.to_bits());
-            let a = model.slots[s].get(&slot).map(|v| v.to_bits());
-            let b = with.slots[s].get(&slot).map(|v| v.to_bits());
+            let a = mv.get(&slot).map(|v| v.to_bits());
+            let b = wv.get(&slot).map(|v| v.to_bits());
             prop_assert!(
                 g == a || g == b,
                 "series {} slot {}: recovered {:?}, acknowledged {:?}, with the failed op {:?} ({:?})",
@@ -236,10 +274,33 @@ fn reconcile(model: &Model, uncertain: Option<Op>, got: &[BTreeMap<i64, f64>]) -
             );
         }
     }
-    // Adopt what is on disk: the failed op's effect is now decided.
+    // Adopt what is on disk: the failed op's effect is now decided. A failed compaction changes no value; it
+    // happened iff its block was published (then a later free of the head leaves its data readable).
+    if let Some(Op::Compact(s, _)) = uncertain {
+        let s = s as usize;
+        let moved: Vec<i64> = with.blocked[s].keys().filter(|k| !model.blocked[s].contains_key(k)).copied().collect();
+        let (Some(&lo), Some(&hi)) = (moved.first(), moved.last()) else { return Ok(model.clone()) };
+        // Series ids follow the order of the first write (series 0, 1, 2 in `setup`).
+        let (t_lo, t_hi) = (T - F / 2 + lo / PAGE * PAGE * F, T - F / 2 + hi * F);
+        let happened =
+            db.engine().blocks().iter().any(|b| {
+                b.chunks_of(silt::storage::SeriesId(s as u32)).iter().any(|c| c.start <= t_lo && c.end() > t_hi)
+            });
+        if happened {
+            return Ok(with);
+        }
+        // No block: the values stay in the head, but the seal may have survived; the head says.
+        let mut now = model.clone();
+        if let Some(t) = db.engine().head().write_floor(silt::storage::SeriesId(s as u32)) {
+            now.floor[s] = now.floor[s].max((t - (T - F / 2)) / (PAGE * F));
+        }
+        return Ok(now);
+    }
     let mut now = model.clone();
     for s in 0..SERIES as usize {
-        now.slots[s] = got[s].clone();
+        // Writes and frees touch the head only.
+        now.slots[s] =
+            got[s].iter().filter(|(k, _)| !model.blocked[s].contains_key(k)).map(|(k, v)| (*k, *v)).collect();
         if with.floor[s] != model.floor[s] {
             // A failed free: it happened iff none of the pages it frees holds data any more.
             let freed_data = model.slots[s].keys().any(|k| k / PAGE < with.floor[s]);
@@ -282,12 +343,17 @@ fn crash_after_every_mutating_operation_of_a_fixed_workload() {
             Op::Fault(n),
             Op::Write((0..200).map(|i| (i % SERIES, i as i64 * 11 % SLOTS, -(i as f64))).collect()),
             Op::Free(1, 2),
+            Op::Compact(0, 1),
             Op::Checkpoint,
             Op::Write((0..50).map(|i| (i % SERIES, 1500 + i as i64, 3.0)).collect()),
+            Op::Compact(2, 0),
+            Op::Free(2, 0),
             Op::Crash(n),
         ])
     };
-    for n in 0..60 {
+    // Every step of the writes, the frees, both compactions (seal, block file, rename, directory sync,
+    // free) and the checkpoints gets the fault once.
+    for n in 0..90 {
         if let Err(e) = run(ops_for(n)) {
             panic!("fault after {n} operations: {e}");
         }
@@ -321,6 +387,10 @@ fn run_unsynced(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                 model.free(*s, *k);
                 freed_since[*s as usize] = freed_since[*s as usize].max(*k);
             }
+            Op::Compact(s, k) => {
+                db.compact_selector(&Selector::from(&key(*s)), T - F / 2 + k * PAGE * F).expect("compact");
+                model.compact(*s, *k);
+            }
             Op::Checkpoint => {
                 db.checkpoint().expect("checkpoint");
                 durable = model.clone();
@@ -336,10 +406,11 @@ fn run_unsynced(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
     let got = observe(&db);
     for s in 0..SERIES {
         let su = s as usize;
-        let slots: BTreeSet<i64> = durable.slots[su].keys().chain(got[su].keys()).copied().collect();
+        let dv = durable.visible(su);
+        let slots: BTreeSet<i64> = dv.keys().chain(got[su].keys()).copied().collect();
         for slot in slots {
             let g = got[su].get(&slot).map(|v| v.to_bits());
-            let d = durable.slots[su].get(&slot).map(|v| v.to_bits());
+            let d = dv.get(&slot).map(|v| v.to_bits());
             let ok = g == d
                 || g.is_some_and(|g| since.get(&(s, slot)).is_some_and(|vs| vs.contains(&g)))
                 || (g.is_none() && slot / PAGE < freed_since[su]);

@@ -153,6 +153,31 @@ pub struct EngineStats {
     pub last_checkpoint_unix_ms: AtomicU64,
 }
 
+impl Engine {
+    /// After a failed block write: removes what it may have left (the temporary file, or the block if the
+    /// rename happened but the directory sync failed) and syncs the directory. If that fails too, a block
+    /// may still become durable later, after its pages were freed or rewritten: the engine turns read-only,
+    /// as after a failed WAL fsync (the fsync is never retried as if the data were safe).
+    fn abandon_block(&self, dir: &Path, seq: u64, e: StorageError) -> StorageError {
+        let path = dir.join(crate::storage::block::block_name(seq));
+        let tmp = crate::storage::io::tmp_path(&path);
+        let mut clean = true;
+        for p in [&tmp, &path] {
+            if self.vfs.exists(p) && self.vfs.remove_file(p).is_err() {
+                clean = false;
+            }
+        }
+        if !clean || self.vfs.sync_dir(dir).is_err() {
+            let mut f = self.shared.failed.lock();
+            if f.is_none() {
+                *f = Some(format!("compaction: {e}"));
+                tracing::error!(error = %e, "block write failed and could not be undone; the database is read-only");
+            }
+        }
+        e
+    }
+}
+
 /// Opens every block in `dir` (if it exists), oldest sequence first, removing temporary files a crash
 /// left. A block that fails its checks is reported, not opened. Returns the blocks, the damaged ones and the
 /// next free sequence number.
@@ -794,8 +819,11 @@ impl Engine {
             let dir = self.dir.join(BLOCK_DIR);
             self.vfs.create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
             let seq = self.shared.next_block_seq.fetch_add(1, Ordering::Relaxed);
-            let path = write_block(&*self.vfs, &dir, seq, &bytes)?;
-            let block = Arc::new(Block::open(&*self.vfs, &path, seq)?);
+            let block = write_block(&*self.vfs, &dir, seq, &bytes)
+                .and_then(|path| Block::open(&*self.vfs, &path, seq))
+                .map_err(|e| self.abandon_block(&dir, seq, e))?;
+            let block = Arc::new(block);
+            let path = block.path().to_owned();
             {
                 let mut list = self.shared.blocks.write();
                 let mut next = (**list).clone();

@@ -114,6 +114,8 @@ pub struct PageRef {
 pub struct SharedSeries {
     frequency: i64,
     pages: RwLock<Arc<[PageRef]>>,
+    /// Writes before this time (a page boundary) are refused, after a free or a seal; `i64::MIN` if none.
+    floor_time: std::sync::atomic::AtomicI64,
 }
 
 /// The readable side of the head.
@@ -198,6 +200,16 @@ struct WriterSeries {
     /// The slot after the last one written, while it lies in the same page: a write there (the common case
     /// of a series moving forward one step at a time) needs no division and no page search.
     next: Option<NextSlot>,
+}
+
+impl WriterSeries {
+    /// Makes the floor visible to readers as a time.
+    fn publish_floor(&self) {
+        if let (Some(origin), true) = (self.origin, self.floor > 0) {
+            let t = origin.saturating_add(self.floor.saturating_mul(PAGE_SLOTS as i64 * self.frequency));
+            self.shared.floor_time.store(t, Ordering::Release);
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -425,6 +437,13 @@ impl Head {
         st
     }
 
+    /// The time before which writes to series `id` are refused (a page boundary, after a free or a seal), if
+    /// any.
+    pub fn write_floor(&self, id: SeriesId) -> Option<i64> {
+        let t = self.series.read().get(id.0 as usize)?.floor_time.load(Ordering::Acquire);
+        (t != i64::MIN).then_some(t)
+    }
+
     /// Nominal time of the last defined slot of series `id` (its newest sample), if it has any.
     pub fn last_time(&self, id: SeriesId) -> Option<i64> {
         let (pages, f) = self.pages(id)?;
@@ -517,6 +536,7 @@ impl HeadWriter {
             let s = &mut w.series[i];
             s.origin = st.origin;
             s.floor = st.floor;
+            s.publish_floor();
             for &(p, len) in &st.pages {
                 if p.no >= state.hwm || p.no % ppf == 0 || len as usize > PAGE_SLOTS {
                     return Err(bad(format!("series {i}: page {} of length {len} is out of bounds", p.no)));
@@ -538,7 +558,11 @@ impl HeadWriter {
 
     /// Registers the next series id with its frequency.
     pub fn add_series(&mut self, frequency: i64) -> SeriesId {
-        let shared = Arc::new(SharedSeries { frequency, pages: RwLock::new(Arc::from(Vec::new())) });
+        let shared = Arc::new(SharedSeries {
+            frequency,
+            pages: RwLock::new(Arc::from(Vec::new())),
+            floor_time: std::sync::atomic::AtomicI64::new(i64::MIN),
+        });
         self.head.series.write().push(shared.clone());
         self.series.push(WriterSeries { shared, frequency, origin: None, floor: 0, pages: Vec::new(), next: None });
         SeriesId((self.series.len() - 1) as u32)
@@ -667,6 +691,7 @@ impl HeadWriter {
         if let (Some(origin), Some(last)) = (s.origin, freed.last()) {
             s.floor = s.floor.max((last.start - origin) / span + 1);
         }
+        s.publish_floor();
         *s.shared.pages.write() = Arc::from(s.pages.as_slice());
         self.pending.extend(freed.iter().map(|p| p.no));
         freed.len()
@@ -686,6 +711,7 @@ impl HeadWriter {
             s.floor = s.floor.max((last.start - origin) / span + 1);
         }
         s.next = None;
+        s.publish_floor();
         n
     }
 
