@@ -179,6 +179,7 @@ mod spec {
         /// (series, ts, value bits)
         Samples(Vec<(u32, i64, u64)>),
         Free(Vec<(u32, i64)>),
+        Seal(Vec<(u32, i64)>),
     }
 
     /// Decodes a payload by its kind byte, consuming it exactly.
@@ -218,6 +219,10 @@ mod spec {
             4 => {
                 let count = r.u32();
                 Record::Free((0..count).map(|_| (r.u32(), r.i64())).collect())
+            }
+            5 => {
+                let count = r.u32();
+                Record::Seal((0..count).map(|_| (r.u32(), r.i64())).collect())
             }
             k => panic!("unknown kind {k}"),
         };
@@ -429,6 +434,54 @@ fn job_path() -> Vec<u8> {
 const WAL_GOLDEN: &str = "
     // segment header, 32 bytes
     53 4c 54 57              // magic \"SLTW\"
+    02 00 00 00              // version 2
+    01 00 00 00 00 00 00 00  // seq 1
+    01 00 00 00 00 00 00 00  // first_lsn 1
+    00 00 00 00              // reserved
+    18 a1 61 bb              // CRC32 of bytes 0..28
+    // frame at 32: DeclareMetric, payload 22 bytes, padding 2
+    8e 6c 18 3b              // CRC32 of bytes 4..24 of the frame and the payload
+    16 00 00 00              // len 22
+    01 00 00 00 00 00 00 00  // lsn 1
+    01                       // kind 1 = DeclareMetric
+    00 00 00 00 00 00 00     // reserved
+    00 00 00 00              // metric id 0
+    08 63 70 75 5f 6c 6f 61 64  // name_len 8, \"cpu_load\"
+    3c 00 00 00 00 00 00 00  // frequency 60
+    02                       // aggregation 2 = Avg
+    00 00                    // padding
+    // frame at 80: DefineSeries, payload 37 bytes, padding 3
+    5c 63 f9 37  25 00 00 00  02 00 00 00 00 00 00 00  02  00 00 00 00 00 00 00
+    01 00 00 00              // count 1
+    00 00 00 00              // series id 0
+    00 00 00 00              // metric id 0
+    17 00                    // path_len 23
+    01 03 04 65 6d 6d 79 05 6e 30 30 30 31 09 68 77 74 68 72 65 61 64 33  // host:emmy/n0001/hwthread3
+    00 00 00                 // padding
+    // frame at 144: Samples, payload 43 bytes, padding 5
+    7d 80 4b 25  2b 00 00 00  03 00 00 00 00 00 00 00  03  00 00 00 00 00 00 00
+    03 00 00 00              // count 3
+    00 f1 53 65 00 00 00 00  // base_ts 1700000000
+    00     00     00 00 00 00 00 00 e0 3f  // series 0, zigzag(0), 0.5
+    00     78     00 00 00 00 00 00 f8 3f  // series 0, zigzag(+60) = 120, 1.5
+    ac 02  77     00 00 00 00 00 00 02 c0  // series 300 (varint), zigzag(-60) = 119, -2.25
+    00 00 00 00 00           // padding
+    // frame at 216: Free, payload 16 bytes, no padding
+    2f 57 72 82  10 00 00 00  04 00 00 00 00 00 00 00  04  00 00 00 00 00 00 00
+    01 00 00 00              // count 1
+    00 00 00 00              // series 0
+    e2 68 54 65 00 00 00 00  // before 1700030690
+    // frame at 256: Seal, payload 16 bytes, no padding
+    58 df d1 d2  10 00 00 00  05 00 00 00 00 00 00 00  05  00 00 00 00 00 00 00
+    01 00 00 00              // count 1
+    01 00 00 00              // series 1
+    e2 e0 54 65 00 00 00 00  // before 1700061410
+";
+
+/// Version 1 of the golden segment (silt 0.1.0, record kinds 1-4): it must still be read.
+const WAL_GOLDEN_V1: &str = "
+    // segment header, 32 bytes
+    53 4c 54 57              // magic \"SLTW\"
     01 00 00 00              // version 1
     01 00 00 00 00 00 00 00  // seq 1
     01 00 00 00 00 00 00 00  // first_lsn 1
@@ -547,7 +600,24 @@ fn spec_payloads() -> Vec<(u8, Vec<u8>)> {
     free.extend_from_slice(&0u32.to_le_bytes());
     free.extend_from_slice(&(T - 30 + 512 * 60).to_le_bytes());
 
-    vec![(1, declare), (2, define), (3, samples), (4, free)]
+    let mut seal = 1u32.to_le_bytes().to_vec();
+    seal.extend_from_slice(&1u32.to_le_bytes());
+    seal.extend_from_slice(&(T - 30 + 1024 * 60).to_le_bytes());
+
+    vec![(1, declare), (2, define), (3, samples), (4, free), (5, seal)]
+}
+
+#[test]
+fn wal_version_1_segments_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_name(1));
+    let mut bytes = unhex(WAL_GOLDEN_V1);
+    bytes.resize(64 << 10, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    let scan = silt::storage::wal::segment::scan(&silt::storage::io::StdVfs, &path).expect("a v1 segment reads");
+    let got: Vec<Payload> =
+        scan.frames.iter().map(|f| payload::decode(f.kind, scan.payload(f)).expect("payload")).collect();
+    assert_eq!(got, wal_golden_records()[..4].to_vec());
 }
 
 #[test]
@@ -564,7 +634,7 @@ fn wal_golden_bytes() {
     // What the spec says, built by hand.
     let mut by_spec = Vec::new();
     by_spec.extend_from_slice(b"SLTW");
-    by_spec.extend_from_slice(&1u32.to_le_bytes());
+    by_spec.extend_from_slice(&2u32.to_le_bytes());
     by_spec.extend_from_slice(&1u64.to_le_bytes());
     by_spec.extend_from_slice(&1u64.to_le_bytes());
     by_spec.extend_from_slice(&0u32.to_le_bytes());
@@ -580,12 +650,12 @@ fn wal_golden_bytes() {
     let h = spec::segment_header(&seg);
     assert_eq!(
         h,
-        spec::SegmentHeader { magic: *b"SLTW", version: 1, seq: 1, first_lsn: 1, reserved: 0, crc: 0xe37f_0830 }
+        spec::SegmentHeader { magic: *b"SLTW", version: 2, seq: 1, first_lsn: 1, reserved: 0, crc: 0xbb61_a118 }
     );
     let (frames, end) = spec::frames(&seg);
-    assert_eq!(end, 256);
+    assert_eq!(end, 296);
     let offsets: Vec<_> = frames.iter().map(|f| (f.offset, f.len, f.lsn, f.kind)).collect();
-    assert_eq!(offsets, vec![(32, 22, 1, 1), (80, 37, 2, 2), (144, 43, 3, 3), (216, 16, 4, 4)]);
+    assert_eq!(offsets, vec![(32, 22, 1, 1), (80, 37, 2, 2), (144, 43, 3, 3), (216, 16, 4, 4), (256, 16, 5, 5)]);
     let records: Vec<_> = frames.iter().map(|f| spec::record(f.kind, &f.payload)).collect();
     assert_eq!(
         records,
@@ -598,6 +668,7 @@ fn wal_golden_bytes() {
                 (300, T - 60, (-2.25f64).to_bits()),
             ]),
             spec::Record::Free(vec![(0, T - 30 + 512 * 60)]),
+            spec::Record::Seal(vec![(1, T - 30 + 1024 * 60)]),
         ]
     );
 }
@@ -806,7 +877,7 @@ fn only_segment(dir: &Path, seq: u64, first_lsn: u64, size: usize) -> Vec<(u64, 
     let seg = read(&wal.join(format!("{seq:020}.wal")));
     assert_eq!(seg.len(), size, "segments are preallocated to their full size");
     let h = spec::segment_header(&seg);
-    assert_eq!((h.magic, h.version, h.seq, h.first_lsn, h.reserved), (*b"SLTW", 1, seq, first_lsn, 0));
+    assert_eq!((h.magic, h.version, h.seq, h.first_lsn, h.reserved), (*b"SLTW", 2, seq, first_lsn, 0));
     let (frames, _) = spec::frames(&seg);
     frames.iter().map(|f| (f.lsn, spec::record(f.kind, &f.payload))).collect()
 }
@@ -941,6 +1012,7 @@ fn wal_golden_records() -> Vec<Payload> {
             Sample { series: SeriesId(300), ts: T - 60, value: -2.25 },
         ]),
         Payload::Free(vec![(SeriesId(0), T - 30 + 512 * 60)]),
+        Payload::Seal(vec![(SeriesId(1), T - 30 + 1024 * 60)]),
     ]
 }
 
@@ -979,4 +1051,109 @@ fn golden_manifest() -> Manifest {
             ],
         },
     }
+}
+
+/// `format/block.md`'s example: two chunks, raw values.
+const BLOCK_GOLDEN: &str = "
+    // header, 64 bytes
+    53 49 4c 54 42 4c 4b 31  // magic \"SILTBLK1\"
+    01 00 00 00              // version 1
+    02 00 00 00              // count 2
+    00 00 00 00 00 00 00 00  // min_time 0
+    a0 00 00 00 00 00 00 00  // max_time 160 (= 100 + 1 x 60)
+    60 00 00 00 00 00 00 00  // index_offset 96
+    ad 81 14 b4              // index_crc: CRC32 of bytes 96..256
+    00 00 00 00              // reserved
+    00 01 00 00 00 00 00 00  // file_len 256
+    00 00 00 00              // reserved
+    7f d0 fd fe              // header_crc: CRC32 of bytes 0..60
+    // chunk data at 64: series 1, raw 1.0, NaN, 2.5
+    00 00 00 00 00 00 f0 3f  00 00 00 00 00 00 f8 7f  00 00 00 00 00 00 04 40
+    // chunk data at 88: series 7, raw -0.0
+    00 00 00 00 00 00 00 80
+    // descriptor 0 at 96
+    01 00 00 00  00  00 00 00   // series 1, codec 0 (raw), padding
+    00 00 00 00 00 00 00 00     // start 0
+    0a 00 00 00 00 00 00 00     // frequency 10
+    03 00 00 00  02 00 00 00    // count 3, samples 2
+    40 00 00 00 00 00 00 00     // offset 64
+    18 00 00 00  46 64 83 05    // len 24, crc
+    00 00 00 00 00 00 0c 40     // sum 3.5
+    00 00 00 00 00 00 f0 3f     // min 1.0
+    00 00 00 00 00 00 04 40     // max 2.5
+    00 00 00 00 00 00 00 00     // reserved
+    // descriptor 1 at 176
+    07 00 00 00  00  00 00 00   // series 7, codec 0
+    64 00 00 00 00 00 00 00     // start 100
+    3c 00 00 00 00 00 00 00     // frequency 60
+    01 00 00 00  01 00 00 00    // count 1, samples 1
+    58 00 00 00 00 00 00 00     // offset 88
+    08 00 00 00  49 5c 9a 88    // len 8, crc
+    00 00 00 00 00 00 00 00     // sum 0.0 (+0.0 + -0.0)
+    00 00 00 00 00 00 00 80     // min -0.0
+    00 00 00 00 00 00 00 80     // max -0.0
+    00 00 00 00 00 00 00 00     // reserved
+";
+
+/// A block parsed with `format/block.md` alone: (series, codec, start, frequency, values as bits, samples,
+/// sum, min, max) per chunk.
+#[allow(clippy::type_complexity)]
+fn spec_block(b: &[u8]) -> Vec<(u32, u8, i64, i64, Vec<u64>, u32, f64, f64, f64)> {
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    assert_eq!(&b[0..8], b"SILTBLK1");
+    assert_eq!(u32_at(60), spec::crc(&[&b[0..60]]), "header CRC");
+    assert_eq!(u32_at(8), 1, "version");
+    let count = u32_at(12) as usize;
+    let index = u64_at(32) as usize;
+    assert_eq!(u64_at(48) as usize, b.len());
+    assert_eq!(index + count * 80, b.len());
+    assert_eq!(u32_at(40), spec::crc(&[&b[index..]]), "index CRC");
+    (0..count)
+        .map(|i| {
+            let d = index + i * 80;
+            let (off, len) = (u64_at(d + 32) as usize, u32_at(d + 40) as usize);
+            let data = &b[off..off + len];
+            assert_eq!(u32_at(d + 44), spec::crc(&[data]), "chunk CRC");
+            assert_eq!(b[d + 4], 0, "raw codec");
+            let values = data.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+            (
+                u32_at(d),
+                b[d + 4],
+                u64_at(d + 8) as i64,
+                u64_at(d + 16) as i64,
+                values,
+                u32_at(d + 28),
+                f64::from_bits(u64_at(d + 48)),
+                f64::from_bits(u64_at(d + 56)),
+                f64::from_bits(u64_at(d + 64)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn block_golden_bytes() {
+    use silt::storage::block::{encode_block, ChunkData};
+    use silt::storage::codec::Codec;
+    let chunks = vec![
+        ChunkData { series: SeriesId(7), start: 100, frequency: 60, values: vec![-0.0] },
+        ChunkData { series: SeriesId(1), start: 0, frequency: 10, values: vec![1.0, f64::NAN, 2.5] },
+    ];
+    let bytes = encode_block(chunks, Codec::Raw);
+    assert_eq!(
+        hex(&bytes),
+        hex(&unhex(BLOCK_GOLDEN)),
+        "the block format changed: bump the version, update format/block.md"
+    );
+    let parsed = spec_block(&bytes);
+    assert_eq!(parsed.len(), 2);
+    let (series, _, start, f, values, samples, sum, min, max) = parsed[0].clone();
+    assert_eq!((series, start, f, samples, sum, min, max), (1, 0, 10, 2, 3.5, 1.0, 2.5));
+    assert_eq!(values, vec![1.0f64.to_bits(), 0x7ff8_0000_0000_0000, 2.5f64.to_bits()]);
+    let (series, _, start, f, values, ..) = parsed[1].clone();
+    assert_eq!((series, start, f, values), (7, 100, 60, vec![(-0.0f64).to_bits()]));
+    // And the crate reads what the spec describes.
+    let (metas, lo, hi) = silt::storage::block::parse(&unhex(BLOCK_GOLDEN)).expect("parse");
+    assert_eq!((metas.len(), lo, hi), (2, 0, 160));
 }

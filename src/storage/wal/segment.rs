@@ -15,7 +15,10 @@ use crate::storage::io::{OpenMode, VFile, Vfs};
 /// Magic number at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"SLTW";
 /// The segment format version this build writes and reads.
-pub const SEGMENT_VERSION: u32 = 1;
+pub const SEGMENT_VERSION: u32 = 2;
+/// The oldest segment version this build reads (version 1 lacks record kind 5, `Seal`, and is otherwise
+/// the same).
+pub const MIN_SEGMENT_VERSION: u32 = 1;
 /// Length of the segment header; the first frame starts here.
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Smallest segment size accepted (64 KiB).
@@ -85,7 +88,7 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<SegmentHeader, StorageE
     if got != h.crc.get() {
         return Err(StorageError::corrupt(path, 0, CorruptionKind::ChecksumMismatch { expected: h.crc.get(), got }));
     }
-    if h.version.get() != SEGMENT_VERSION {
+    if !(MIN_SEGMENT_VERSION..=SEGMENT_VERSION).contains(&h.version.get()) {
         return Err(StorageError::UnsupportedVersion {
             file: path.to_owned(),
             version: h.version.get(),
