@@ -14,7 +14,7 @@ use crate::storage::wal::payload::{self, Payload};
 use crate::storage::wal::record::{decode_frame, encode_frame, frame_len, Frame, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
 
 /// The names of the fuzz targets, which are also the corpus directories `fuzz/corpus/<name>/`.
-pub const TARGETS: [&str; 4] = ["wal_record", "manifest", "series_path", "line_protocol"];
+pub const TARGETS: [&str; 5] = ["wal_record", "manifest", "series_path", "line_protocol", "block"];
 
 /// Runs the check of the target called `name` (one of [`TARGETS`]) on `data`.
 ///
@@ -27,6 +27,7 @@ pub fn check(name: &str, data: &[u8]) {
         "manifest" => check_manifest(data),
         "series_path" => check_series_path(data),
         "line_protocol" => check_line_protocol(data),
+        "block" => check_block(data),
         other => panic!("unknown fuzz target {other:?}"),
     }
 }
@@ -255,4 +256,55 @@ fn line_round_trip(line: &Line<'_>) {
         other => panic!("canonical text {text:?} as a body decodes as {other:?}"),
     }
     assert!(decoded.next().is_none(), "canonical text {text:?} decodes to more than one line");
+}
+
+/// Treats `data` as a block file:
+///
+/// - opening it (header, index) and decoding every chunk never panics, whatever the bytes;
+/// - a block that opens and decodes whole re-encodes, with the same codec, to a block that decodes to the
+///   same chunks, values bit for bit (NaN as NaN), with the same per-chunk counts;
+/// - every decoded chunk holds exactly `count` values, of which `samples` are not NaN... unless the
+///   descriptor lies, which only an encoder bug or damage can cause: a lying descriptor is tolerated here
+///   (the decoder must not trust it), but whatever silt itself encodes must be truthful.
+pub fn check_block(data: &[u8]) {
+    use crate::storage::block::{encode_block, parse, Block, ChunkData};
+    use crate::storage::io::sim::SimVfs;
+    use crate::storage::io::{write_atomic, Vfs};
+
+    let Ok(_) = parse(data) else { return };
+    let vfs = SimVfs::new();
+    let dir = Path::new("/f");
+    vfs.create_dir_all(dir).expect("sim mkdir");
+    let path = dir.join("00000000000000000001.blk");
+    write_atomic(&vfs, &path, data).expect("sim write");
+    let block = Block::open(&vfs, &path, 1).expect("a block that parses opens");
+    let mut chunks = Vec::new();
+    let mut codec = None;
+    for c in block.chunks() {
+        let mut values = Vec::new();
+        if block.decode(c, &mut values).is_err() {
+            return;
+        }
+        assert_eq!(values.len(), c.count as usize, "decode gave another count than the descriptor's");
+        codec = Some(c.codec);
+        chunks.push(ChunkData { series: c.series, start: c.start, frequency: c.frequency, values });
+    }
+    let Some(codec) = codec else { return };
+    // Re-encode only blocks of one codec, with chunk values that silt itself would write.
+    if block.chunks().iter().any(|c| c.codec != codec) {
+        return;
+    }
+    let again = encode_block(chunks.clone(), codec);
+    let (metas, _, _) = parse(&again).expect("silt's own block parses");
+    assert_eq!(metas.len(), chunks.len(), "re-encoding lost chunks");
+    write_atomic(&vfs, &path, &again).expect("sim write");
+    let block = Block::open(&vfs, &path, 1).expect("silt's own block opens");
+    for (m, c) in block.chunks().iter().zip(&chunks) {
+        let mut values = Vec::new();
+        block.decode(m, &mut values).expect("silt's own chunk decodes");
+        assert_eq!((m.series, m.start, m.frequency), (c.series, c.start, c.frequency));
+        let bits = |v: &[f64]| v.iter().map(|x| if x.is_nan() { u64::MAX } else { x.to_bits() }).collect::<Vec<_>>();
+        assert_eq!(bits(&values), bits(&c.values), "values changed in a round trip");
+        assert_eq!(m.samples as usize, values.iter().filter(|v| !v.is_nan()).count(), "samples miscounted");
+    }
 }

@@ -76,8 +76,13 @@ fn line_protocol_corpus() {
 }
 
 #[test]
+fn block_corpus() {
+    replay("block");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
-    assert_eq!(fuzzing::TARGETS, ["wal_record", "manifest", "series_path", "line_protocol"]);
+    assert_eq!(fuzzing::TARGETS, ["wal_record", "manifest", "series_path", "line_protocol", "block"]);
 }
 
 /// Seed inputs, built with silt's own encoders. Files are named `seed-*`; inputs libFuzzer adds are named
@@ -492,6 +497,31 @@ mod seeds {
         seeds.push(("too-many-tags".into(), format!("m{tags} value=1\n").into_bytes()));
         seeds
     }
+
+    pub fn block() -> Seeds {
+        use silt::storage::block::{encode_block, ChunkData};
+        use silt::storage::codec::Codec;
+        let chunk = |series: u32, start: i64, frequency: i64, values: Vec<f64>| ChunkData {
+            series: SeriesId(series),
+            start,
+            frequency,
+            values,
+        };
+        let mut seeds: Seeds = vec![("empty".into(), encode_block(Vec::new(), Codec::Raw))];
+        let two = vec![chunk(1, 0, 10, vec![1.0, f64::NAN, 2.5]), chunk(7, 100, 60, vec![-0.0])];
+        seeds.push(("two-chunks".into(), encode_block(two.clone(), Codec::Raw)));
+        let loads: Vec<f64> = (0..1024).map(|i| ((i * 37) % 1000) as f64 / 1000.0).collect();
+        let mix = vec![
+            chunk(0, -5, 60, loads),
+            chunk(3, 1_700_000_000, 1, vec![0.0; 700]),
+            chunk(9, 0, 10, (0..512).map(|i| if i % 7 == 0 { f64::NAN } else { i as f64 * 1e6 }).collect()),
+        ];
+        seeds.push(("mixed".into(), encode_block(mix, Codec::Raw)));
+        let mut truncated = encode_block(two, Codec::Raw);
+        truncated.truncate(100);
+        seeds.push(("truncated".into(), truncated));
+        seeds
+    }
 }
 
 /// Writes the seed corpora into `fuzz/corpus/<target>/seed-*`, replacing earlier seeds.
@@ -503,6 +533,7 @@ fn generate_seed_corpus() {
         ("manifest", seeds::manifest()),
         ("series_path", seeds::series_path()),
         ("line_protocol", seeds::line_protocol()),
+        ("block", seeds::block()),
     ];
     for (target, seeds) in all {
         let dir = corpus_dir(target);

@@ -82,16 +82,16 @@ pub(crate) fn sample_into(
     out.resize(n, f64::NAN);
     let span_hi = t0.saturating_add((n as i64).saturating_mul(f)).min(limit);
     let mut tmp = Vec::new();
-    for (block, c) in chunks(blocks, id, t0.saturating_sub(f), span_hi) {
-        if c.frequency != f {
-            continue;
-        }
-        tmp.clear();
-        block.decode(&c, &mut tmp)?;
+    for (block, c) in chunks(blocks, id, t0, span_hi) {
         // Step k samples the slot containing t0 + k*F: slot s = (t0 + k*F - start) / F of this chunk.
         let first_k = (c.start - t0 + f - 1).div_euclid(f).max(0);
         let end = c.end().min(limit); // slots at or after the head's start belong to the head
         let last_k = (end - 1 - t0).div_euclid(f).min(n as i64 - 1);
+        if c.frequency != f || last_k < first_k {
+            continue;
+        }
+        tmp.clear();
+        block.decode(&c, &mut tmp)?;
         for k in first_k..=last_k {
             let s = (t0 + k * f - c.start).div_euclid(f) as usize;
             out[k as usize] = tmp[s];

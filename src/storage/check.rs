@@ -252,6 +252,21 @@ pub struct PageReport {
     pub bad: usize,
 }
 
+/// One block file as [`check`] found it: header, index and every chunk's CRC and values.
+#[derive(Clone, Debug, Default)]
+pub struct BlockReport {
+    /// The file.
+    pub path: PathBuf,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Chunks in its index (0 if the index could not be read).
+    pub chunks: usize,
+    /// Values over all chunks.
+    pub values: u64,
+    /// Whether header, index and every chunk checked out.
+    pub ok: bool,
+}
+
 /// Everything [`check`] found.
 #[derive(Clone, Debug)]
 pub struct CheckReport {
@@ -267,6 +282,8 @@ pub struct CheckReport {
     pub head_files: Vec<HeadFileReport>,
     /// The page descriptors.
     pub pages: PageReport,
+    /// The block files, oldest first.
+    pub blocks: Vec<BlockReport>,
     /// Everything wrong, in the order found.
     pub problems: Vec<Problem>,
     /// How many passes the check needed (more than one when a live process changed the directory).
@@ -383,6 +400,16 @@ impl fmt::Display for CheckReport {
         } else {
             writeln!(f, "pages      not checked (no valid manifest)")?;
         }
+        for b in &self.blocks {
+            writeln!(
+                f,
+                "block      {}  {} chunks, {} values{}",
+                file_name(&b.path),
+                b.chunks,
+                b.values,
+                if b.ok { "" } else { "  DAMAGED" }
+            )?;
+        }
         if self.attempts > 1 {
             writeln!(f, "note       the directory changed during the check; {} passes were needed", self.attempts)?;
         }
@@ -470,6 +497,7 @@ impl<'a> Checker<'a> {
                 lsn: LsnReport::default(),
                 head_files: Vec::new(),
                 pages: PageReport::default(),
+                blocks: Vec::new(),
                 problems: Vec::new(),
                 attempts: 1,
             },
@@ -483,6 +511,7 @@ impl<'a> Checker<'a> {
         if let Some(m) = &manifest {
             c.check_pages(m);
         }
+        c.check_blocks(dir);
         if !c.report.manifest.found && c.report.segments.is_empty() && c.report.head_files.is_empty() {
             c.report.push(
                 Severity::Damage,
@@ -494,6 +523,65 @@ impl<'a> Checker<'a> {
         let after = c.read_manifest_bytes(&manifest_path);
         let stable = !c.vanished && before == after;
         Ok((c.report, stable))
+    }
+
+    /// Every block: header and index (as opening it does), then every chunk decoded (its CRC and codec) and
+    /// its count and stats compared with the descriptor.
+    fn check_blocks(&mut self, dir: &Path) {
+        let blocks_dir = dir.join(crate::storage::block::BLOCK_DIR);
+        if !self.vfs.exists(&blocks_dir) {
+            return;
+        }
+        let mut names = match self.vfs.list_dir(&blocks_dir) {
+            Ok(n) => n,
+            Err(e) => {
+                self.report.push(Severity::Damage, &blocks_dir, None, format!("cannot list: {e}"));
+                return;
+            }
+        };
+        names.sort();
+        for name in names {
+            let path = blocks_dir.join(&name);
+            let Some(seq) = crate::storage::block::parse_block_name(&name) else {
+                if name.ends_with(".tmp") {
+                    self.report.push(Severity::Warning, &path, None, "an unfinished block (removed at the next open)");
+                }
+                continue;
+            };
+            let mut br = BlockReport { path: path.clone(), seq, ..BlockReport::default() };
+            match crate::storage::block::Block::open(self.vfs, &path, seq) {
+                Err(e) if is_not_found(&e) => self.vanished = true,
+                Err(e) => self.report.problems.push(Problem::from_error(Severity::Damage, &path, "block", &e)),
+                Ok(b) => {
+                    br.chunks = b.chunks().len();
+                    br.ok = true;
+                    let mut values = Vec::new();
+                    for c in b.chunks() {
+                        values.clear();
+                        br.values += u64::from(c.count);
+                        if let Err(e) = b.decode(c, &mut values) {
+                            br.ok = false;
+                            self.report.problems.push(Problem::from_error(Severity::Damage, &path, "block chunk", &e));
+                            continue;
+                        }
+                        let samples = values.iter().filter(|v| !v.is_nan()).count();
+                        if samples != c.samples as usize {
+                            br.ok = false;
+                            self.report.push(
+                                Severity::Damage,
+                                &path,
+                                Some(c.offset),
+                                format!(
+                                    "chunk of series {} holds {samples} values, its descriptor says {}",
+                                    c.series.0, c.samples
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            self.report.blocks.push(br);
+        }
     }
 
     /// The manifest's bytes: `None` if absent, `Some(Err)` if unreadable.
