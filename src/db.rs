@@ -73,6 +73,12 @@ impl std::fmt::Debug for Options {
     }
 }
 
+/// Retention compacts pages up to a multiple of this many seconds (an hour).
+const COMPACTION_STEP: i64 = 3600;
+
+/// Blocks smaller than this are merged with their neighbours, up to this size (see `Engine::merge_blocks`).
+const MERGE_TARGET_BYTES: u64 = 256 << 20;
+
 #[derive(Clone, Debug)]
 struct KeyedSample {
     path: usize,
@@ -200,8 +206,16 @@ impl Inner {
     fn enforce_retention(&self, now: i64) -> Result<u64, Error> {
         let Some(r) = self.retention else { return Ok(0) };
         let keep = self.keep.read().clone();
-        let before = now.saturating_sub(i64::try_from(r.as_secs()).unwrap_or(i64::MAX));
-        Ok(query::free_except(&self.engine, &self.index, &keep, before, self.compaction)?)
+        let mut before = now.saturating_sub(i64::try_from(r.as_secs()).unwrap_or(i64::MAX));
+        if self.compaction {
+            // Compact in hourly steps, so that blocks gather an hour of pages rather than a few per pass.
+            before = before.div_euclid(COMPACTION_STEP) * COMPACTION_STEP;
+        }
+        let n = query::free_except(&self.engine, &self.index, &keep, before, self.compaction)?;
+        if self.compaction {
+            self.engine.merge_blocks(MERGE_TARGET_BYTES)?;
+        }
+        Ok(n)
     }
 
     fn enforce_memory_cap(&self) -> Result<u64, Error> {
@@ -216,6 +230,9 @@ impl Inner {
         let excess = ((used - self.memory_cap_bytes).div_ceil(page)) as usize;
         let Some(cutoff) = query::oldest_pages_cutoff(&self.engine, &self.index, excess) else { return Ok(0) };
         let freed = query::free_except(&self.engine, &self.index, &[], cutoff, self.compaction)?;
+        if self.compaction {
+            self.engine.merge_blocks(MERGE_TARGET_BYTES)?;
+        }
         // Freed pages become reusable once a checkpoint records them free.
         self.engine.checkpoint()?;
         Ok(freed)

@@ -334,7 +334,14 @@ fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64, compact: bool) -> 
     let head = engine.head();
     let items: Vec<(SeriesId, i64)> = ids
         .into_iter()
-        .filter(|&id| head.pages(id).is_some_and(|(p, _)| p.first().is_some_and(|p| p.start < before)))
+        // Only series with a whole page before `before`: nothing else would be freed or compacted.
+        .filter(|&id| {
+            head.pages(id).is_some_and(|(p, f)| {
+                p.first().is_some_and(|p| {
+                    p.start.saturating_add(crate::storage::head::file::PAGE_SLOTS as i64 * f) <= before
+                })
+            })
+        })
         .map(|id| (id, before))
         .collect();
     if items.is_empty() {

@@ -153,7 +153,72 @@ pub struct EngineStats {
     pub last_checkpoint_unix_ms: AtomicU64,
 }
 
+/// Fewest adjacent small blocks worth merging.
+pub const MERGE_MIN_BLOCKS: usize = 4;
+
 impl Engine {
+    /// Merges the oldest run of at least [`MERGE_MIN_BLOCKS`] adjacent blocks (by sequence number) that are
+    /// each under half of `target` bytes and together at most `target`, into one block. Returns how many
+    /// blocks went away (0: nothing to merge).
+    ///
+    /// The merged block takes the name (and so the precedence) of the newest block of the run, which it
+    /// replaces by a rename; the older ones are removed after that rename is durable. Only a run with no
+    /// other block between its members is merged, so no block's precedence over another changes. A crash at
+    /// any point leaves either the inputs, or the merged block beside some inputs whose every slot it holds
+    /// with the newest value: the same answers either way. Extra disk during a merge: at most `target`
+    /// bytes. Series are merged in parallel (`rayon`).
+    pub fn merge_blocks(&self, target: u64) -> Result<usize, StorageError> {
+        let _one = self.shared.compaction.lock();
+        let list = self.blocks();
+        let mut run: Vec<Arc<Block>> = Vec::new();
+        let mut total = 0u64;
+        for b in list.iter() {
+            if b.size() < target / 2 && total + b.size() <= target {
+                total += b.size();
+                run.push(b.clone());
+                continue;
+            }
+            if run.len() >= MERGE_MIN_BLOCKS {
+                break;
+            }
+            run.clear();
+            total = 0;
+            if b.size() < target / 2 {
+                total = b.size();
+                run.push(b.clone());
+            }
+        }
+        if run.len() < MERGE_MIN_BLOCKS {
+            return Ok(0);
+        }
+        let merged = merge_chunks(&run)?;
+        let newest = run.iter().map(|b| b.seq()).max().unwrap_or(0);
+        let dir = self.dir.join(BLOCK_DIR);
+        let bytes = encode_block(merged, BLOCK_CODEC);
+        let block = write_block(&*self.vfs, &dir, newest, &bytes)
+            .and_then(|path| Block::open(&*self.vfs, &path, newest))
+            .map_err(|e| {
+                let tmp = crate::storage::io::tmp_path(&dir.join(crate::storage::block::block_name(newest)));
+                let _ = self.vfs.remove_file(&tmp);
+                e
+            })?;
+        let gone: Vec<u64> = run.iter().map(|b| b.seq()).filter(|&s| s != newest).collect();
+        {
+            let mut l = self.shared.blocks.write();
+            let mut next: Vec<Arc<Block>> =
+                l.iter().filter(|b| !run.iter().any(|r| r.seq() == b.seq())).cloned().collect();
+            next.push(Arc::new(block));
+            next.sort_by_key(|b| b.seq());
+            *l = Arc::new(next);
+        }
+        for seq in &gone {
+            let path = dir.join(crate::storage::block::block_name(*seq));
+            self.vfs.remove_file(&path).map_err(|e| StorageError::io("remove block", &path, e))?;
+        }
+        self.vfs.sync_dir(&dir).map_err(|e| StorageError::io("fsync dir", &dir, e))?;
+        Ok(gone.len())
+    }
+
     /// After a failed block write: removes what it may have left (the temporary file, or the block if the
     /// rename happened but the directory sync failed) and syncs the directory. If that fails too, a block
     /// may still become durable later, after its pages were freed or rewritten: the engine turns read-only,
@@ -181,6 +246,69 @@ impl Engine {
 /// Opens every block in `dir` (if it exists), oldest sequence first, removing temporary files a crash
 /// left. A block that fails its checks is reported, not opened. Returns the blocks, the damaged ones and the
 /// next free sequence number.
+/// The chunks of `run` (oldest block first) merged per series: chunks of one series that overlap or touch
+/// become one, slot by slot with the newer block's values (NaN included) over the older's.
+fn merge_chunks(run: &[Arc<Block>]) -> Result<Vec<ChunkData>, StorageError> {
+    use rayon::prelude::*;
+    let mut by_series: std::collections::BTreeMap<SeriesId, Vec<(usize, crate::storage::block::ChunkMeta)>> =
+        std::collections::BTreeMap::new();
+    for (i, b) in run.iter().enumerate() {
+        for c in b.chunks() {
+            by_series.entry(c.series).or_default().push((i, *c));
+        }
+    }
+    let per_series: Vec<Result<Vec<ChunkData>, StorageError>> = by_series
+        .into_par_iter()
+        .map(|(series, mut chunks)| {
+            // Group chunks that overlap or touch (same frequency), in start order.
+            chunks.sort_by_key(|(i, c)| (c.frequency, c.start, *i));
+            let mut out: Vec<ChunkData> = Vec::new();
+            let mut group: Vec<(usize, crate::storage::block::ChunkMeta)> = Vec::new();
+            let flush = |group: &mut Vec<(usize, crate::storage::block::ChunkMeta)>, out: &mut Vec<ChunkData>| {
+                if group.is_empty() {
+                    return Ok(());
+                }
+                let f = group[0].1.frequency;
+                let start = group.iter().map(|(_, c)| c.start).min().unwrap_or(0);
+                let end = group.iter().map(|(_, c)| c.end()).max().unwrap_or(start);
+                let mut values = vec![f64::NAN; ((end - start) / f) as usize];
+                group.sort_by_key(|(i, _)| *i); // older blocks first, newer overwrite
+                let mut tmp = Vec::new();
+                for (i, c) in group.iter() {
+                    tmp.clear();
+                    run[*i].decode(c, &mut tmp)?;
+                    let off = ((c.start - start) / f) as usize;
+                    values[off..off + tmp.len()].copy_from_slice(&tmp);
+                }
+                while values.last().is_some_and(|v| v.is_nan()) {
+                    values.pop();
+                }
+                out.push(ChunkData { series, start, frequency: f, values });
+                group.clear();
+                Ok::<(), StorageError>(())
+            };
+            for (i, c) in chunks {
+                let joins = group.last().is_some_and(|(_, g)| {
+                    g.frequency == c.frequency
+                        && c.start <= group.iter().map(|(_, x)| x.end()).max().unwrap_or(g.end())
+                        && (c.start - g.start) % c.frequency == 0
+                });
+                if !joins {
+                    flush(&mut group, &mut out)?;
+                }
+                group.push((i, c));
+            }
+            flush(&mut group, &mut out)?;
+            Ok(out)
+        })
+        .collect();
+    let mut all = Vec::new();
+    for r in per_series {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
 /// Blocks opened, damaged ones (their errors), next sequence number.
 type OpenedBlocks = (Vec<Arc<Block>>, Vec<String>, u64);
 

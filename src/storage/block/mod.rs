@@ -219,6 +219,11 @@ impl Block {
         &self.chunks
     }
 
+    /// Bytes of the file.
+    pub fn size(&self) -> u64 {
+        self.region.bytes().len() as u64
+    }
+
     /// Smallest chunk start and largest chunk end (both 0 for an empty block).
     pub fn time_range(&self) -> (i64, i64) {
         (self.min_time, self.max_time)
