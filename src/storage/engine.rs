@@ -197,10 +197,9 @@ impl Engine {
         let bytes = encode_block(merged, BLOCK_CODEC);
         let block = write_block(&*self.vfs, &dir, newest, &bytes)
             .and_then(|path| Block::open(&*self.vfs, &path, newest))
-            .map_err(|e| {
+            .inspect_err(|_| {
                 let tmp = crate::storage::io::tmp_path(&dir.join(crate::storage::block::block_name(newest)));
                 let _ = self.vfs.remove_file(&tmp);
-                e
             })?;
         let gone: Vec<u64> = run.iter().map(|b| b.seq()).filter(|&s| s != newest).collect();
         {
