@@ -218,6 +218,31 @@ impl Engine {
         Ok(gone.len())
     }
 
+    /// The blocks whose every slot lies before `before` (their `max_time` is at most `before`), oldest first:
+    /// candidates for long-term retention.
+    pub fn blocks_before(&self, before: i64) -> Vec<Arc<Block>> {
+        self.blocks().iter().filter(|b| b.time_range().1 <= before).cloned().collect()
+    }
+
+    /// Removes blocks (by sequence number) from the published list and deletes their files, then syncs the
+    /// directory. Readers holding a block keep reading it until they drop it.
+    pub fn remove_blocks(&self, seqs: &[u64]) -> Result<(), StorageError> {
+        let _one = self.shared.compaction.lock();
+        {
+            let mut l = self.shared.blocks.write();
+            let next: Vec<Arc<Block>> = l.iter().filter(|b| !seqs.contains(&b.seq())).cloned().collect();
+            *l = Arc::new(next);
+        }
+        let dir = self.dir.join(BLOCK_DIR);
+        for seq in seqs {
+            let path = dir.join(crate::storage::block::block_name(*seq));
+            if self.vfs.exists(&path) {
+                self.vfs.remove_file(&path).map_err(|e| StorageError::io("remove block", &path, e))?;
+            }
+        }
+        self.vfs.sync_dir(&dir).map_err(|e| StorageError::io("fsync dir", &dir, e))
+    }
+
     /// After a failed block write: removes what it may have left (the temporary file, or the block if the
     /// rename happened but the directory sync failed) and syncs the directory. If that fails too, a block
     /// may still become durable later, after its pages were freed or rewritten: the engine turns read-only,
