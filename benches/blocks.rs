@@ -66,11 +66,9 @@ fn main() {
     let (hosts, steps, days) = if full { (4, 1440usize, 30usize) } else { (1, 120, 2) };
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(
-        tmp.path(),
-        Options { durability: Durability::None, checkpoint_interval: None, ..Options::default() },
-    )
-    .expect("open");
+    let db =
+        Db::open(tmp.path(), Options { durability: Durability::None, checkpoint_interval: None, ..Options::default() })
+            .expect("open");
     for m in HW.iter().chain(&NODE) {
         db.declare_metric(m, MetricConfig { frequency: F, aggregation: Aggregation::Sum }).expect("declare");
     }

@@ -1157,3 +1157,34 @@ fn block_golden_bytes() {
     let (metas, lo, hi) = silt::storage::block::parse(&unhex(BLOCK_GOLDEN)).expect("parse");
     assert_eq!((metas.len(), lo, hi), (2, 0, 160));
 }
+
+/// The codecs of block chunks on a fixed input (`format/block.md`, "Values"): the gap map, then Gorilla's
+/// bits or pco's wrapped format. A change here changes every block written.
+#[test]
+fn block_value_codecs_golden_bytes() {
+    use silt::storage::codec::{decode, encode, Codec};
+    let input = [0.25, 0.5, f64::NAN, 0.75, 0.125, 1.0, 1.0, 1.0];
+    let cases = [
+        (
+            Codec::Gorilla,
+            // gap map: n 8, 1 run, 2 values before it, length 1; then the XOR stream
+            "08 01 02 01 3f d0 00 00 00 00 00 00 d4 17 b0 1e a0 ed 80",
+        ),
+        (
+            Codec::Pco,
+            // the same gap map; then pco's wrapped format: header, one chunk of 7 values
+            "08 01 02 01 04 01 00 23 00 20 00 00 00 00 00 00 f0 af 4d 00 00 00 00 00 00 f0 bf 00 00 0a 07 00 \
+             00 00 00 00 00 04 00 00 00 00 00 00 02 00 00 00 00 00 a0 00 00 00 00 00 00 00",
+        ),
+    ];
+    for (codec, golden) in cases {
+        let mut out = Vec::new();
+        encode(codec, &input, &mut out);
+        assert_eq!(hex(&out), hex(&unhex(golden)), "{codec:?} changed: bump the block version, update format/block.md");
+        let mut back = Vec::new();
+        decode(codec, &out, input.len(), &mut back).expect("decode");
+        assert!(back.iter().zip(&input).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())));
+    }
+    // The gap map, from the spec: LEB128 n, runs, then (values before, length) per run.
+    assert_eq!(&unhex(cases[1].1)[..4], &[8, 1, 2, 1]);
+}

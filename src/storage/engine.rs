@@ -126,8 +126,8 @@ pub struct CompactReport {
     pub samples: u64,
 }
 
-/// The codec new blocks are written with.
-pub const BLOCK_CODEC: crate::storage::codec::Codec = crate::storage::codec::Codec::Raw;
+/// The codec new blocks are written with: pco, chosen by measurement (`format/block.md`, "Values").
+pub const BLOCK_CODEC: crate::storage::codec::Codec = crate::storage::codec::Codec::Pco;
 
 /// Counters of the engine (monotonic).
 #[derive(Debug, Default)]

@@ -259,9 +259,16 @@ mod tests {
         bad = h.as_bytes().to_vec();
         bad[0] = b'X';
         assert!(matches!(check_header(p, &bad), Err(StorageError::Corruption { kind: CorruptionKind::BadMagic, .. })));
-        let mut v2 = SegmentHeader::new(3, 100);
-        v2.version = U32::new(2);
-        v2.crc = U32::new(crc32fast::hash(&v2.as_bytes()[..28]));
-        assert!(matches!(check_header(p, v2.as_bytes()), Err(StorageError::UnsupportedVersion { version: 2, .. })));
+        let with_version = |v: u32| {
+            let mut h = SegmentHeader::new(3, 100);
+            h.version = U32::new(v);
+            h.crc = U32::new(crc32fast::hash(&h.as_bytes()[..28]));
+            h
+        };
+        assert!(check_header(p, with_version(1).as_bytes()).is_ok(), "version 1 is still read");
+        for v in [0, 3] {
+            let r = check_header(p, with_version(v).as_bytes());
+            assert!(matches!(r, Err(StorageError::UnsupportedVersion { version, .. }) if version == v), "{v}");
+        }
     }
 }
