@@ -196,12 +196,11 @@ pub fn read(
     }
     let n = steps as usize;
     let ids = series_for(engine, index, sel, mid);
-    let blocks = engine.blocks();
     let mut acc = Vec::new();
     let (mut taking_part, mut lo, mut hi) = (0usize, usize::MAX, 0usize);
     if let [id] = ids[..] {
         // One series: sampled straight into the result, each value written once.
-        if let Some((a, b)) = source::sample_into(engine, &blocks, id, f, from, n, &mut acc)? {
+        if let Some((a, b)) = source::sample_into(engine, id, f, from, n, &mut acc)? {
             taking_part = 1;
             (lo, hi) = (a, b);
         }
@@ -212,7 +211,7 @@ pub fn read(
     for &id in if ids.len() > 1 { &ids[..] } else { &[] } {
         // Added straight from the pages; the first series taking part is stored, not added to 0.0, so one
         // series comes back bit for bit (-0.0 stays -0.0).
-        if let Some((a, b)) = source::add_into((engine, &blocks), id, f, from, &mut acc, taking_part == 0, &mut tmp)? {
+        if let Some((a, b)) = source::add_into(engine, id, f, from, &mut acc, taking_part == 0, &mut tmp)? {
             taking_part += 1;
             lo = lo.min(a);
             hi = hi.max(b);
@@ -281,10 +280,9 @@ pub fn stats(
     to: i64,
 ) -> Result<StatsResult, QueryError> {
     let (mid, cfg) = metric_of(engine, metric, from, to)?;
-    let blocks = engine.blocks();
     let mut r = StatsResult { samples: 0, avg: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, series: 0 };
     for id in series_for(engine, index, sel, mid) {
-        let s = source::stats(engine, &blocks, id, from, to)?;
+        let s = source::stats(engine, id, from, to)?;
         if s.samples == 0 {
             continue;
         }

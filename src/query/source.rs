@@ -31,11 +31,6 @@ fn chunks(blocks: &[Arc<Block>], id: SeriesId, lo: i64, hi: i64) -> Vec<(&Block,
     out
 }
 
-/// Where the head's domain of series `id` starts (its oldest page's start), `i64::MAX` with no pages.
-fn head_start(engine: &Engine, id: SeriesId) -> i64 {
-    engine.head().pages(id).and_then(|(p, _)| p.first().map(|p| p.start)).unwrap_or(i64::MAX)
-}
-
 /// The slot boundaries `[lo, hi)` that the blocks hold of series `id` below `limit` (where the head's
 /// domain starts), if any.
 fn block_extent(blocks: &[Arc<Block>], id: SeriesId, limit: i64) -> Option<(i64, i64)> {
@@ -55,34 +50,41 @@ fn block_extent(blocks: &[Arc<Block>], id: SeriesId, limit: i64) -> Option<(i64,
 /// [`crate::storage::head::Head::sample_vec`] does, from the head and the blocks. Returns the range of `k`
 /// within the series' data (from the first slot of its oldest page or chunk to its last value), `None`
 /// (and `out` empty) if none is.
+///
+/// The head is read first and the block list taken after: compaction publishes a block before it frees
+/// the pages, so pages missing from the head snapshot are in the later block snapshot.
 pub(crate) fn sample_into(
     engine: &Engine,
-    blocks: &[Arc<Block>],
     id: SeriesId,
     f: i64,
     t0: i64,
     n: usize,
     out: &mut Vec<f64>,
 ) -> Result<Option<(usize, usize)>, QueryError> {
-    let head = engine.head();
-    let limit = head_start(engine, id);
-    let Some((mut lo, mut hi)) = block_extent(blocks, id, limit) else {
-        return Ok(head.sample_vec(id, t0, n, out));
-    };
-    if let Some(last) = head.last_time(id) {
-        lo = lo.min(limit);
-        hi = hi.max(last - f / 2 + f);
-    }
     out.clear();
+    out.resize(n, f64::NAN);
+    let (head_range, extent) = engine.head().sample_store(id, t0, out);
+    let limit = extent.map_or(i64::MAX, |(start, _)| start);
+    let blocks = engine.blocks();
+    let Some((lo, hi)) = block_extent(&blocks, id, limit) else {
+        if head_range.is_none() {
+            out.clear();
+        }
+        return Ok(head_range);
+    };
+    let (lo, hi) = match extent {
+        Some((a, b)) => (lo.min(a), hi.max(b)),
+        None => (lo, hi),
+    };
     let k_first = (lo - t0 + f - 1).div_euclid(f).max(0);
     let k_last = (hi - 1 - t0).div_euclid(f).min(n as i64 - 1);
     if k_first > k_last {
+        out.clear();
         return Ok(None);
     }
-    out.resize(n, f64::NAN);
     let span_hi = t0.saturating_add((n as i64).saturating_mul(f)).min(limit);
     let mut tmp = Vec::new();
-    for (block, c) in chunks(blocks, id, t0, span_hi) {
+    for (block, c) in chunks(&blocks, id, t0, span_hi) {
         // Step k samples the slot containing t0 + k*F: slot s = (t0 + k*F - start) / F of this chunk.
         let first_k = (c.start - t0 + f - 1).div_euclid(f).max(0);
         let end = c.end().min(limit); // slots at or after the head's start belong to the head
@@ -97,7 +99,6 @@ pub(crate) fn sample_into(
             out[k as usize] = tmp[s];
         }
     }
-    head.sample_store(id, t0, out);
     Ok(Some((k_first as usize, k_last as usize)))
 }
 
@@ -105,7 +106,7 @@ pub(crate) fn sample_into(
 /// [`crate::storage::head::Head::sample_add`] does, from the head and the blocks. Leaves `acc` untouched
 /// and returns `None` if the series has no data in the steps.
 pub(crate) fn add_into(
-    (engine, blocks): (&Engine, &[Arc<Block>]),
+    engine: &Engine,
     id: SeriesId,
     f: i64,
     t0: i64,
@@ -113,11 +114,7 @@ pub(crate) fn add_into(
     first: bool,
     tmp: &mut Vec<f64>,
 ) -> Result<Option<(usize, usize)>, QueryError> {
-    let n = acc.len();
-    if block_extent(blocks, id, head_start(engine, id)).is_none() {
-        return Ok(engine.head().sample_add(id, t0, acc, first));
-    }
-    let r = sample_into(engine, blocks, id, f, t0, n, tmp)?;
+    let r = sample_into(engine, id, f, t0, acc.len(), tmp)?;
     if r.is_some() {
         if first {
             acc.copy_from_slice(tmp);
@@ -129,19 +126,15 @@ pub(crate) fn add_into(
 }
 
 /// Count, sum, minimum and maximum of the non-NaN values of series `id` whose nominal times lie in
-/// `[from, to)`, from the head and the blocks. Whole chunks use the stats in their descriptors.
-pub(crate) fn stats(
-    engine: &Engine,
-    blocks: &[Arc<Block>],
-    id: SeriesId,
-    from: i64,
-    to: i64,
-) -> Result<HeadStats, QueryError> {
-    let mut st = engine.head().stats(id, from, to);
-    let limit = head_start(engine, id);
+/// `[from, to)`, from the head and the blocks (the head first, as in [`sample_into`]). Whole chunks use
+/// the stats in their descriptors.
+pub(crate) fn stats(engine: &Engine, id: SeriesId, from: i64, to: i64) -> Result<HeadStats, QueryError> {
+    let (mut st, head_start) = engine.head().stats_from(id, from, to);
+    let limit = head_start.unwrap_or(i64::MAX);
+    let blocks = engine.blocks();
     let to_b = to.min(limit);
     // Slots whose nominal time (start + i*F + F/2) lies in [from, to_b) lie within these boundaries.
-    let found = chunks(blocks, id, from.saturating_sub(crate::storage::head::MAX_FREQUENCY), to_b);
+    let found = chunks(&blocks, id, from.saturating_sub(crate::storage::head::MAX_FREQUENCY), to_b);
     if found.is_empty() {
         return Ok(st);
     }

@@ -118,6 +118,10 @@ pub struct SharedSeries {
     floor_time: std::sync::atomic::AtomicI64,
 }
 
+/// What a sampling walk found: the range of steps with data (if any), and the series' extent in the head,
+/// `[first page start, one past its last defined slot)` (if it has pages).
+pub type SampleExtent = (Option<(usize, usize)>, Option<(i64, i64)>);
+
 /// The readable side of the head.
 pub struct Head {
     /// Pages owned by series or freed but not yet reusable: the head memory a cap counts.
@@ -340,8 +344,12 @@ impl Head {
 
     /// Like [`Head::sample_vec`], but stores the values of the series' pages over `out` (one slot per step)
     /// and leaves every other step as it is: the head's pages win over older copies of the same slots.
-    pub fn sample_store(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> Option<(usize, usize)> {
-        self.sample_with(id, t0, out.len(), |a, words| {
+    ///
+    /// Also returns the series' extent in the head, `[first page start, one past its last defined slot)`,
+    /// read from the same snapshot of its page list as the values (`None` without pages).
+    pub fn sample_store(&self, id: SeriesId, t0: i64, out: &mut [f64]) -> SampleExtent {
+        let n = out.len();
+        self.sample_walk(id, t0, n, |a, words| {
             for (o, w) in out[a..a + words.len()].iter_mut().zip(words) {
                 *o = load(w);
             }
@@ -356,29 +364,41 @@ impl Head {
         id: SeriesId,
         t0: i64,
         n: usize,
-        mut emit: impl FnMut(usize, &[std::sync::atomic::AtomicU64]),
+        emit: impl FnMut(usize, &[std::sync::atomic::AtomicU64]),
     ) -> Option<(usize, usize)> {
+        self.sample_walk(id, t0, n, emit).0
+    }
+
+    /// [`Head::sample_with`], also returning the series' extent `[base, end)` in time from the same page
+    /// list snapshot.
+    fn sample_walk(
+        &self,
+        id: SeriesId,
+        t0: i64,
+        n: usize,
+        mut emit: impl FnMut(usize, &[std::sync::atomic::AtomicU64]),
+    ) -> SampleExtent {
         let n = n as i64;
         let t0 = t0.clamp(-4 * MAX_ABS_TS, 4 * MAX_ABS_TS);
         let _gate = self.reclaim.read();
-        let (pages, f) = self.pages(id)?;
-        let first = pages.first()?;
-        let last = pages.last()?;
+        let Some((pages, f)) = self.pages(id) else { return (None, None) };
+        let (Some(first), Some(last)) = (pages.first(), pages.last()) else { return (None, None) };
         let files = self.files.read();
         let file_of = |no: u32| files.get((no / self.pages_per_file) as usize).map(|f| (f, no % self.pages_per_file));
-        let (last_file, last_page) = file_of(last.no)?;
+        let Some((last_file, last_page)) = file_of(last.no) else { return (None, None) };
         let base = first.start;
         let data_end = (last.start - base) / f + i64::from(last_file.len(last_page).load(Ordering::Acquire));
+        let extent = Some((base, base.saturating_add(data_end.saturating_mul(f))));
         // Slot (relative to base) of k = 0.
         let s0 = (t0 - base).div_euclid(f);
         let k_first = (-s0).max(0);
         let k_last = (data_end - 1 - s0).min(n - 1);
         if k_first > k_last {
-            return None;
+            return (None, extent);
         }
         for p in pages.iter() {
             let p_lo = (p.start - base) / f; // first slot of the page
-            let (file, page) = file_of(p.no)?;
+            let Some((file, page)) = file_of(p.no) else { return (None, extent) };
             let len = i64::from(file.len(page).load(Ordering::Acquire));
             let a = (p_lo - s0).max(0);
             let b = (p_lo + len - s0).min(n);
@@ -387,16 +407,23 @@ impl Head {
             }
             emit(a as usize, &file.page(page)[(a + s0 - p_lo) as usize..(b + s0 - p_lo) as usize]);
         }
-        Some((k_first as usize, k_last as usize))
+        (Some((k_first as usize, k_last as usize)), extent)
     }
 
     /// Count, sum, minimum and maximum of the non-NaN values of series `id` whose nominal times lie in
     /// `[from, to)`. Scans the pages without copying them.
     pub fn stats(&self, id: SeriesId, from: i64, to: i64) -> HeadStats {
+        self.stats_from(id, from, to).0
+    }
+
+    /// [`Head::stats`], also returning the start of the series' oldest page in the same snapshot of its
+    /// page list (`None` without pages).
+    pub fn stats_from(&self, id: SeriesId, from: i64, to: i64) -> (HeadStats, Option<i64>) {
         let (from, to) = clamp_range(from, to);
         let mut st = HeadStats { samples: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
         let _gate = self.reclaim.read();
-        let Some((pages, f)) = self.pages(id) else { return st };
+        let Some((pages, f)) = self.pages(id) else { return (st, None) };
+        let head_start = pages.first().map(|p| p.start);
         let files = self.files.read();
         let mut acc = Acc4::default();
         for p in pages.iter() {
@@ -434,7 +461,7 @@ impl Head {
             st.min = st.min.min(acc.min[k]);
             st.max = st.max.max(acc.max[k]);
         }
-        st
+        (st, head_start)
     }
 
     /// The time before which writes to series `id` are refused (a page boundary, after a free or a seal), if
