@@ -46,6 +46,8 @@ fn compaction_under_concurrent_writes_and_reads() {
                 assert_eq!(ack.outcome.stored, 97 * u64::from(SERIES), "a write into the live head was refused");
                 slot += 97;
                 acked.store(slot, Ordering::Release);
+                // A collector's pace rather than a flood, so that compactions interleave with the writes.
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         })
     };
@@ -69,6 +71,14 @@ fn compaction_under_concurrent_writes_and_reads() {
                     }
                     let st = db.stats(&key(s), "m", T, T + upto * F).expect("stats");
                     assert_eq!(st.samples, upto as u64, "series {s}: stats lost samples");
+                    // The sum over every host (an aggregation across series, some in blocks, some not).
+                    let all = Selector::new(silt::keys::Namespace::Host, vec![silt::SelectorElement::Name("c".into())])
+                        .expect("selector");
+                    let sum = db.query(&all, "m", T, T + upto * F, silt::ReadOptions::default()).expect("query");
+                    for (i, v) in sum.values.iter().take(upto as usize).enumerate() {
+                        let want: f64 = (0..SERIES).map(|s| value(s, i as i64)).sum();
+                        assert_eq!(*v, want, "sum slot {i}");
+                    }
                     reads += 1;
                 }
                 reads

@@ -208,14 +208,33 @@ pub fn read(
         acc = vec![0.0f64; n];
     }
     let mut tmp = Vec::new();
-    for &id in if ids.len() > 1 { &ids[..] } else { &[] } {
-        // Added straight from the pages; the first series taking part is stored, not added to 0.0, so one
-        // series comes back bit for bit (-0.0 stays -0.0).
-        if let Some((a, b)) = source::add_into(engine, id, f, from, &mut acc, taking_part == 0, &mut tmp)? {
-            taking_part += 1;
-            lo = lo.min(a);
-            hi = hi.max(b);
+    // Series without blocks are added straight from their pages. If a compaction publishes a block while
+    // this runs, a page it frees may be missed: the block generation tells, and the sum starts over.
+    let mut attempts = 0;
+    while ids.len() > 1 {
+        let generation = engine.block_generation();
+        let blocks = engine.blocks();
+        attempts += 1;
+        for &id in &ids {
+            // The first series taking part is stored, not added to 0.0, so one series comes back bit for bit
+            // (-0.0 stays -0.0).
+            let first = taking_part == 0;
+            let r = if attempts > 2 || blocks.iter().any(|b| !b.chunks_of(id).is_empty()) {
+                source::add_into(engine, id, f, from, &mut acc, first, &mut tmp)?
+            } else {
+                engine.head().sample_add(id, from, &mut acc, first)
+            };
+            if let Some((a, b)) = r {
+                taking_part += 1;
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
         }
+        if attempts > 2 || engine.block_generation() == generation {
+            break;
+        }
+        (taking_part, lo, hi) = (0, usize::MAX, 0);
+        acc.iter_mut().for_each(|x| *x = 0.0);
     }
     if taking_part > 1 {
         match cfg.aggregation {

@@ -417,6 +417,8 @@ struct Shared {
     catalog: RwLock<Catalog>,
     head: Arc<Head>,
     blocks: RwLock<BlockList>,
+    /// Bumped whenever a compaction publishes a block (before it frees the pages).
+    block_generation: AtomicU64,
     next_block_seq: AtomicU64,
     /// Held for the whole of a compaction: one at a time.
     compaction: Mutex<()>,
@@ -618,6 +620,7 @@ impl Engine {
             catalog: RwLock::new(catalog),
             head: head.head().clone(),
             blocks: RwLock::new(Arc::new(blocks)),
+            block_generation: AtomicU64::new(0),
             next_block_seq: AtomicU64::new(next_block_seq),
             compaction: Mutex::new(()),
             failed: Mutex::new(None),
@@ -924,6 +927,12 @@ impl Engine {
         &self.shared.head
     }
 
+    /// How many blocks compaction has published: a reader that walked the head without blocks can tell
+    /// whether pages moved to a block meanwhile.
+    pub fn block_generation(&self) -> u64 {
+        self.shared.block_generation.load(Ordering::Acquire)
+    }
+
     /// The published blocks, oldest first: a snapshot that stays valid while held.
     pub fn blocks(&self) -> BlockList {
         self.shared.blocks.read().clone()
@@ -981,6 +990,7 @@ impl Engine {
                 let mut next = (**list).clone();
                 next.push(block);
                 *list = Arc::new(next);
+                self.shared.block_generation.fetch_add(1, Ordering::AcqRel);
             }
             report.bytes = bytes.len() as u64;
             report.block = Some(path);
