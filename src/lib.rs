@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::needless_range_loop))]
 
+pub mod archive;
 pub mod db;
 pub mod error;
 #[doc(hidden)]
