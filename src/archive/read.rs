@@ -90,10 +90,10 @@ fn verify_data(path: &Path, file: &dyn VFile, len: u64, sum: &DataChecksum) -> R
         });
     }
     let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CRC_CHUNK];
+    let mut buf = vec![0u8; usize::try_from(sum.bytes).unwrap_or(CRC_CHUNK).min(CRC_CHUNK)];
     let mut offset = 0u64;
     while offset < sum.bytes {
-        let n = usize::try_from(sum.bytes - offset).unwrap_or(CRC_CHUNK).min(CRC_CHUNK);
+        let n = usize::try_from(sum.bytes - offset).unwrap_or(CRC_CHUNK).min(buf.len());
         let chunk = buf.get_mut(..n).unwrap_or_default();
         file.read_exact_at(chunk, offset).map_err(|source| ArchiveError::Io {
             op: "read",
