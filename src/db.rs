@@ -39,6 +39,12 @@ pub struct Options {
     /// Whether pages that leave the head by retention or the memory cap are first compacted into block
     /// files (default), where queries still find them, or dropped.
     pub compaction: bool,
+    /// How long blocks are kept (long-term retention): a block whose every slot is older goes, archived
+    /// first when `archive_dir` is set. `None` (default): kept for ever.
+    pub block_retention: Option<Duration>,
+    /// Where blocks past `block_retention` are archived as Parquet (cc-metric-store's long format, one
+    /// file per cluster and time range). `None` (default): they are deleted.
+    pub archive_dir: Option<std::path::PathBuf>,
     /// How often retention and the memory cap are enforced in the background. Default 1 s.
     pub maintenance_interval: Duration,
 }
@@ -54,6 +60,8 @@ impl Default for Options {
             retention: None,
             memory_cap_bytes: 0,
             compaction: true,
+            block_retention: None,
+            archive_dir: None,
             maintenance_interval: Duration::from_secs(1),
         }
     }
@@ -198,6 +206,8 @@ struct Inner {
     retention: Option<Duration>,
     memory_cap_bytes: u64,
     compaction: bool,
+    block_retention: Option<Duration>,
+    archive_dir: Option<std::path::PathBuf>,
     /// Wakes the maintenance thread at once when a write finds the head over its cap.
     nudge: crossbeam_channel::Sender<()>,
 }
@@ -214,6 +224,10 @@ impl Inner {
         let n = query::free_except(&self.engine, &self.index, &keep, before, self.compaction)?;
         if self.compaction {
             self.engine.merge_blocks(MERGE_TARGET_BYTES)?;
+        }
+        if let Some(long) = self.block_retention {
+            let before = now.saturating_sub(i64::try_from(long.as_secs()).unwrap_or(i64::MAX));
+            crate::export::archive_blocks(&self.engine, before, self.archive_dir.as_deref())?;
         }
         Ok(n)
     }
@@ -267,8 +281,11 @@ impl Db {
             retention: options.retention,
             memory_cap_bytes: options.memory_cap_bytes,
             compaction: options.compaction,
+            block_retention: options.block_retention,
+            archive_dir: options.archive_dir.clone(),
         });
-        let maintenance = if inner.retention.is_some() || inner.memory_cap_bytes > 0 {
+        let maintenance = if inner.retention.is_some() || inner.memory_cap_bytes > 0 || inner.block_retention.is_some()
+        {
             let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
             let worker = inner.clone();
             let interval = options.maintenance_interval.max(Duration::from_millis(1));
@@ -432,6 +449,31 @@ impl Db {
     /// cc-metric-store's health check of `nodes` of `cluster` against the `metrics` expected there, at `now`.
     pub fn health(&self, cluster: &str, nodes: &[String], metrics: &[String], now: i64) -> Vec<(String, NodeHealth)> {
         query::health(&self.inner.engine, &self.inner.index, cluster, nodes, metrics, now)
+    }
+
+    /// Every series at or below the levels a selector names (any metric): id, metric name, path.
+    pub fn series_under(&self, sel: &Selector) -> Vec<(SeriesId, String, crate::keys::SeriesPath)> {
+        query::series_under(&self.inner.engine, &self.inner.index, sel)
+            .into_iter()
+            .filter_map(|id| self.series_name(id).map(|(m, p)| (id, m, p)))
+            .collect()
+    }
+
+    /// The metric name and path of a series.
+    pub fn series_name(&self, id: SeriesId) -> Option<(String, crate::keys::SeriesPath)> {
+        crate::export::series_name(&self.inner.engine, id)
+    }
+
+    /// The time `t mod frequency` at which series `id`'s slots have their nominal times (from its oldest head
+    /// page, else from a block chunk), if it holds anything.
+    pub(crate) fn grid_phase(&self, id: SeriesId, frequency: i64) -> Option<i64> {
+        let engine = &self.inner.engine;
+        let start = engine
+            .head()
+            .pages(id)
+            .and_then(|(p, _)| p.first().map(|p| p.start))
+            .or_else(|| engine.blocks().iter().find_map(|b| b.chunks_of(id).first().map(|c| c.start)))?;
+        Some((start + frequency / 2).rem_euclid(frequency))
     }
 
     /// The names of the children of a selector's levels, sorted (cc-metric-store's `ListChildren`).

@@ -29,6 +29,9 @@ pub enum Error {
     /// A query is not valid (unknown metric, bad range or resolution, no aggregation).
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
+    /// Reading or writing an archive file failed.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     /// An argument is out of its range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -24,6 +24,7 @@
 pub mod archive;
 pub mod db;
 pub mod error;
+pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;

@@ -44,13 +44,10 @@ fn sort_key(r: &ArchiveRow) -> (&str, &str, &str, &str, &str, i64) {
     (&r.cluster, &r.hostname, &r.metric, &r.scope, &r.scope_id, r.timestamp)
 }
 
-/// What reading back `input` must give: stably sorted, values rounded to `f32` (the column is `FLOAT`).
+/// What reading back `input` must give: stably sorted, values bit for bit (the column is `DOUBLE`).
 fn expected(input: &[ArchiveRow]) -> Vec<ArchiveRow> {
     let mut rows = input.to_vec();
     rows.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-    for r in &mut rows {
-        r.value = f64::from(r.value as f32);
-    }
     rows
 }
 
@@ -145,7 +142,7 @@ message archive {
   REQUIRED BYTE_ARRAY scope_id (STRING);
   REQUIRED INT64 timestamp (INTEGER(64,true));
   REQUIRED INT64 frequency (INTEGER(64,true));
-  REQUIRED FLOAT value;
+  REQUIRED DOUBLE value;
 }
 format version 1, 11 rows
 kv silt.archive.data_bytes (present: true)
@@ -159,7 +156,7 @@ row group 0: 11 rows, sorted by [0, 1, 2, 3, 4, 5]
   \"scope_id\" BYTE_ARRAY ZSTD [PLAIN RLE RLE_DICTIONARY]
   \"timestamp\" INT64 ZSTD [DELTA_BINARY_PACKED RLE]
   \"frequency\" INT64 ZSTD [PLAIN RLE RLE_DICTIONARY]
-  \"value\" FLOAT ZSTD [PLAIN RLE RLE_DICTIONARY]
+  \"value\" DOUBLE ZSTD [PLAIN RLE RLE_DICTIONARY]
 ";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -219,7 +216,7 @@ proptest! {
 }
 
 #[test]
-fn special_values_survive_as_f32_allows() {
+fn special_values_survive_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("special.parquet");
     let values = [0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, -f64::NAN, 1.0e300, -1.0e300, 1.0e-50, 0.1];
@@ -232,10 +229,9 @@ fn special_values_survive_as_f32_allows() {
     assert_eq!(got[2], f64::INFINITY);
     assert_eq!(got[3], f64::NEG_INFINITY);
     assert!(got[4].is_nan() && got[5].is_nan(), "NaN stays NaN");
-    assert_eq!(got[6], f64::INFINITY, "beyond f32::MAX rounds to infinity");
-    assert_eq!(got[7], f64::NEG_INFINITY);
-    assert_eq!(got[8].to_bits(), 0.0f64.to_bits(), "below the smallest f32 subnormal rounds to zero");
-    assert_eq!(got[9], f64::from(0.1f32));
+    for i in 6..10 {
+        assert_eq!(got[i].to_bits(), values[i].to_bits(), "value {i} changed (a DOUBLE column keeps every bit)");
+    }
 }
 
 #[test]
@@ -285,7 +281,7 @@ fn read_generic(path: &Path) -> Vec<ArchiveRow> {
                 scope_id: r.get_string(4).unwrap().clone(),
                 timestamp: r.get_long(5).unwrap(),
                 frequency: r.get_long(6).unwrap(),
-                value: f64::from(r.get_float(7).unwrap()),
+                value: r.get_double(7).unwrap(),
             }
         })
         .collect()

@@ -10,8 +10,9 @@
 //!   of at most [`ROW_GROUP_ROWS`] rows, and replaces the file atomically (temporary name, fsync, rename,
 //!   fsync of the directory). The footer records the CRC32 of the data region (everything before the page
 //!   index and footer), which the reader checks before it decodes a page.
-//! - `value` is stored as a 32-bit `FLOAT`, as cc-metric-store stores it: a value is rounded to the
-//!   nearest `f32` on write (see [`ArchiveRow::value`]).
+//! - `value` is stored as a 64-bit `DOUBLE`, bit for bit (cc-metric-store stores a 32-bit `FLOAT`, which
+//!   loses precision above 2^24; silt promises not to lose samples, and every reader of cc-metric-store's
+//!   files reads a `DOUBLE` column too). The reader accepts both (see [`ArchiveRow::value`]).
 //! - All file access goes through a [`Vfs`](crate::storage::io::Vfs); [`write_parquet_with`] and
 //!   [`read_parquet_with`] take one, the plain functions use [`StdVfs`](crate::storage::io::StdVfs).
 
@@ -42,9 +43,8 @@ pub struct ArchiveRow {
     pub timestamp: i64,
     /// Sampling interval of the metric in seconds.
     pub frequency: i64,
-    /// The sample. The file stores it as an `f32`: [`write_parquet`] rounds it to the nearest `f32` (finite
-    /// values beyond `f32::MAX` in magnitude become infinities, the sign of zero and infinities are kept, a
-    /// NaN stays a NaN but not its payload); [`read_parquet`] widens it back exactly.
+    /// The sample, stored as a `DOUBLE` bit for bit (NaN payloads included). A file with a `FLOAT` value
+    /// column (cc-metric-store's) is read widened to `f64` exactly.
     pub value: f64,
 }
 

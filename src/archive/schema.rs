@@ -48,7 +48,7 @@ pub(super) fn write_schema() -> Result<TypePtr, ParquetError> {
         let (physical, logical) = match i {
             i if i < STRING_COLUMNS => (PhysicalType::BYTE_ARRAY, Some(LogicalType::String)),
             TIMESTAMP | FREQUENCY => (PhysicalType::INT64, Some(LogicalType::integer(64, true))),
-            _ => (PhysicalType::FLOAT, None),
+            _ => (PhysicalType::DOUBLE, None),
         };
         let field = Type::primitive_type_builder(name, physical)
             .with_repetition(Repetition::REQUIRED)

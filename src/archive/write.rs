@@ -162,8 +162,8 @@ fn write_column(col: &mut SerializedColumnWriter<'_>, column: usize, rows: &[Arc
             let values: Vec<i64> = rows.iter().map(|r| r.frequency).collect();
             w.write_batch(&values, None, None)?;
         }
-        (VALUE, ColumnWriter::FloatColumnWriter(w)) => {
-            let values: Vec<f32> = rows.iter().map(|r| r.value as f32).collect();
+        (VALUE, ColumnWriter::DoubleColumnWriter(w)) => {
+            let values: Vec<f64> = rows.iter().map(|r| r.value).collect();
             w.write_batch(&values, None, None)?;
         }
         (i, _) => return Err(ParquetError::General(format!("archive schema: no writer for column {i}"))),

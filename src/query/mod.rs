@@ -338,6 +338,11 @@ pub fn compact(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i
     free_ids(engine, selected(engine, index, sel), before, true)
 }
 
+/// Every series at or below the levels `sel` names, any metric.
+pub fn series_under(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<SeriesId> {
+    selected(engine, index, sel)
+}
+
 fn selected(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<SeriesId> {
     refresh(engine, index);
     let mut ids = Vec::new();
