@@ -4,6 +4,10 @@
 //! silt serve [--config config.json] [--data DIR] [--addr ADDR] [--metric NAME=FREQ:AGG]...
 //!                   run the HTTP server (cc-metric-store's API) on loopback, data in ./silt-data
 //! silt check DIR    verify a data directory without modifying it (exit 0 clean, 1 damaged, 2 unreadable)
+//! silt export --from T --to T [--selector CLUSTER[:HOST[:COMPONENT]]] [--data DIR] OUT.parquet
+//!                   write series to a Parquet file in cc-metric-store's long format
+//! silt import [--data DIR] [--config config.json] FILE.parquet...
+//!                   write the rows of archive files into a data directory
 //! ```
 //!
 //! Each subcommand is a variant of [`Command`] with its own arguments struct and a `run` function that
@@ -36,6 +40,86 @@ enum Command {
     /// Safe on a directory a running process holds: files are opened read-only and the lock is not taken.
     /// Exit status: 0 if nothing is damaged (warnings allowed), 1 if something is, 2 if DIR cannot be read.
     Check(CheckArgs),
+    /// Write the samples of every series below a selector in [from, to) to a Parquet file in
+    /// cc-metric-store's long format (cluster, hostname, metric, scope, scope_id, timestamp, frequency,
+    /// value), from the head and the blocks. Needs the data directory to itself (stop the server first).
+    Export(ExportArgs),
+    /// Write the rows of Parquet archive files (as `export` or long-term retention writes them, or
+    /// cc-metric-store's) into a data directory. Undeclared metrics are declared with the file's frequency
+    /// and `avg`, unless the config declares them.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// The data directory.
+    #[arg(long, default_value = "silt-data")]
+    data: PathBuf,
+    /// Start of the range, unix seconds (inclusive).
+    #[arg(long, allow_hyphen_values = true)]
+    from: i64,
+    /// End of the range, unix seconds (exclusive).
+    #[arg(long, allow_hyphen_values = true)]
+    to: i64,
+    /// Levels to export, `:`-separated from the cluster down (`emmy`, `emmy:n0001`, `emmy:*:hwthread0`);
+    /// `*` matches any name. Default: every host of every cluster.
+    #[arg(long, default_value = "*")]
+    selector: String,
+    /// The Parquet file to write (replaced atomically).
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The data directory.
+    #[arg(long, default_value = "silt-data")]
+    data: PathBuf,
+    /// cc-metric-store's config.json, whose `metrics` are declared first.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The Parquet files to read.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+fn parse_selector(s: &str) -> Result<silt::Selector, CliError> {
+    let elements = s
+        .split(':')
+        .map(|e| if e == "*" { silt::SelectorElement::Any } else { silt::SelectorElement::Name(e.to_owned()) })
+        .collect();
+    Ok(silt::Selector::new(silt::keys::Namespace::Host, elements)?)
+}
+
+fn open_offline(dir: &std::path::Path) -> Result<silt::Db, CliError> {
+    if !dir.join("MANIFEST").exists() && !dir.join("wal").exists() {
+        return Err(format!("{}: not a silt data directory", dir.display()).into());
+    }
+    Ok(silt::Db::open(dir, silt::Options { checkpoint_interval: None, ..silt::Options::default() })?)
+}
+
+fn run_export(args: &ExportArgs) -> Result<ExitCode, CliError> {
+    let sel = parse_selector(&args.selector)?;
+    let db = open_offline(&args.data)?;
+    let n = db.export_parquet(&sel, args.from, args.to, &args.out)?;
+    db.close()?;
+    print(format!("exported {n} samples to {}", args.out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_import(args: &ImportArgs) -> Result<ExitCode, CliError> {
+    let db = silt::Db::open(&args.data, silt::Options { checkpoint_interval: None, ..silt::Options::default() })?;
+    if let Some(path) = &args.config {
+        for (name, config) in silt::server::config::Config::load(path)?.metric_configs() {
+            db.declare_metric(&name, config)?;
+        }
+    }
+    let mut total = 0;
+    for f in &args.files {
+        total += db.import_parquet(f)?;
+    }
+    db.close()?;
+    print(format!("imported {total} samples from {} files", args.files.len()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +216,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check(args) => run_check(args),
         Command::Serve(args) => run_serve(args),
+        Command::Export(args) => run_export(args),
+        Command::Import(args) => run_import(args),
     };
     match result {
         Ok(code) => code,
