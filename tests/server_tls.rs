@@ -54,15 +54,21 @@ fn https(addr: SocketAddr, roots: &rustls::RootCertStore, method: &str, path: &s
     (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
-#[test]
-fn serves_https_with_the_configured_certificate() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+/// A fresh self-signed certificate for `localhost` and its key, written as PEM into `dir`.
+fn self_signed(dir: &std::path::Path) -> (rcgen::Certificate, std::path::PathBuf, std::path::PathBuf) {
     let key = rcgen::KeyPair::generate().expect("key");
     let cert =
         rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params").self_signed(&key).expect("cert");
-    let (cert_path, key_path) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).expect("cert");
     std::fs::write(&key_path, key.serialize_pem()).expect("key");
+    (cert, cert_path, key_path)
+}
+
+#[test]
+fn serves_https_with_the_configured_certificate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (cert, cert_path, key_path) = self_signed(tmp.path());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der().clone()).expect("root");
 
@@ -93,12 +99,7 @@ fn refuses_to_start_with_bad_tls_files() {
     let missing = tmp.path().join("missing.pem");
     let garbage = tmp.path().join("garbage.pem");
     std::fs::write(&garbage, "this is not PEM").expect("write");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params").self_signed(&key).expect("cert");
-    let (cert_path, key_path) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).expect("cert");
-    std::fs::write(&key_path, key.serialize_pem()).expect("key");
+    let (_, cert_path, key_path) = self_signed(tmp.path());
     let cases = [
         (&missing, &key_path, &missing),
         (&garbage, &key_path, &garbage),

@@ -707,21 +707,15 @@ impl HeadWriter {
     /// Frees the pages of series `id` whose every slot lies before `before`; returns how many. Writes older
     /// than the freed range are refused from then on.
     pub fn free_before(&mut self, id: SeriesId, before: i64) -> usize {
-        let Some(s) = self.series.get_mut(id.0 as usize) else { return 0 };
-        let span = PAGE_SLOTS as i64 * s.frequency;
-        let keep = s.pages.iter().position(|p| p.start.saturating_add(span) > before).unwrap_or(s.pages.len());
-        if keep == 0 {
+        let n = self.seal_before(id, before);
+        if n == 0 {
             return 0;
         }
-        let freed: Vec<PageRef> = s.pages.drain(..keep).collect();
-        s.next = None;
-        if let (Some(origin), Some(last)) = (s.origin, freed.last()) {
-            s.floor = s.floor.max((last.start - origin) / span + 1);
-        }
-        s.publish_floor();
+        let s = &mut self.series[id.0 as usize];
+        let freed: Vec<PageRef> = s.pages.drain(..n).collect();
         *s.shared.pages.write() = Arc::from(s.pages.as_slice());
         self.pending.extend(freed.iter().map(|p| p.no));
-        freed.len()
+        n
     }
 
     /// Seals the pages of series `id` whose every slot lies before `before`: writes to them are refused
