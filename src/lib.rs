@@ -32,6 +32,7 @@ pub mod keys;
 pub mod query;
 pub mod server;
 pub mod storage;
+pub mod stream;
 
 pub use db::{Batch, Db, Options, ReadResult, Stats, WriteAck, WriteOutcome};
 pub use error::Error;

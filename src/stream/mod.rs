@@ -1,0 +1,34 @@
+//! The stream engine: an in-process dataflow over Arrow record batches (Arroyo's shape at in-process
+//! scale). A client of the store: it reads and writes through the typed key space like any other.
+//!
+//! - [`graph`]: logical graphs (operators with a parallelism, forward and shuffle edges), validation, and
+//!   the physical plan with forward edges chained into one task.
+//! - [`operators`]: sources, filters, maps, sinks.
+//! - [`runtime`]: one thread per task, bounded queues counted in rows, failure of the whole pipeline on the
+//!   first error or panic.
+//!
+//! Windows, watermarks, checkpoints, scheduling onto worker slots and pipeline states are not built yet.
+
+pub mod graph;
+pub mod operators;
+pub mod runtime;
+
+/// Why a pipeline failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The graph cannot run.
+    #[error(transparent)]
+    Graph(#[from] graph::GraphError),
+    /// Arrow refused an operation (a filter or take over mismatched arrays, …).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// An operator failed.
+    #[error("operator failed: {0}")]
+    Operator(String),
+    /// An operator panicked; the message is the panic's.
+    #[error("operator panicked: {0}")]
+    Panic(String),
+    /// The pipeline was stopped (cancelled, or another task failed first).
+    #[error("cancelled")]
+    Cancelled,
+}
