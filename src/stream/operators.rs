@@ -1,7 +1,7 @@
 //! Operators: what a subtask runs. A [`Source`] produces batches; an [`Operator`] turns each input batch
 //! into zero or more output batches through a [`Collector`] and may emit more when its inputs end.
 
-use arrow_array::{BooleanArray, RecordBatch};
+use arrow_array::{Array, BooleanArray, Int64Array, RecordBatch};
 
 use super::StreamError;
 
@@ -15,12 +15,22 @@ pub trait Collector {
 pub trait Source: Send {
     /// The next batch, `None` at the end.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, StreamError>;
+    /// The event time up to which this source has emitted everything (a watermark), asked after every
+    /// batch; `None` if it tracks none.
+    fn watermark(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// Transforms batches.
 pub trait Operator: Send {
     /// Processes one batch from input `input` (the index of the edge among the node's inputs).
     fn process(&mut self, input: usize, batch: RecordBatch, out: &mut dyn Collector) -> Result<(), StreamError>;
+    /// The watermark advanced: no row with an earlier event time will come any more. Called before the
+    /// watermark is passed on downstream.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut dyn Collector) -> Result<(), StreamError> {
+        Ok(())
+    }
     /// Called once when every input has ended; may emit what it still holds.
     fn finish(&mut self, _out: &mut dyn Collector) -> Result<(), StreamError> {
         Ok(())
@@ -33,6 +43,189 @@ pub struct VecSource(pub std::vec::IntoIter<RecordBatch>);
 impl Source for VecSource {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, StreamError> {
         Ok(self.0.next())
+    }
+}
+
+/// A source over batches given up front, in event-time order, whose watermark is the largest event time
+/// (an `Int64` column) emitted so far.
+pub struct OrderedVecSource {
+    /// The batches.
+    pub batches: std::vec::IntoIter<RecordBatch>,
+    /// The event-time column.
+    pub time_column: String,
+    /// The watermark so far.
+    pub max_time: Option<i64>,
+}
+
+impl Source for OrderedVecSource {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, StreamError> {
+        let Some(b) = self.batches.next() else { return Ok(None) };
+        let t = int64_column(&b, &self.time_column)?;
+        if let Some(m) = (0..t.len()).map(|i| t.value(i)).max() {
+            self.max_time = Some(self.max_time.map_or(m, |x| x.max(m)));
+        }
+        Ok(Some(b))
+    }
+
+    fn watermark(&self) -> Option<i64> {
+        self.max_time
+    }
+}
+
+fn int64_column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, StreamError> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .ok_or_else(|| StreamError::Operator(format!("no Int64 column {name:?}")))
+}
+
+/// An aggregate of a window's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Number of rows.
+    Count,
+    /// Sum.
+    Sum,
+    /// Mean.
+    Avg,
+    /// Minimum.
+    Min,
+    /// Maximum.
+    Max,
+    /// The value of the row with the latest event time (the last such row seen on ties).
+    Last,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Acc {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last: (i64, f64),
+}
+
+impl Acc {
+    fn new() -> Self {
+        Acc { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, last: (i64::MIN, f64::NAN) }
+    }
+    fn add(&mut self, t: i64, v: f64) {
+        self.count += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        if t >= self.last.0 {
+            self.last = (t, v);
+        }
+    }
+    fn get(&self, a: Aggregate) -> f64 {
+        match a {
+            Aggregate::Count => self.count as f64,
+            Aggregate::Sum => self.sum,
+            Aggregate::Avg => self.sum / self.count as f64,
+            Aggregate::Min => self.min,
+            Aggregate::Max => self.max,
+            Aggregate::Last => self.last.1,
+        }
+    }
+}
+
+/// Tumbling event-time windows per key: input columns `key` (`Int64`), `time` (`Int64`, seconds) and
+/// `value` (`Float64`); output `key`, `window_start`, `value` (the aggregate), one row per key and window,
+/// emitted when the watermark passes the window's end (and the rest at the end of input), in window order.
+/// A row whose window has already been emitted is late: it is counted in [`TumblingWindow::late`], not
+/// aggregated.
+pub struct TumblingWindow {
+    /// Window length in seconds.
+    pub width: i64,
+    /// The aggregate.
+    pub aggregate: Aggregate,
+    /// Names of the key, time and value columns.
+    pub columns: [String; 3],
+    /// Open windows by (start, key).
+    open: std::collections::BTreeMap<(i64, i64), Acc>,
+    /// Windows ending at or before this are emitted.
+    emitted_to: i64,
+    /// Late rows dropped.
+    pub late: u64,
+}
+
+impl TumblingWindow {
+    /// A window operator.
+    pub fn new(width: i64, aggregate: Aggregate, key: &str, time: &str, value: &str) -> Self {
+        TumblingWindow {
+            width: width.max(1),
+            aggregate,
+            columns: [key.to_owned(), time.to_owned(), value.to_owned()],
+            open: std::collections::BTreeMap::new(),
+            emitted_to: i64::MIN,
+            late: 0,
+        }
+    }
+
+    /// The schema of what it emits.
+    pub fn output_schema() -> arrow_schema::SchemaRef {
+        use arrow_schema::{DataType, Field, Schema};
+        std::sync::Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Int64, false),
+            Field::new("window_start", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]))
+    }
+
+    fn emit_until(&mut self, end: i64, out: &mut dyn Collector) -> Result<(), StreamError> {
+        let mut keys = Vec::new();
+        let mut starts = Vec::new();
+        let mut values = Vec::new();
+        while let Some((&(start, key), acc)) = self.open.first_key_value() {
+            if start.saturating_add(self.width) > end {
+                break;
+            }
+            keys.push(key);
+            starts.push(start);
+            values.push(acc.get(self.aggregate));
+            self.open.pop_first();
+        }
+        self.emitted_to = self.emitted_to.max(end);
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let cols: Vec<arrow_array::ArrayRef> = vec![
+            std::sync::Arc::new(Int64Array::from(keys)),
+            std::sync::Arc::new(Int64Array::from(starts)),
+            std::sync::Arc::new(arrow_array::Float64Array::from(values)),
+        ];
+        out.emit(RecordBatch::try_new(Self::output_schema(), cols)?)
+    }
+}
+
+impl Operator for TumblingWindow {
+    fn process(&mut self, _input: usize, batch: RecordBatch, _out: &mut dyn Collector) -> Result<(), StreamError> {
+        let [k, t, v] = &self.columns;
+        let keys = int64_column(&batch, k)?;
+        let times = int64_column(&batch, t)?;
+        let values = batch
+            .column_by_name(v)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Float64Array>())
+            .ok_or_else(|| StreamError::Operator(format!("no Float64 column {v:?}")))?;
+        for i in 0..batch.num_rows() {
+            let time = times.value(i);
+            let start = time.div_euclid(self.width) * self.width;
+            if start.saturating_add(self.width) <= self.emitted_to {
+                self.late += 1;
+                continue;
+            }
+            self.open.entry((start, keys.value(i))).or_insert_with(Acc::new).add(time, values.value(i));
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<(), StreamError> {
+        // No row earlier than the watermark will come: windows ending at or before it are complete.
+        self.emit_until(watermark, out)
+    }
+
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<(), StreamError> {
+        self.emit_until(i64::MAX, out)
     }
 }
 

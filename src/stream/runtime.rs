@@ -20,7 +20,10 @@ use super::StreamError;
 
 enum Msg {
     Batch(usize, RecordBatch),
-    End,
+    /// A sender's watermark: it will send no row with an earlier event time.
+    Watermark(usize, i64),
+    /// A sender is done.
+    End(usize),
 }
 
 struct QueueState {
@@ -51,7 +54,7 @@ impl RowQueue {
     fn push(&self, msg: Msg) -> Result<(), StreamError> {
         let rows = match &msg {
             Msg::Batch(_, b) => b.num_rows(),
-            Msg::End => 0,
+            Msg::Watermark(..) | Msg::End(_) => 0,
         };
         let mut st = self.state.lock();
         while !st.closed && st.rows > 0 && st.rows + rows > self.capacity {
@@ -105,6 +108,8 @@ struct Route {
 }
 
 struct Router {
+    /// This task's index, which stamps its watermarks and end.
+    task: usize,
     subtask: usize,
     routes: Vec<Route>,
 }
@@ -162,18 +167,72 @@ impl Collector for Router {
 }
 
 impl Router {
-    fn end(&self) -> Result<(), StreamError> {
+    /// Sends a control message to every downstream task this task feeds.
+    fn broadcast(&self, make: impl Fn() -> Msg) -> Result<(), StreamError> {
         for r in &self.routes {
             match r.kind {
-                EdgeKind::Forward => r.targets[self.subtask].push(Msg::End)?,
+                EdgeKind::Forward => r.targets[self.subtask].push(make())?,
                 EdgeKind::Shuffle { .. } => {
                     for t in &r.targets {
-                        t.push(Msg::End)?;
+                        t.push(make())?;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    fn end(&self) -> Result<(), StreamError> {
+        self.broadcast(|| Msg::End(self.task))
+    }
+
+    fn watermark(&self, wm: i64) -> Result<(), StreamError> {
+        self.broadcast(|| Msg::Watermark(self.task, wm))
+    }
+}
+
+/// Passes a new watermark through the chain's operators in order (each may emit), then downstream.
+fn advance(ops: &mut [Box<dyn Operator>], wm: i64, router: &mut Router) -> Result<(), StreamError> {
+    for i in 0..ops.len() {
+        let (head, rest) = ops.split_at_mut(i + 1);
+        let mut out = Buffer(Vec::new());
+        head[i].on_watermark(wm, &mut out)?;
+        for b in out.0 {
+            push(rest, 0, b, router)?;
+        }
+    }
+    router.watermark(wm)
+}
+
+/// The watermarks of a task's senders: the task's watermark is their minimum, ended senders left out.
+struct Watermarks {
+    by_sender: std::collections::HashMap<usize, Option<i64>>,
+    current: Option<i64>,
+}
+
+impl Watermarks {
+    fn new(senders: &[usize]) -> Self {
+        Watermarks { by_sender: senders.iter().map(|&s| (s, None)).collect(), current: None }
+    }
+
+    /// Records a sender's watermark (or its end, `None`); returns the task's watermark if it advanced.
+    fn update(&mut self, sender: usize, wm: Option<i64>) -> Option<i64> {
+        match wm {
+            Some(w) => {
+                if let Some(slot) = self.by_sender.get_mut(&sender) {
+                    *slot = Some(slot.map_or(w, |x| x.max(w)));
+                }
+            }
+            None => {
+                self.by_sender.remove(&sender);
+            }
+        }
+        let min = self.by_sender.values().try_fold(i64::MAX, |m, w| w.map(|w| m.min(w)))?;
+        if self.by_sender.is_empty() || self.current.is_some_and(|c| min <= c) {
+            return None;
+        }
+        self.current = Some(min);
+        Some(min)
     }
 }
 
@@ -283,7 +342,19 @@ pub fn start(g: &LogicalGraph, queue_rows: usize) -> Result<Pipeline, StreamErro
                 };
             }
         }
-        let mut router = Router { subtask: t.subtask, routes };
+        let mut router = Router { task: ti, subtask: t.subtask, routes };
+        let mut senders = Vec::new();
+        for &(from, to, k) in &plan.links {
+            if to == t.chain {
+                match g.edges[k].kind {
+                    EdgeKind::Forward => senders.extend(index(from, t.subtask)),
+                    EdgeKind::Shuffle { .. } => {
+                        senders.extend((0..plan.chains[from].parallelism).filter_map(|s| index(from, s)))
+                    }
+                }
+            }
+        }
+        let mut watermarks = Watermarks::new(&senders);
         let source: Option<Box<dyn Source>> = match &g.nodes[head].kind {
             NodeKind::Source(f) => Some(f(t.subtask, p)),
             NodeKind::Operator(_) => None,
@@ -304,15 +375,31 @@ pub fn start(g: &LogicalGraph, queue_rows: usize) -> Result<Pipeline, StreamErro
             .spawn(move || {
                 let run = std::panic::AssertUnwindSafe(|| -> Result<(), StreamError> {
                     if let Some(mut src) = source {
+                        let mut last = None;
                         while let Some(b) = src.next_batch()? {
                             push(&mut ops, 0, b, &mut router)?;
+                            if let Some(wm) = src.watermark().filter(|&w| last.is_none_or(|l| w > l)) {
+                                last = Some(wm);
+                                advance(&mut ops, wm, &mut router)?;
+                            }
                         }
                     } else {
                         let mut ended = 0;
                         while ended < expected_ends {
                             match inbox.pop()? {
                                 Msg::Batch(input, b) => push(&mut ops, input, b, &mut router)?,
-                                Msg::End => ended += 1,
+                                Msg::Watermark(sender, wm) => {
+                                    if let Some(w) = watermarks.update(sender, Some(wm)) {
+                                        advance(&mut ops, w, &mut router)?;
+                                    }
+                                }
+                                Msg::End(sender) => {
+                                    ended += 1;
+                                    // An ended input no longer holds the watermark back.
+                                    if let Some(w) = watermarks.update(sender, None) {
+                                        advance(&mut ops, w, &mut router)?;
+                                    }
+                                }
                             }
                         }
                     }
