@@ -146,7 +146,7 @@ proptest! {
         start(&g, 64).unwrap().join().unwrap();
         drop(g);
         let mut got: Vec<(i64, i64, f64)> = rx.try_iter().flat_map(|(_, b)| out_rows(&b)).collect();
-        got.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        got.sort_by_key(|a| (a.0, a.1));
         let want = model(&events, width, agg);
         prop_assert_eq!(got.len(), want.len(), "windows: got {:?}, want {:?}", got, want);
         for (g, w) in got.iter().zip(&want) {
