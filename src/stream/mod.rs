@@ -3,15 +3,19 @@
 //!
 //! - [`graph`]: logical graphs (operators with a parallelism, forward and shuffle edges), validation, and
 //!   the physical plan with forward edges chained into one task.
-//! - [`operators`]: sources, filters, maps, sinks.
-//! - [`runtime`]: one thread per task, bounded queues counted in rows, failure of the whole pipeline on the
-//!   first error or panic.
+//! - [`operators`]: sources, filters, maps, tumbling event-time windows with count/sum/avg/min/max/last,
+//!   channel sinks.
+//! - [`store`]: a scan of stored series as a source, and a sink that writes rows back as samples.
+//! - [`runtime`]: one thread per task, bounded queues counted in rows, watermarks (the minimum over a
+//!   task's senders, ended ones left out), failure of the whole pipeline on the first error or panic.
 //!
-//! Windows, watermarks, checkpoints, scheduling onto worker slots and pipeline states are not built yet.
+//! Not built yet: sliding windows, the live ingest stream as a source, checkpoint barriers and restore,
+//! scheduling onto worker slots, pipeline states, the declarative form and `/api/pipelines`.
 
 pub mod graph;
 pub mod operators;
 pub mod runtime;
+pub mod store;
 
 /// Why a pipeline failed.
 #[derive(Debug, thiserror::Error)]

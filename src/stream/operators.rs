@@ -162,6 +162,16 @@ impl TumblingWindow {
         }
     }
 
+    /// The schema it reads with its default column names: `key`, `time`, `value` (`Int64`, `Int64`, `Float64`).
+    pub fn input_schema() -> arrow_schema::SchemaRef {
+        use arrow_schema::{DataType, Field, Schema};
+        std::sync::Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Int64, false),
+            Field::new("time", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]))
+    }
+
     /// The schema of what it emits.
     pub fn output_schema() -> arrow_schema::SchemaRef {
         use arrow_schema::{DataType, Field, Schema};

@@ -1,0 +1,131 @@
+//! Operators that read and write the store through the typed key space: a scan of stored series over a
+//! time range, and a sink that writes rows as samples (idempotent per slot, so a replay writes the same).
+
+use std::sync::Arc;
+
+use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use super::operators::{Collector, Operator, Source};
+use super::StreamError;
+use crate::keys::SeriesPath;
+use crate::{Batch, Db, ReadOptions, Selector};
+
+/// The schema of [`ScanSource`]'s batches: `series` (the path, as text), `time`, `value`.
+pub fn scan_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("series", DataType::Utf8, false),
+        Field::new("time", DataType::Int64, false),
+        Field::new("value", DataType::Float64, false),
+    ]))
+}
+
+/// Reads `metric` of every series at or below `selector` over `[from, to)`, one batch per series (gaps
+/// left out); subtask `s` of `p` takes the series `s, s + p, …`. Its watermark is `to` once it is done.
+pub struct ScanSource {
+    db: Arc<Db>,
+    metric: String,
+    from: i64,
+    to: i64,
+    series: std::vec::IntoIter<SeriesPath>,
+    done: bool,
+}
+
+impl ScanSource {
+    /// The scan of one subtask.
+    pub fn new(
+        db: Arc<Db>,
+        selector: &Selector,
+        metric: &str,
+        from: i64,
+        to: i64,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Self {
+        let series: Vec<SeriesPath> = db
+            .series_under(selector)
+            .into_iter()
+            .filter(|(_, m, _)| m == metric)
+            .map(|(_, _, p)| p)
+            .skip(subtask)
+            .step_by(parallelism.max(1))
+            .collect();
+        ScanSource { db, metric: metric.to_owned(), from, to, series: series.into_iter(), done: false }
+    }
+}
+
+impl Source for ScanSource {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, StreamError> {
+        for path in self.series.by_ref() {
+            let r = self
+                .db
+                .query(&Selector::exact(&path), &self.metric, self.from, self.to, ReadOptions::default())
+                .map_err(|e| StreamError::Operator(e.to_string()))?;
+            let (mut times, mut values) = (Vec::new(), Vec::new());
+            for (i, v) in r.values.iter().enumerate() {
+                if !v.is_nan() {
+                    times.push(r.from + i as i64 * r.resolution);
+                    values.push(*v);
+                }
+            }
+            if times.is_empty() {
+                continue;
+            }
+            let name = StringArray::from(vec![path.to_string(); times.len()]);
+            let cols: Vec<arrow_array::ArrayRef> =
+                vec![Arc::new(name), Arc::new(Int64Array::from(times)), Arc::new(Float64Array::from(values))];
+            return Ok(Some(RecordBatch::try_new(scan_schema(), cols)?));
+        }
+        self.done = true;
+        Ok(None)
+    }
+
+    fn watermark(&self) -> Option<i64> {
+        self.done.then_some(self.to)
+    }
+}
+
+/// Maps a row's key to the series it is written to.
+pub type KeyOf = Arc<dyn Fn(i64) -> Result<SeriesPath, StreamError> + Send + Sync>;
+
+/// Writes rows `(key: Int64, time: Int64, value: Float64)` (column names given) into `metric` at the
+/// series `key_of(key)`: one `Db::write` per batch, under the database's durability.
+pub struct StoreSink {
+    /// The database.
+    pub db: Arc<Db>,
+    /// The metric written (declared beforehand).
+    pub metric: String,
+    /// Key, time and value columns.
+    pub columns: [String; 3],
+    /// The series of a key.
+    pub key_of: KeyOf,
+}
+
+impl Operator for StoreSink {
+    fn process(&mut self, _input: usize, batch: RecordBatch, _out: &mut dyn Collector) -> Result<(), StreamError> {
+        let col =
+            |name: &str| batch.column_by_name(name).ok_or_else(|| StreamError::Operator(format!("no column {name:?}")));
+        let keys = col(&self.columns[0])?.as_any().downcast_ref::<Int64Array>().cloned();
+        let times = col(&self.columns[1])?.as_any().downcast_ref::<Int64Array>().cloned();
+        let values = col(&self.columns[2])?.as_any().downcast_ref::<Float64Array>().cloned();
+        let (Some(keys), Some(times), Some(values)) = (keys, times, values) else {
+            return Err(StreamError::Operator("store sink wants Int64 key and time and Float64 value".into()));
+        };
+        let mut b = Batch::new();
+        let mut last: Option<(i64, SeriesPath)> = None;
+        for i in 0..batch.num_rows() {
+            let k = keys.value(i);
+            let path = match &last {
+                Some((lk, p)) if *lk == k => p.clone(),
+                _ => {
+                    let p = (self.key_of)(k)?;
+                    last = Some((k, p.clone()));
+                    p
+                }
+            };
+            b.push(&path, &self.metric, times.value(i), values.value(i));
+        }
+        self.db.write(&b).map_err(|e| StreamError::Operator(format!("store sink: {e}")))?;
+        Ok(())
+    }
+}
