@@ -1,4 +1,4 @@
-//! Tumbling event-time windows with watermarks: the operator alone (emission when the watermark passes a
+//! Tumbling and sliding event-time windows with watermarks: the operator alone (emission when the watermark passes a
 //! window's end, late rows dropped), and a whole pipeline (sources with watermarks → shuffle by key →
 //! windows → sink) against a single-threaded model for every aggregate (proptest).
 
@@ -65,10 +65,13 @@ fn windows_close_when_the_watermark_passes_their_end_and_late_rows_are_dropped()
     assert_eq!(out.0[2..], [(1, 60, 11.0)]);
 }
 
-fn model(events: &[(i64, i64, f64)], width: i64, agg: Aggregate) -> Vec<(i64, i64, f64)> {
+fn model(events: &[(i64, i64, f64)], width: i64, slide: i64, agg: Aggregate) -> Vec<(i64, i64, f64)> {
     let mut groups: BTreeMap<(i64, i64), Vec<(i64, f64)>> = BTreeMap::new();
     for &(k, t, v) in events {
-        groups.entry((k, t.div_euclid(width) * width)).or_default().push((t, v));
+        // Every window start on the slide grid with start <= t < start + width.
+        for start in (t - width + 1..=t).filter(|s| s.rem_euclid(slide) == 0) {
+            groups.entry((k, start)).or_default().push((t, v));
+        }
     }
     groups
         .into_iter()
@@ -107,8 +110,11 @@ proptest! {
         p_src in 1usize..4,
         p_win in 1usize..4,
         width in 1i64..120,
+        slide_div in 1i64..4,
         agg in aggregate(),
     ) {
+        // Tumbling when slide_div is 1, else sliding windows overlapping slide_div-fold (about).
+        let slide = (width / slide_div).max(1);
         // Strictly increasing times; small integer values keep sums exact in any order.
         let mut t = 1_000;
         let events: Vec<(i64, i64, f64)> = steps.iter().map(|&(k, dt, v)| { t += dt; (k, t, v as f64) }).collect();
@@ -132,7 +138,9 @@ proptest! {
             parallelism: p_win,
             input_schema: Some(schema()),
             output_schema: Some(TumblingWindow::output_schema()),
-            kind: NodeKind::Operator(Arc::new(move |_, _| Box::new(TumblingWindow::new(width, agg, "key", "time", "value")))),
+            kind: NodeKind::Operator(Arc::new(move |_, _| {
+                Box::new(TumblingWindow::sliding(width, slide, agg, "key", "time", "value"))
+            })),
         });
         let sink = g.add(LogicalNode {
             name: "sink".into(),
@@ -147,7 +155,7 @@ proptest! {
         drop(g);
         let mut got: Vec<(i64, i64, f64)> = rx.try_iter().flat_map(|(_, b)| out_rows(&b)).collect();
         got.sort_by_key(|a| (a.0, a.1));
-        let want = model(&events, width, agg);
+        let want = model(&events, width, slide, agg);
         prop_assert_eq!(got.len(), want.len(), "windows: got {:?}, want {:?}", got, want);
         for (g, w) in got.iter().zip(&want) {
             prop_assert_eq!((g.0, g.1), (w.0, w.1));

@@ -129,7 +129,7 @@ impl Acc {
     }
 }
 
-/// Tumbling event-time windows per key: input columns `key` (`Int64`), `time` (`Int64`, seconds) and
+/// Tumbling (or, with [`TumblingWindow::sliding`], sliding) event-time windows per key: input columns `key` (`Int64`), `time` (`Int64`, seconds) and
 /// `value` (`Float64`); output `key`, `window_start`, `value` (the aggregate), one row per key and window,
 /// emitted when the watermark passes the window's end (and the rest at the end of input), in window order.
 /// A row whose window has already been emitted is late: it is counted in [`TumblingWindow::late`], not
@@ -137,6 +137,8 @@ impl Acc {
 pub struct TumblingWindow {
     /// Window length in seconds.
     pub width: i64,
+    /// Seconds between window starts (`width` for tumbling windows; less for sliding, overlapping ones).
+    pub slide: i64,
     /// The aggregate.
     pub aggregate: Aggregate,
     /// Names of the key, time and value columns.
@@ -154,12 +156,21 @@ impl TumblingWindow {
     pub fn new(width: i64, aggregate: Aggregate, key: &str, time: &str, value: &str) -> Self {
         TumblingWindow {
             width: width.max(1),
+            slide: width.max(1),
             aggregate,
             columns: [key.to_owned(), time.to_owned(), value.to_owned()],
             open: std::collections::BTreeMap::new(),
             emitted_to: i64::MIN,
             late: 0,
         }
+    }
+
+    /// Sliding windows: `width` long, one starting every `slide` seconds (`1 ≤ slide ≤ width`), so each row
+    /// counts in `ceil(width / slide)` windows or so.
+    pub fn sliding(width: i64, slide: i64, aggregate: Aggregate, key: &str, time: &str, value: &str) -> Self {
+        let mut w = Self::new(width, aggregate, key, time, value);
+        w.slide = slide.clamp(1, w.width);
+        w
     }
 
     /// The schema it reads with its default column names: `key`, `time`, `value` (`Int64`, `Int64`, `Float64`).
@@ -219,12 +230,20 @@ impl Operator for TumblingWindow {
             .ok_or_else(|| StreamError::Operator(format!("no Float64 column {v:?}")))?;
         for i in 0..batch.num_rows() {
             let time = times.value(i);
-            let start = time.div_euclid(self.width) * self.width;
-            if start.saturating_add(self.width) <= self.emitted_to {
-                self.late += 1;
-                continue;
+            // The windows holding `time`: starts on the slide grid in (time - width, time].
+            let last = time.div_euclid(self.slide) * self.slide;
+            let mut start = last;
+            let mut counted = false;
+            while start > time - self.width {
+                if start.saturating_add(self.width) > self.emitted_to {
+                    self.open.entry((start, keys.value(i))).or_insert_with(Acc::new).add(time, values.value(i));
+                    counted = true;
+                }
+                start -= self.slide;
             }
-            self.open.entry((start, keys.value(i))).or_insert_with(Acc::new).add(time, values.value(i));
+            if !counted {
+                self.late += 1;
+            }
         }
         Ok(())
     }
