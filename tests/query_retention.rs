@@ -82,14 +82,10 @@ fn retention_runs_in_the_background() {
     }
 }
 
-#[test]
-fn the_memory_cap_frees_the_oldest_pages_and_the_head_stops_growing() {
-    let page = 4096u64;
-    let cap = 40 * page;
-    let db = open(None, cap, Duration::from_secs(3600));
-    let start = now() - 100 * 86_400;
+/// A sustained load far past the cap: 8 hosts, one page per host per round, 40 rounds, the cap enforced
+/// after each and checked. Returns the head's mapped bytes after each round.
+fn sustained_load(db: &Db, start: i64, cap: u64) -> Vec<u64> {
     let mut mapped = Vec::new();
-    // A sustained load: 8 hosts, one page per host per round, far past the cap.
     for round in 0..40i64 {
         let mut b = Batch::new();
         for h in 0..8 {
@@ -102,6 +98,16 @@ fn the_memory_cap_frees_the_oldest_pages_and_the_head_stops_growing() {
         assert!(db.head_bytes_in_use() <= cap, "round {round}: {} bytes in use", db.head_bytes_in_use());
         mapped.push(db.engine().head().mapped_bytes());
     }
+    mapped
+}
+
+#[test]
+fn the_memory_cap_frees_the_oldest_pages_and_the_head_stops_growing() {
+    let page = 4096u64;
+    let cap = 40 * page;
+    let db = open(None, cap, Duration::from_secs(3600));
+    let start = now() - 100 * 86_400;
+    let mapped = sustained_load(&db, start, cap);
     // The newest data is all there; the oldest went first.
     let r = db.read(&node(3), "m", start, start + 40 * 512 * F).expect("read");
     assert_eq!(*r.values.last().expect("last"), 39.0);
@@ -144,17 +150,7 @@ fn with_compaction_the_memory_cap_moves_old_pages_to_blocks() {
     let cap = 40 * page;
     let db = open_with(None, cap, Duration::from_secs(3600), true);
     let start = now() - 100 * 86_400;
-    for round in 0..40i64 {
-        let mut b = Batch::new();
-        for h in 0..8 {
-            for i in 0..512 {
-                b.push(&node(h), "m", start + (round * 512 + i) * F, round as f64);
-            }
-        }
-        db.write(&b).expect("write");
-        db.enforce_memory_cap().expect("cap");
-        assert!(db.head_bytes_in_use() <= cap, "round {round}: {} bytes in use", db.head_bytes_in_use());
-    }
+    sustained_load(&db, start, cap);
     let r = db.read(&node(3), "m", start, start + 40 * 512 * F).expect("read");
     assert_eq!(r.from, start, "compacted data is gone");
     assert_eq!(r.values.len(), 40 * 512);
