@@ -55,7 +55,7 @@ fn run(db: &Arc<Db>, events: i64, rows: usize, p: usize) -> f64 {
         output_schema: Some(schema()),
         kind: NodeKind::Source(Arc::new(move |s, p| {
             let mine: Vec<RecordBatch> = all.iter().skip(s).step_by(p).cloned().collect();
-            Box::new(OrderedVecSource { batches: mine.into_iter(), time_column: "time".into(), max_time: None })
+            Box::new(OrderedVecSource::new(mine, "time"))
         })),
     });
     let win = g.add(LogicalNode {

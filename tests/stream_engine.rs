@@ -40,7 +40,7 @@ fn source(name: &str, p: usize, batches: Vec<Vec<(i64, i64)>>) -> LogicalNode {
         output_schema: Some(schema()),
         kind: NodeKind::Source(Arc::new(move |s, p| {
             let mine: Vec<RecordBatch> = batches.iter().skip(s).step_by(p).map(|b| batch(b)).collect();
-            Box::new(VecSource(mine.into_iter()))
+            Box::new(VecSource::new(mine))
         })),
     }
 }

@@ -130,7 +130,7 @@ proptest! {
             kind: NodeKind::Source(Arc::new(move |s, p| {
                 // Each source subtask takes every p-th batch: its own events stay in time order.
                 let mine: Vec<RecordBatch> = batches.iter().skip(s).step_by(p).map(|b| batch(b)).collect();
-                Box::new(OrderedVecSource { batches: mine.into_iter(), time_column: "time".into(), max_time: None })
+                Box::new(OrderedVecSource::new(mine, "time"))
             })),
         });
         let win = g.add(LogicalNode {

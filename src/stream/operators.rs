@@ -11,14 +11,35 @@ pub trait Collector {
     fn emit(&mut self, batch: RecordBatch) -> Result<(), StreamError>;
 }
 
-/// Produces the batches of one source subtask.
+/// What a source has now.
+#[derive(Debug)]
+pub enum SourcePoll {
+    /// A batch.
+    Batch(RecordBatch),
+    /// Nothing yet (a live source between writes); the task waits a little and polls again.
+    Idle,
+    /// The end: the source will produce nothing more.
+    End,
+}
+
+/// Produces the batches of one source subtask. Called from a worker slot's thread among other tasks, so
+/// `poll` must not block for long: a source waiting for data returns [`SourcePoll::Idle`].
 pub trait Source: Send {
-    /// The next batch, `None` at the end.
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>, StreamError>;
+    /// The next batch, if there is one now.
+    fn poll(&mut self) -> Result<SourcePoll, StreamError>;
     /// The event time up to which this source has emitted everything (a watermark), asked after every
     /// batch; `None` if it tracks none.
     fn watermark(&self) -> Option<i64> {
         None
+    }
+    /// The source's position, for a checkpoint: restoring it makes the source emit what follows. Empty for
+    /// a source that cannot be replayed (it resumes wherever it is).
+    fn snapshot(&mut self) -> Result<Vec<u8>, StreamError> {
+        Ok(Vec::new())
+    }
+    /// Moves the source to a position [`Source::snapshot`] returned.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), StreamError> {
+        Ok(())
     }
 }
 
@@ -35,40 +56,105 @@ pub trait Operator: Send {
     fn finish(&mut self, _out: &mut dyn Collector) -> Result<(), StreamError> {
         Ok(())
     }
+    /// The operator's state at a checkpoint barrier (every input before the barrier processed, nothing
+    /// after). A sink makes what it wrote so far durable before returning. Empty for a stateless operator.
+    fn snapshot(&mut self) -> Result<Vec<u8>, StreamError> {
+        Ok(Vec::new())
+    }
+    /// Restores the state [`Operator::snapshot`] returned, before any input.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), StreamError> {
+        Ok(())
+    }
 }
 
-/// A source over batches given up front.
-pub struct VecSource(pub std::vec::IntoIter<RecordBatch>);
+/// Reads the position a vector source saved.
+fn restore_position(state: &[u8], len: usize) -> Result<usize, StreamError> {
+    let bytes: [u8; 8] = state.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        StreamError::Operator(format!("source state is {} bytes, want at least 8", state.len()))
+    })?;
+    let pos = u64::from_le_bytes(bytes);
+    usize::try_from(pos).ok().filter(|&p| p <= len).ok_or_else(|| {
+        StreamError::Operator(format!("source position {pos} is past its {len} batches"))
+    })
+}
+
+/// A source over batches given up front; its state is the number of batches emitted.
+pub struct VecSource {
+    batches: Vec<RecordBatch>,
+    pos: usize,
+}
+
+impl VecSource {
+    /// A source emitting `batches` in order.
+    pub fn new(batches: Vec<RecordBatch>) -> Self {
+        VecSource { batches, pos: 0 }
+    }
+}
 
 impl Source for VecSource {
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>, StreamError> {
-        Ok(self.0.next())
+    fn poll(&mut self) -> Result<SourcePoll, StreamError> {
+        let Some(b) = self.batches.get(self.pos) else { return Ok(SourcePoll::End) };
+        self.pos += 1;
+        Ok(SourcePoll::Batch(b.clone()))
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, StreamError> {
+        Ok((self.pos as u64).to_le_bytes().to_vec())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), StreamError> {
+        self.pos = restore_position(state, self.batches.len())?;
+        Ok(())
     }
 }
 
 /// A source over batches given up front, in event-time order, whose watermark is the largest event time
-/// (an `Int64` column) emitted so far.
+/// (an `Int64` column) emitted so far. Its state is the number of batches emitted and that watermark.
 pub struct OrderedVecSource {
-    /// The batches.
-    pub batches: std::vec::IntoIter<RecordBatch>,
-    /// The event-time column.
-    pub time_column: String,
-    /// The watermark so far.
-    pub max_time: Option<i64>,
+    batches: Vec<RecordBatch>,
+    pos: usize,
+    time_column: String,
+    max_time: Option<i64>,
+}
+
+impl OrderedVecSource {
+    /// A source emitting `batches` in order, with event times in `time_column`.
+    pub fn new(batches: Vec<RecordBatch>, time_column: &str) -> Self {
+        OrderedVecSource { batches, pos: 0, time_column: time_column.to_owned(), max_time: None }
+    }
 }
 
 impl Source for OrderedVecSource {
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>, StreamError> {
-        let Some(b) = self.batches.next() else { return Ok(None) };
-        let t = int64_column(&b, &self.time_column)?;
+    fn poll(&mut self) -> Result<SourcePoll, StreamError> {
+        let Some(b) = self.batches.get(self.pos) else { return Ok(SourcePoll::End) };
+        self.pos += 1;
+        let t = int64_column(b, &self.time_column)?;
         if let Some(m) = (0..t.len()).map(|i| t.value(i)).max() {
             self.max_time = Some(self.max_time.map_or(m, |x| x.max(m)));
         }
-        Ok(Some(b))
+        Ok(SourcePoll::Batch(b.clone()))
     }
 
     fn watermark(&self) -> Option<i64> {
         self.max_time
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, StreamError> {
+        let mut s = (self.pos as u64).to_le_bytes().to_vec();
+        if let Some(m) = self.max_time {
+            s.extend_from_slice(&m.to_le_bytes());
+        }
+        Ok(s)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), StreamError> {
+        self.pos = restore_position(state, self.batches.len())?;
+        self.max_time = match state.len() {
+            8 => None,
+            16 => Some(i64::from_le_bytes(state[8..16].try_into().unwrap_or_default())),
+            n => return Err(StreamError::Operator(format!("ordered source state is {n} bytes, want 8 or 16"))),
+        };
+        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use arrow_array::{Array, Int64Array, RecordBatch, StringArray, UInt32Array};
 use parking_lot::{Condvar, Mutex};
 
 use super::graph::{EdgeKind, LogicalGraph, NodeKind, PhysicalPlan};
-use super::operators::{Collector, Operator, Source};
+use super::operators::{Collector, Operator, Source, SourcePoll};
 use super::StreamError;
 
 enum Msg {
@@ -376,7 +376,15 @@ pub fn start(g: &LogicalGraph, queue_rows: usize) -> Result<Pipeline, StreamErro
                 let run = std::panic::AssertUnwindSafe(|| -> Result<(), StreamError> {
                     if let Some(mut src) = source {
                         let mut last = None;
-                        while let Some(b) = src.next_batch()? {
+                        loop {
+                            let b = match src.poll()? {
+                                SourcePoll::Batch(b) => b,
+                                SourcePoll::Idle => {
+                                    std::thread::sleep(std::time::Duration::from_millis(1));
+                                    continue;
+                                }
+                                SourcePoll::End => break,
+                            };
                             push(&mut ops, 0, b, &mut router)?;
                             if let Some(wm) = src.watermark().filter(|&w| last.is_none_or(|l| w > l)) {
                                 last = Some(wm);

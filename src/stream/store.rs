@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::operators::{Collector, Operator, Source};
+use super::operators::{Collector, Operator, Source, SourcePoll};
 use super::StreamError;
 use crate::keys::SeriesPath;
 use crate::{Batch, Db, ReadOptions, Selector};
@@ -55,7 +55,7 @@ impl ScanSource {
 }
 
 impl Source for ScanSource {
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>, StreamError> {
+    fn poll(&mut self) -> Result<SourcePoll, StreamError> {
         for path in self.series.by_ref() {
             let r = self
                 .db
@@ -74,10 +74,10 @@ impl Source for ScanSource {
             let name = StringArray::from(vec![path.to_string(); times.len()]);
             let cols: Vec<arrow_array::ArrayRef> =
                 vec![Arc::new(name), Arc::new(Int64Array::from(times)), Arc::new(Float64Array::from(values))];
-            return Ok(Some(RecordBatch::try_new(scan_schema(), cols)?));
+            return Ok(SourcePoll::Batch(RecordBatch::try_new(scan_schema(), cols)?));
         }
         self.done = true;
-        Ok(None)
+        Ok(SourcePoll::End)
     }
 
     fn watermark(&self) -> Option<i64> {
