@@ -32,6 +32,9 @@ pub enum StreamError {
     /// An operator panicked; the message is the panic's.
     #[error("operator panicked: {0}")]
     Panic(String),
+    /// A pipeline of that name exists and is not stopped.
+    #[error("pipeline {0:?} exists and is not stopped")]
+    Exists(String),
     /// The pipeline was stopped (cancelled, or another task failed first).
     #[error("cancelled")]
     Cancelled,
