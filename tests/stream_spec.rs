@@ -93,6 +93,7 @@ fn each_bad_field_is_named() {
         (with(base(), &["source", "selector"], json!([["n1", ".."]])), "source.selector[0]"),
         (with(base(), &["source", "selector"], json!([[]])), "source.selector[0]"),
         (with(base(), &["source", "selector"], json!([3])), "selector element"),
+        (with(base(), &["source", "selector"], json!([])), "source.selector"),
         (with(base(), &["source", "metric"], json!("")), "source.metric"),
         (with(base(), &["group_by"], json!("rack")), "group_by"),
         (with(base(), &["group_by"], json!({"level": 0})), "group_by.level"),

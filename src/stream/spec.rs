@@ -25,12 +25,12 @@
 //! | `source.kind` | `"scan"`: the stored samples of `[from, to)`, then the pipeline ends. `"ingest"`: the live stream of writes (no `from`/`to`). |
 //! | `source.metric` | The metric read; it must be declared when the pipeline is built. |
 //! | `source.namespace` | Optional, `"host"` (default), `"job"` or `"service"`. |
-//! | `source.selector` | cc-metric-store selector elements, top level first: a name, `"*"` (any name) or an array of names (any of them). Every series at or below the selected levels is read. |
+//! | `source.selector` | cc-metric-store selector elements, top level first: a name, `"*"` (any name) or an array of names (any of them); at least one. Every series at or below the selected levels is read. |
 //! | `filter` | Optional: keeps rows whose value `v` has `min ≤ v ≤ max` (either bound optional), tested on the value as read. |
 //! | `map` | Optional: the value becomes `v * scale + offset` (defaults 1 and 0), after the filter. |
 //! | `group_by` | `"cluster"` (the first path segment), `"host"` (the first two), `"series"` (the whole path) or `{"level": N}` (the first `N`, `1 ≤ N ≤ 8`). A series with fewer than `N` segments belongs to no group and is left out. |
 //! | `window.width` | Window length in seconds, `> 0`. |
-//! | `window.slide` | Optional, seconds between window starts, `1..=width`; defaults to `width` (tumbling windows). Windows start at multiples of `slide` (unix time). |
+//! | `window.slide` | Optional, seconds between window starts, `1..=width`; defaults to `width` (tumbling windows). Windows start at multiples of `slide` (unix time); sliding windows at the edges of a scan's range hold only the part inside it. |
 //! | `window.aggregate` | `"count"`, `"sum"`, `"avg"`, `"min"`, `"max"` or `"last"`. |
 //! | `sink.metric` | The metric written, one sample per group and window at the group's path, at the window's start. It must differ from `source.metric`. Declared if missing; an error if declared with another frequency (or another aggregation, when `aggregation` is given). |
 //! | `sink.frequency` | Optional, the sink metric's frequency in seconds; defaults to `slide`. It must divide `slide`, so every window start is a slot of its own. |
@@ -84,10 +84,6 @@ use crate::Db;
 
 /// The most subtasks per operator a spec may ask for.
 pub const MAX_PARALLELISM: i64 = 64;
-
-/// The queue capacity, in rows, that the server is expected to run built graphs with (a hint; the graph
-/// itself does not depend on it).
-pub const DEFAULT_QUEUE_ROWS: usize = 16_384;
 
 /// Why a pipeline spec was refused.
 #[derive(Debug, thiserror::Error)]
@@ -590,6 +586,9 @@ impl PipelineSpec {
         validate_name("pipeline name", &self.name).map_err(|e| invalid("name", e.to_string()))?;
         let s = &self.source;
         validate_name("metric", &s.metric).map_err(|e| invalid("source.metric", e.to_string()))?;
+        if s.selector.is_empty() {
+            return Err(invalid("source.selector", "is empty (use [\"*\"] for every top level)"));
+        }
         if s.selector.len() > MAX_SEGMENTS {
             return Err(invalid(
                 "source.selector",
@@ -599,8 +598,12 @@ impl PipelineSpec {
         for (i, part) in s.selector.iter().enumerate() {
             let field = format!("source.selector[{i}]");
             match &part.0 {
-                SelectorElement::Name(n) => validate_name("selector element", n).map_err(|e| invalid(&field, e.to_string()))?,
-                SelectorElement::Group(g) if g.is_empty() => return Err(invalid(field, "an empty group matches nothing")),
+                SelectorElement::Name(n) => {
+                    validate_name("selector element", n).map_err(|e| invalid(&field, e.to_string()))?
+                }
+                SelectorElement::Group(g) if g.is_empty() => {
+                    return Err(invalid(field, "an empty group matches nothing"))
+                }
                 SelectorElement::Group(g) => {
                     for n in g {
                         validate_name("selector group name", n).map_err(|e| invalid(&field, e.to_string()))?;
@@ -655,7 +658,10 @@ impl PipelineSpec {
         }
         validate_name("metric", &self.sink.metric).map_err(|e| invalid("sink.metric", e.to_string()))?;
         if self.sink.metric == s.metric {
-            return Err(invalid("sink.metric", "must differ from source.metric (the rollup would overwrite its input)"));
+            return Err(invalid(
+                "sink.metric",
+                "must differ from source.metric (the rollup would overwrite its input)",
+            ));
         }
         if let Some(f) = self.sink.frequency {
             let slide = w.slide();
@@ -895,8 +901,7 @@ impl GroupKeyOperator {
                 return Ok(*k);
             }
         }
-        let path: SeriesPath =
-            series.parse().map_err(|e| StreamError::Operator(format!("series {series:?}: {e}")))?;
+        let path: SeriesPath = series.parse().map_err(|e| StreamError::Operator(format!("series {series:?}: {e}")))?;
         let key = match self.group_by.group_of(&path) {
             None => None,
             Some(group) => {
@@ -990,8 +995,7 @@ impl Operator for GroupKeyOperator {
             let key = i64::from_le_bytes(take(8, "a key")?.try_into().unwrap_or_default());
             let len = u16::from_le_bytes(take(2, "a length")?.try_into().unwrap_or_default());
             let bytes = take(usize::from(len), "a path")?;
-            let (path, used) =
-                SeriesPath::decode(bytes).map_err(|e| bad(format!("entry {i}: {e}")))?;
+            let (path, used) = SeriesPath::decode(bytes).map_err(|e| bad(format!("entry {i}: {e}")))?;
             if used != bytes.len() {
                 return Err(bad(format!("entry {i}: {} bytes after the path", bytes.len() - used)));
             }
