@@ -6,6 +6,7 @@
 //! - [`operators`]: sources, filters, maps, tumbling event-time windows with count/sum/avg/min/max/last,
 //!   channel sinks.
 //! - [`store`]: a scan of stored series as a source, and a sink that writes rows back as samples.
+//! - [`spec`]: the declarative form of a rollup (JSON): validation, and the graph it builds.
 //! - [`runtime`]: one thread per task, bounded queues counted in rows, watermarks (the minimum over a
 //!   task's senders, ended ones left out), failure of the whole pipeline on the first error or panic.
 //!
@@ -15,6 +16,7 @@
 pub mod graph;
 pub mod operators;
 pub mod runtime;
+pub mod spec;
 pub mod store;
 
 /// Why a pipeline failed.
