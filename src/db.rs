@@ -530,6 +530,40 @@ impl Db {
         self.inner.engine.head().pages_in_use() * crate::storage::head::file::PAGE_BYTES as u64
     }
 
+    // ---- Durability barrier and named state blobs (stream checkpoints, issue 7) ----------------------
+
+    /// Returns once every write acknowledged before the call is durable in the WAL, whatever
+    /// [`Durability`] the database was opened with: under `IntervalMs` and `None` the WAL is fsynced now,
+    /// under `Sync` it returns at once (acknowledged writes are durable already). A failed fsync makes the
+    /// database read-only, as for a write.
+    pub fn sync(&self) -> Result<(), Error> {
+        Ok(self.inner.engine.sync()?)
+    }
+
+    /// Replaces the named state blob with `bytes`, atomically and durably: it is written to
+    /// `<data dir>/state/<name>.tmp`, fsynced, renamed over `state/<name>`, and `state/` is fsynced. On `Ok`
+    /// the new value is durable; on an error the blob holds the old value or the new one, also after a
+    /// crash, never a mix. Blobs are opaque to silt (pipelines store `format/checkpoint.md` checkpoints);
+    /// keep them small, each is written whole.
+    ///
+    /// `name`: 1 to 200 bytes; no `/`, `\` or NUL; no `..`; not starting with `.`; not ending in `.tmp`
+    /// (otherwise [`StorageError::InvalidName`](crate::storage::StorageError::InvalidName)).
+    pub fn put_state(&self, name: &str, bytes: &[u8]) -> Result<(), Error> {
+        Ok(self.inner.engine.put_state(name, bytes)?)
+    }
+
+    /// The named state blob [`Db::put_state`] stored last, or `None` if there is none.
+    pub fn state(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.inner.engine.state(name)?)
+    }
+
+    /// Removes the named state blob durably; returns whether there was one.
+    pub fn delete_state(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.inner.engine.delete_state(name)?)
+    }
+
+    // ---- end of durability barrier and state blobs ----------------------------------------------------
+
     fn stop_maintenance(&self) {
         if let Some((stop, handle)) = self.maintenance.lock().take() {
             drop(stop);

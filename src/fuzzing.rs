@@ -14,7 +14,7 @@ use crate::storage::wal::payload::{self, Payload};
 use crate::storage::wal::record::{decode_frame, encode_frame, frame_len, Frame, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
 
 /// The names of the fuzz targets, which are also the corpus directories `fuzz/corpus/<name>/`.
-pub const TARGETS: [&str; 5] = ["wal_record", "manifest", "series_path", "line_protocol", "block"];
+pub const TARGETS: [&str; 6] = ["wal_record", "manifest", "series_path", "line_protocol", "block", "checkpoint"];
 
 /// Runs the check of the target called `name` (one of [`TARGETS`]) on `data`.
 ///
@@ -28,6 +28,7 @@ pub fn check(name: &str, data: &[u8]) {
         "series_path" => check_series_path(data),
         "line_protocol" => check_line_protocol(data),
         "block" => check_block(data),
+        "checkpoint" => check_checkpoint(data),
         other => panic!("unknown fuzz target {other:?}"),
     }
 }
@@ -306,5 +307,75 @@ pub fn check_block(data: &[u8]) {
         let bits = |v: &[f64]| v.iter().map(|x| if x.is_nan() { u64::MAX } else { x.to_bits() }).collect::<Vec<_>>();
         assert_eq!(bits(&values), bits(&c.values), "values changed in a round trip");
         assert_eq!(m.samples as usize, values.iter().filter(|v| !v.is_nan()).count(), "samples miscounted");
+    }
+}
+
+/// Treats `data` as a pipeline checkpoint (`format/checkpoint.md`). [`Checkpoint::decode`] never panics, and
+/// when it returns `Ok(c)`:
+///
+/// - the encoding is canonical: `c.encode()` is `data` byte for byte;
+/// - [`Checkpoint::state_of`] finds every entry and [`Checkpoint::check_graph`] accepts `c`'s own graph;
+/// - every entry's state that starts like a window state is restored into a [`TumblingWindow`] of the
+///   configuration it names: restoring never panics, and when it succeeds the window snapshots the same
+///   bytes and can still be flushed.
+///
+/// Random mutations almost never keep the CRC32 valid, so the check runs a second time on a copy whose
+/// `file_len` and CRC were set to match its length and bytes.
+///
+/// [`Checkpoint::decode`]: crate::stream::checkpoint::Checkpoint::decode
+/// [`Checkpoint::state_of`]: crate::stream::checkpoint::Checkpoint::state_of
+/// [`Checkpoint::check_graph`]: crate::stream::checkpoint::Checkpoint::check_graph
+/// [`TumblingWindow`]: crate::stream::operators::TumblingWindow
+pub fn check_checkpoint(data: &[u8]) {
+    use crate::stream::checkpoint::{HEADER_LEN, TRAILER_LEN};
+    checkpoint_round_trip(data);
+    if data.len() >= HEADER_LEN + TRAILER_LEN {
+        let mut fixed = data.to_vec();
+        let n = fixed.len() - TRAILER_LEN;
+        fixed[16..24].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        let crc = crc32fast::hash(&fixed[..n]);
+        fixed[n..].copy_from_slice(&crc.to_le_bytes());
+        if fixed != data {
+            checkpoint_round_trip(&fixed);
+        }
+    }
+}
+
+fn checkpoint_round_trip(data: &[u8]) {
+    use crate::stream::checkpoint::Checkpoint;
+    let Ok(c) = Checkpoint::decode(data) else { return };
+    assert_eq!(c.encode(), data, "checkpoint encoding is not canonical: {c:?}");
+    for e in &c.entries {
+        assert_eq!(c.state_of(e.node, e.subtask), Some(e), "state_of misses an entry");
+        window_state(&e.state);
+    }
+    assert_eq!(c.check_graph(&c.graph), Ok(()), "a checkpoint does not match its own graph");
+}
+
+/// Restores `state` into a window of the configuration its header names, if it has one.
+fn window_state(state: &[u8]) {
+    use crate::stream::operators::{Aggregate, Collector, Operator, TumblingWindow};
+    use crate::stream::StreamError;
+    struct Discard;
+    impl Collector for Discard {
+        fn emit(&mut self, _: arrow_array::RecordBatch) -> Result<(), StreamError> {
+            Ok(())
+        }
+    }
+    let word = |at: usize| state.get(at..at + 8).and_then(|b| b.try_into().ok()).map(i64::from_le_bytes);
+    let (Some(width), Some(slide), Some(&tag)) = (word(1), word(9), state.get(17)) else { return };
+    let aggregate = match tag {
+        0 => Aggregate::Count,
+        1 => Aggregate::Sum,
+        2 => Aggregate::Avg,
+        3 => Aggregate::Min,
+        4 => Aggregate::Max,
+        _ => Aggregate::Last,
+    };
+    let mut w = TumblingWindow::sliding(width, slide, aggregate, "key", "time", "value");
+    if w.restore(state).is_ok() {
+        assert_eq!(w.snapshot().ok().as_deref(), Some(state), "window state does not survive restore and snapshot");
+        w.on_watermark(0, &mut Discard).expect("a watermark on a restored window");
+        w.finish(&mut Discard).expect("finishing a restored window");
     }
 }

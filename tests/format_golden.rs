@@ -1,4 +1,5 @@
-//! Golden bytes of the on-disk formats: `format/wal.md`, `format/head.md`, `format/manifest.md`.
+//! Golden bytes of the on-disk formats: `format/wal.md`, `format/head.md`, `format/manifest.md`,
+//! `format/block.md`, `format/checkpoint.md`.
 //!
 //! Every test decodes bytes the crate wrote with a little-endian parser written here from the specs alone
 //! (module `spec`), never with the crate's decoders, and checks every CRC32 with `crc32fast` itself. Each
@@ -1187,4 +1188,154 @@ fn block_value_codecs_golden_bytes() {
     }
     // The gap map, from the spec: LEB128 n, runs, then (values before, length) per run.
     assert_eq!(&unhex(cases[1].1)[..4], &[8, 1, 2, 1]);
+}
+
+// ---- checkpoint.md ----------------------------------------------------------------------------------
+
+fn checkpoint_golden_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/checkpoint_v1.bin")
+}
+
+/// `format/checkpoint.md`'s example, its states written by the operators themselves.
+fn golden_checkpoint() -> silt::stream::checkpoint::Checkpoint {
+    use std::sync::Arc;
+
+    use arrow_array::{Float64Array, Int64Array, RecordBatch};
+    use silt::storage::io::sim::SimVfs;
+    use silt::stream::checkpoint::{Checkpoint, Entry};
+    use silt::stream::operators::{Aggregate, Collector, Operator, Source, TumblingWindow};
+    use silt::stream::store::ScanSource;
+    use silt::stream::StreamError;
+
+    struct Discard;
+    impl Collector for Discard {
+        fn emit(&mut self, _: RecordBatch) -> Result<(), StreamError> {
+            Ok(())
+        }
+    }
+    let rows = |rows: &[(i64, i64, f64)]| {
+        RecordBatch::try_new(
+            TumblingWindow::input_schema(),
+            vec![
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(Float64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    };
+    let mut w = TumblingWindow::new(60, Aggregate::Avg, "key", "time", "value");
+    w.process(0, rows(&[(1, 30, 9.0)]), &mut Discard).unwrap();
+    w.on_watermark(120, &mut Discard).unwrap();
+    w.process(0, rows(&[(1, 130, 1.5), (2, 125, -0.0), (1, 170, 2.5), (1, 10, 4.0)]), &mut Discard).unwrap();
+    let window = w.snapshot().unwrap();
+
+    let vfs = SimVfs::new();
+    let db = Db::open("/db", Options { vfs: Arc::new(vfs), checkpoint_interval: None, ..Options::default() }).unwrap();
+    db.declare_metric("load", MetricConfig { frequency: 10, aggregation: Aggregation::Avg }).unwrap();
+    let mut b = Batch::new();
+    for h in 0..3 {
+        b.push(&HostKey::new("c", &format!("h{h}")).unwrap(), "load", T, 1.0);
+    }
+    db.write(&b).unwrap();
+    let sel = silt::Selector::new(silt::keys::Namespace::Host, vec![silt::SelectorElement::Name("c".into())]).unwrap();
+    let mut scan = ScanSource::new(Arc::new(db), &sel, "load", T, T + 60, 1, 2);
+    scan.poll().unwrap();
+    let scan = scan.snapshot().unwrap();
+
+    Checkpoint {
+        pipeline: "rollup".into(),
+        epoch: 7,
+        graph: vec![("scan".into(), 2), ("avg".into(), 1), ("sink".into(), 1)],
+        // Out of order on purpose: the encoding sorts them.
+        entries: vec![
+            Entry { node: 2, subtask: 0, watermark: None, state: Vec::new() },
+            Entry { node: 1, subtask: 0, watermark: Some(120), state: window },
+            Entry { node: 0, subtask: 1, watermark: None, state: scan },
+        ],
+    }
+}
+
+/// A checkpoint parsed with `format/checkpoint.md` alone.
+#[derive(Debug, PartialEq)]
+struct SpecCheckpoint {
+    epoch: u64,
+    pipeline: String,
+    graph: Vec<(String, u32)>,
+    /// (node, subtask, flags, watermark, state)
+    entries: Vec<(u32, u32, u8, i64, Vec<u8>)>,
+}
+
+fn spec_checkpoint(b: &[u8]) -> SpecCheckpoint {
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let n = b.len();
+    assert_eq!(&b[0..8], b"SILTCKP1", "magic");
+    assert_eq!(u32_at(8), 1, "version");
+    assert_eq!(u32_at(12), 0, "reserved");
+    assert_eq!(u64_at(16) as usize, n, "file_len");
+    assert_eq!(u32_at(n - 4), spec::crc(&[&b[..n - 4]]), "CRC32 of bytes 0..file_len-4");
+    let epoch = u64_at(24);
+    let mut r = spec::Le::new(&b[32..n - 4]);
+    fn string(r: &mut spec::Le) -> String {
+        let len = r.u32() as usize;
+        String::from_utf8(r.take(len).to_vec()).expect("UTF-8")
+    }
+    let pipeline = string(&mut r);
+    let graph = (0..r.u32()).map(|_| (string(&mut r), r.u32())).collect();
+    let entries = (0..r.u32())
+        .map(|_| {
+            let (node, subtask, flags, watermark) = (r.u32(), r.u32(), r.u8(), r.i64());
+            let len = r.u32() as usize;
+            (node, subtask, flags, watermark, r.take(len).to_vec())
+        })
+        .collect();
+    r.done();
+    SpecCheckpoint { epoch, pipeline, graph, entries }
+}
+
+#[test]
+fn checkpoint_golden_file() {
+    use silt::stream::checkpoint::Checkpoint;
+    let path = checkpoint_golden_path();
+    let written = golden_checkpoint().encode();
+    if std::env::var_os("SILT_BLESS").is_some() {
+        std::fs::write(&path, &written).unwrap();
+    }
+    let golden = read(&path);
+    assert_eq!(
+        hex(&written),
+        hex(&golden),
+        "the checkpoint format changed: bump the version, update format/checkpoint.md, re-bless with SILT_BLESS=1"
+    );
+    assert_eq!(golden.len(), 328);
+
+    let c = spec_checkpoint(&golden);
+    assert_eq!((c.epoch, c.pipeline.as_str()), (7, "rollup"));
+    assert_eq!(c.graph, vec![("scan".to_string(), 2), ("avg".to_string(), 1), ("sink".to_string(), 1)]);
+    let keys: Vec<_> = c.entries.iter().map(|e| (e.0, e.1, e.2, e.3)).collect();
+    assert_eq!(keys, vec![(0, 1, 0, 0), (1, 0, 1, 120), (2, 0, 0, 0)], "sorted; watermark only with flag bit 0");
+    assert!(c.entries[2].4.is_empty());
+
+    // Scan state v1: version, position, done.
+    assert_eq!(c.entries[0].4, vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+
+    // Window state v1, by the spec's offsets.
+    let s = &c.entries[1].4;
+    let word = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap());
+    assert_eq!(s.len(), 38 + 2 * 64);
+    assert_eq!(s[0], 1, "version");
+    assert_eq!((word(1) as i64, word(9) as i64, s[17]), (60, 60, 2), "width, slide, aggregate avg");
+    assert_eq!((word(18) as i64, word(26)), (120, 1), "emitted_to, late");
+    assert_eq!(u32::from_le_bytes(s[34..38].try_into().unwrap()), 2, "open windows");
+    let window = |i: usize| -> Vec<u64> { (0..8).map(|k| word(38 + 64 * i + 8 * k)).collect() };
+    let f = |x: f64| x.to_bits();
+    // (start, key, count, sum, min, max, last_time, last_value)
+    assert_eq!(window(0), vec![120, 1, 2, f(4.0), f(1.5), f(2.5), 170, f(2.5)]);
+    assert_eq!(window(1), vec![120, 2, 1, f(0.0), f(-0.0), f(-0.0), 125, f(-0.0)], "0.0 + -0.0 is +0.0");
+
+    // And the crate reads what the spec describes, canonically.
+    let decoded = Checkpoint::decode(&golden).expect("decode");
+    assert_eq!(decoded.encode(), golden);
+    assert_eq!(decoded.state_of(1, 0).map(|e| e.watermark), Some(Some(120)));
 }

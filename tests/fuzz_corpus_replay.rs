@@ -81,8 +81,13 @@ fn block_corpus() {
 }
 
 #[test]
+fn checkpoint_corpus() {
+    replay("checkpoint");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
-    assert_eq!(fuzzing::TARGETS, ["wal_record", "manifest", "series_path", "line_protocol", "block"]);
+    assert_eq!(fuzzing::TARGETS, ["wal_record", "manifest", "series_path", "line_protocol", "block", "checkpoint"]);
 }
 
 /// Seed inputs, built with silt's own encoders. Files are named `seed-*`; inputs libFuzzer adds are named
@@ -522,6 +527,72 @@ mod seeds {
         seeds.push(("truncated".into(), truncated));
         seeds
     }
+
+    pub fn checkpoint() -> Seeds {
+        use std::sync::Arc;
+
+        use arrow_array::{Float64Array, Int64Array, RecordBatch};
+        use silt::stream::checkpoint::{Checkpoint, Entry};
+        use silt::stream::operators::{Aggregate, Collector, Operator, TumblingWindow};
+        use silt::stream::StreamError;
+
+        struct Discard;
+        impl Collector for Discard {
+            fn emit(&mut self, _: RecordBatch) -> Result<(), StreamError> {
+                Ok(())
+            }
+        }
+        let rows = |rows: &[(i64, i64, f64)]| {
+            RecordBatch::try_new(
+                TumblingWindow::input_schema(),
+                vec![
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                    Arc::new(Float64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                ],
+            )
+            .unwrap()
+        };
+        let window = |width: i64, slide: i64, aggregate: Aggregate| {
+            let mut w = TumblingWindow::sliding(width, slide, aggregate, "key", "time", "value");
+            w.process(0, rows(&[(1, 30, 9.0), (2, -7, f64::NAN)]), &mut Discard).unwrap();
+            w.on_watermark(60, &mut Discard).unwrap();
+            w.process(0, rows(&[(1, 130, 1.5), (2, 125, -0.0), (1, 170, 2.5), (1, 10, 4.0)]), &mut Discard).unwrap();
+            w.snapshot().unwrap()
+        };
+        let full = Checkpoint {
+            pipeline: "rollup".into(),
+            epoch: 7,
+            graph: vec![("scan".into(), 2), ("avg".into(), 3), ("sink".into(), 1)],
+            entries: vec![
+                Entry { node: 0, subtask: 1, watermark: None, state: vec![1, 4, 0, 0, 0, 0, 0, 0, 0, 1] },
+                Entry { node: 1, subtask: 0, watermark: Some(120), state: window(60, 60, Aggregate::Avg) },
+                Entry { node: 1, subtask: 2, watermark: Some(-3), state: window(60, 20, Aggregate::Last) },
+                Entry { node: 2, subtask: 0, watermark: None, state: Vec::new() },
+            ],
+        };
+        let empty = Checkpoint { pipeline: String::new(), epoch: 0, graph: Vec::new(), entries: Vec::new() };
+        let fix = |mut b: Vec<u8>| {
+            let n = b.len() - 4;
+            let crc = crc(&[&b[..n]]);
+            b[n..].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        let bytes = full.encode();
+        let mut seeds: Seeds = vec![("empty".into(), empty.encode()), ("full".into(), bytes.clone())];
+        let mut flipped = bytes.clone();
+        flipped[100] ^= 0x10;
+        seeds.push(("full-flipped".into(), flipped.clone()));
+        seeds.push(("full-flipped-fixed".into(), fix(flipped)));
+        seeds.push(("full-truncated".into(), bytes[..bytes.len() / 2].to_vec()));
+        let mut v2 = bytes.clone();
+        v2[8] = 2;
+        seeds.push(("version-2".into(), fix(v2)));
+        let mut magic = bytes.clone();
+        magic[0] = b'X';
+        seeds.push(("bad-magic".into(), magic));
+        seeds
+    }
 }
 
 /// Writes the seed corpora into `fuzz/corpus/<target>/seed-*`, replacing earlier seeds.
@@ -534,6 +605,7 @@ fn generate_seed_corpus() {
         ("series_path", seeds::series_path()),
         ("line_protocol", seeds::line_protocol()),
         ("block", seeds::block()),
+        ("checkpoint", seeds::checkpoint()),
     ];
     for (target, seeds) in all {
         let dir = corpus_dir(target);

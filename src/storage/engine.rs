@@ -400,6 +400,10 @@ enum Cmd {
     Checkpoint {
         reply: Reply<Lsn>,
     },
+    /// Make every record logged so far durable (fsync the WAL), whatever the durability.
+    Sync {
+        reply: Reply<()>,
+    },
     Shutdown {
         reply: Reply<()>,
     },
@@ -422,6 +426,8 @@ struct Shared {
     next_block_seq: AtomicU64,
     /// Held for the whole of a compaction: one at a time.
     compaction: Mutex<()>,
+    /// Held by writers of `state/` (`put_state`, `delete_state`): one at a time.
+    state: Mutex<()>,
     failed: Mutex<Option<String>>,
     stats: EngineStats,
     durability: Durability,
@@ -623,6 +629,7 @@ impl Engine {
             block_generation: AtomicU64::new(0),
             next_block_seq: AtomicU64::new(next_block_seq),
             compaction: Mutex::new(()),
+            state: Mutex::new(()),
             failed: Mutex::new(None),
             stats: EngineStats { last_checkpoint_unix_ms: AtomicU64::new(unix_ms()), ..EngineStats::default() },
             durability: options.durability,
@@ -1005,6 +1012,42 @@ impl Engine {
         self.call(|reply| Cmd::Checkpoint { reply })
     }
 
+    /// Returns once every record logged before the call (every write acknowledged before it) is durable in
+    /// the WAL, whatever the [`Durability`]: under `IntervalMs` and `None` the writer thread fsyncs the WAL
+    /// now; under `Sync` it returns at once, since every acknowledged write is already durable. A failed
+    /// fsync makes the engine read-only, as for a write.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.check_failed()?;
+        if self.shared.durability == Durability::Sync {
+            return Ok(());
+        }
+        self.call(|reply| Cmd::Sync { reply })
+    }
+
+    /// Reads the state blob `name` (`storage::state`); `None` if there is none.
+    pub fn state(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        crate::storage::state::read(&*self.vfs, &self.dir, name)
+    }
+
+    /// Replaces the state blob `name` atomically and durably (`storage::state::write`): on `Ok` the new value
+    /// is durable; on an error the blob holds the old or the new value, also after a crash. Refused once the
+    /// engine is read-only.
+    pub fn put_state(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        crate::storage::state::check_name(name)?;
+        self.check_failed()?;
+        let _one = self.shared.state.lock();
+        crate::storage::state::write(&*self.vfs, &self.dir, name, bytes)
+    }
+
+    /// Removes the state blob `name` durably; returns whether there was one. Refused once the engine is
+    /// read-only.
+    pub fn delete_state(&self, name: &str) -> Result<bool, StorageError> {
+        crate::storage::state::check_name(name)?;
+        self.check_failed()?;
+        let _one = self.shared.state.lock();
+        crate::storage::state::remove(&*self.vfs, &self.dir, name)
+    }
+
     /// Checkpoints (unless read-only after a failure) and stops the writer thread.
     pub fn close(&self) -> Result<(), StorageError> {
         let Some(thread) = self.thread.lock().take() else { return Ok(()) };
@@ -1175,6 +1218,15 @@ impl Writer {
                         }
                         None => self.start_checkpoint(vec![reply]),
                     }
+                }
+                Cmd::Sync { reply } => {
+                    // Every write before this command was logged and flushed above (or in an earlier group).
+                    let failed = self.shared.failed.lock().clone();
+                    let r = match failed {
+                        Some(e) => Err(StorageError::PreviousIo(e)),
+                        None => self.sync().inspect_err(|e| self.fail(e)),
+                    };
+                    let _ = reply.send(r);
                 }
                 Cmd::Shutdown { reply } => {
                     // Let a checkpoint in flight finish, then take the final one here.

@@ -81,6 +81,14 @@ pub enum StorageError {
     /// More series than a `SeriesId` can number.
     #[error("series limit reached ({0})")]
     TooManySeries(u32),
+    /// A name of a state blob that cannot be used (see `storage::state::check_name`).
+    #[error("invalid state name {name:?}: {why}")]
+    InvalidName {
+        /// The name (its first 64 characters).
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 impl StorageError {

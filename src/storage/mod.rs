@@ -11,6 +11,7 @@ pub mod head;
 #[allow(clippy::len_without_is_empty)]
 pub mod io;
 pub mod manifest;
+pub mod state;
 pub mod wal;
 
 pub use engine::{Engine, EngineOptions, RecoveryReport, WriteAck, WriteOutcome};

@@ -1,6 +1,8 @@
 //! The stream engine: an in-process dataflow over Arrow record batches (Arroyo's shape at in-process
 //! scale). A client of the store: it reads and writes through the typed key space like any other.
 //!
+//! - [`checkpoint`]: the checkpoint container (graph shape, per-subtask watermark and state) and its codec
+//!   (`format/checkpoint.md`).
 //! - [`graph`]: logical graphs (operators with a parallelism, forward and shuffle edges), validation, and
 //!   the physical plan with forward edges chained into one task.
 //! - [`operators`]: sources, filters, maps, tumbling event-time windows with count/sum/avg/min/max/last,
@@ -13,6 +15,7 @@
 //! Not built yet: sliding windows, the live ingest stream as a source, checkpoint barriers and restore,
 //! scheduling onto worker slots, pipeline states, the declarative form and `/api/pipelines`.
 
+pub mod checkpoint;
 pub mod graph;
 pub mod operators;
 pub mod runtime;

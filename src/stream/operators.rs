@@ -342,6 +342,132 @@ impl Operator for TumblingWindow {
     fn finish(&mut self, out: &mut dyn Collector) -> Result<(), StreamError> {
         self.emit_until(i64::MAX, out)
     }
+
+    /// Window state v1 (`format/checkpoint.md`, "Operator states"): the configuration (checked on restore),
+    /// `emitted_to`, `late` and every open window with its accumulator, f64s as bits.
+    fn snapshot(&mut self) -> Result<Vec<u8>, StreamError> {
+        let count = u32::try_from(self.open.len())
+            .map_err(|_| StreamError::Operator(format!("window: {} open windows do not fit a u32", self.open.len())))?;
+        let mut s = Vec::with_capacity(WINDOW_STATE_HEADER + WINDOW_STATE_ENTRY * self.open.len());
+        s.push(WINDOW_STATE_VERSION);
+        s.extend_from_slice(&self.width.to_le_bytes());
+        s.extend_from_slice(&self.slide.to_le_bytes());
+        s.push(aggregate_tag(self.aggregate));
+        s.extend_from_slice(&self.emitted_to.to_le_bytes());
+        s.extend_from_slice(&self.late.to_le_bytes());
+        s.extend_from_slice(&count.to_le_bytes());
+        for (&(start, key), acc) in &self.open {
+            for word in [
+                start as u64,
+                key as u64,
+                acc.count,
+                acc.sum.to_bits(),
+                acc.min.to_bits(),
+                acc.max.to_bits(),
+                acc.last.0 as u64,
+                acc.last.1.to_bits(),
+            ] {
+                s.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+        Ok(s)
+    }
+
+    /// Restores window state v1. Refuses (changing nothing) a state of another version, width, slide or
+    /// aggregate than this operator's, a length that does not match its window count, and open windows
+    /// that could not exist: out of order, off the slide grid, already emitted, or empty.
+    fn restore(&mut self, state: &[u8]) -> Result<(), StreamError> {
+        let err = |what: String| StreamError::Operator(format!("window state: {what}"));
+        if state.len() < WINDOW_STATE_HEADER {
+            return Err(err(format!("{} bytes, shorter than its {WINDOW_STATE_HEADER}-byte header", state.len())));
+        }
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&state[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        if state[0] != WINDOW_STATE_VERSION {
+            return Err(err(format!("version {} (this build reads {WINDOW_STATE_VERSION})", state[0])));
+        }
+        let (width, slide, tag) = (word(1) as i64, word(9) as i64, state[17]);
+        let aggregate = aggregate_of(tag).ok_or_else(|| err(format!("unknown aggregate tag {tag}")))?;
+        if (width, slide, aggregate) != (self.width, self.slide, self.aggregate) {
+            return Err(err(format!(
+                "taken with width {width}, slide {slide}, {aggregate:?}; this operator has width {}, slide {}, {:?}",
+                self.width, self.slide, self.aggregate
+            )));
+        }
+        let emitted_to = word(18) as i64;
+        let late = word(26);
+        let count = u32::from_le_bytes([state[34], state[35], state[36], state[37]]) as usize;
+        let want = (count as u64) * WINDOW_STATE_ENTRY as u64 + WINDOW_STATE_HEADER as u64;
+        if state.len() as u64 != want {
+            return Err(err(format!("{} bytes, but {count} open windows need {want}", state.len())));
+        }
+        let mut open = std::collections::BTreeMap::new();
+        let mut prev: Option<(i64, i64)> = None;
+        for i in 0..count {
+            let at = WINDOW_STATE_HEADER + i * WINDOW_STATE_ENTRY;
+            let w = |k: usize| word(at + 8 * k);
+            let (start, key) = (w(0) as i64, w(1) as i64);
+            if prev.is_some_and(|p| p >= (start, key)) {
+                return Err(err(format!("open window ({start}, {key}) is out of order")));
+            }
+            if start.checked_rem_euclid(self.slide) != Some(0) || start.saturating_add(self.width) <= emitted_to {
+                return Err(err(format!(
+                    "open window at {start} is off the slide grid or was emitted (emitted to {emitted_to})"
+                )));
+            }
+            let acc = Acc {
+                count: w(2),
+                sum: f64::from_bits(w(3)),
+                min: f64::from_bits(w(4)),
+                max: f64::from_bits(w(5)),
+                last: (w(6) as i64, f64::from_bits(w(7))),
+            };
+            if acc.count == 0 {
+                return Err(err(format!("open window ({start}, {key}) has no rows")));
+            }
+            open.insert((start, key), acc);
+            prev = Some((start, key));
+        }
+        self.open = open;
+        self.emitted_to = emitted_to;
+        self.late = late;
+        Ok(())
+    }
+}
+
+/// The version byte of [`TumblingWindow`]'s state.
+const WINDOW_STATE_VERSION: u8 = 1;
+/// Bytes of that state before the open windows.
+const WINDOW_STATE_HEADER: usize = 38;
+/// Bytes per open window in that state.
+const WINDOW_STATE_ENTRY: usize = 64;
+
+/// An aggregate's tag in window state.
+fn aggregate_tag(a: Aggregate) -> u8 {
+    match a {
+        Aggregate::Count => 0,
+        Aggregate::Sum => 1,
+        Aggregate::Avg => 2,
+        Aggregate::Min => 3,
+        Aggregate::Max => 4,
+        Aggregate::Last => 5,
+    }
+}
+
+/// The aggregate of a tag in window state.
+fn aggregate_of(tag: u8) -> Option<Aggregate> {
+    Some(match tag {
+        0 => Aggregate::Count,
+        1 => Aggregate::Sum,
+        2 => Aggregate::Avg,
+        3 => Aggregate::Min,
+        4 => Aggregate::Max,
+        5 => Aggregate::Last,
+        _ => return None,
+    })
 }
 
 /// Keeps the rows a predicate selects.

@@ -27,7 +27,9 @@ pub struct ScanSource {
     metric: String,
     from: i64,
     to: i64,
-    series: std::vec::IntoIter<SeriesPath>,
+    series: Vec<SeriesPath>,
+    /// How many of `series` have been read (emitted, or skipped as empty).
+    pos: usize,
     done: bool,
 }
 
@@ -50,16 +52,17 @@ impl ScanSource {
             .skip(subtask)
             .step_by(parallelism.max(1))
             .collect();
-        ScanSource { db, metric: metric.to_owned(), from, to, series: series.into_iter(), done: false }
+        ScanSource { db, metric: metric.to_owned(), from, to, series, pos: 0, done: false }
     }
 }
 
 impl Source for ScanSource {
     fn poll(&mut self) -> Result<SourcePoll, StreamError> {
-        for path in self.series.by_ref() {
+        while let Some(path) = self.series.get(self.pos) {
+            self.pos += 1;
             let r = self
                 .db
-                .query(&Selector::exact(&path), &self.metric, self.from, self.to, ReadOptions::default())
+                .query(&Selector::exact(path), &self.metric, self.from, self.to, ReadOptions::default())
                 .map_err(|e| StreamError::Operator(e.to_string()))?;
             let (mut times, mut values) = (Vec::new(), Vec::new());
             for (i, v) in r.values.iter().enumerate() {
@@ -83,7 +86,47 @@ impl Source for ScanSource {
     fn watermark(&self) -> Option<i64> {
         self.done.then_some(self.to)
     }
+
+    /// Scan state v1 (`format/checkpoint.md`, "Operator states"): how many of its series it has read, and
+    /// whether it has ended.
+    fn snapshot(&mut self) -> Result<Vec<u8>, StreamError> {
+        let mut s = Vec::with_capacity(SCAN_STATE_LEN);
+        s.push(SCAN_STATE_VERSION);
+        s.extend_from_slice(&(self.pos as u64).to_le_bytes());
+        s.push(u8::from(self.done));
+        Ok(s)
+    }
+
+    /// Resumes right after the series read before the snapshot. Refuses (changing nothing) another version
+    /// or length, a `done` byte other than 0 or 1, and a position past this subtask's series.
+    fn restore(&mut self, state: &[u8]) -> Result<(), StreamError> {
+        let err = |what: String| StreamError::Operator(format!("scan state: {what}"));
+        let [version, p0, p1, p2, p3, p4, p5, p6, p7, done] = *state else {
+            return Err(err(format!("{} bytes, want {SCAN_STATE_LEN}", state.len())));
+        };
+        if version != SCAN_STATE_VERSION {
+            return Err(err(format!("version {version} (this build reads {SCAN_STATE_VERSION})")));
+        }
+        let pos = u64::from_le_bytes([p0, p1, p2, p3, p4, p5, p6, p7]);
+        let pos = usize::try_from(pos)
+            .ok()
+            .filter(|&p| p <= self.series.len())
+            .ok_or_else(|| err(format!("position {pos} is past this subtask's {} series", self.series.len())))?;
+        let done = match done {
+            0 => false,
+            1 => true,
+            d => return Err(err(format!("done byte {d}, want 0 or 1"))),
+        };
+        self.pos = pos;
+        self.done = done;
+        Ok(())
+    }
 }
+
+/// The version byte of [`ScanSource`]'s state.
+const SCAN_STATE_VERSION: u8 = 1;
+/// Bytes of that state: version, position, done.
+const SCAN_STATE_LEN: usize = 10;
 
 /// Maps a row's key to the series it is written to.
 pub type KeyOf = Arc<dyn Fn(i64) -> Result<SeriesPath, StreamError> + Send + Sync>;
@@ -127,5 +170,13 @@ impl Operator for StoreSink {
         }
         self.db.write(&b).map_err(|e| StreamError::Operator(format!("store sink: {e}")))?;
         Ok(())
+    }
+
+    /// Makes every write of this sink so far durable ([`Db::sync`]), whatever the database's durability,
+    /// so that a completed checkpoint never runs ahead of the data it covers. Its state is empty: the
+    /// writes are idempotent per slot, so replaying rows after the checkpoint writes the same values.
+    fn snapshot(&mut self) -> Result<Vec<u8>, StreamError> {
+        self.db.sync().map_err(|e| StreamError::Operator(format!("store sink: sync: {e}")))?;
+        Ok(Vec::new())
     }
 }
