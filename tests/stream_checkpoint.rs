@@ -14,7 +14,7 @@ use std::time::Duration;
 use arrow_array::{Float64Array, Int64Array, RecordBatch};
 use rand::{Rng, SeedableRng};
 use silt::stream::controller::{
-    can_transition, PipelineDef, PipelineState, StopMode, StreamEngine, TRANSITIONS,
+    can_transition, checkpoint_name, PipelineDef, PipelineState, StopMode, StreamEngine, TRANSITIONS,
 };
 use silt::stream::graph::{EdgeKind, LogicalGraph, LogicalNode, NodeKind};
 use silt::stream::operators::{Aggregate, Map, OrderedVecSource, TumblingWindow};
@@ -25,6 +25,8 @@ use silt::{Aggregation, Db, HostKey, Key, MetricConfig, Options};
 
 const T0: i64 = 1_700_000_040; // a multiple of 60
 const KEYS: i64 = 6;
+/// Rows over all source subtasks.
+const TOTAL_ROWS: u64 = 120 * 20;
 
 /// Events `(key, time, value)` of source subtask `s` of `p`: each subtask's own events in time order,
 /// integer values so that sums are exact in any order.
@@ -50,6 +52,11 @@ fn events(s: usize, p: usize) -> Vec<RecordBatch> {
 
 /// events → (slow map, which may panic) → shuffle by key → 60 s sums → store sink writing `out`.
 fn graph(db: Arc<Db>, slow: Duration, panic_at: Option<Arc<AtomicU64>>) -> LogicalGraph {
+    graph_counting(db, slow, panic_at, Arc::new(AtomicU64::new(0)))
+}
+
+/// [`graph`], counting the rows through the map in `rows`.
+fn graph_counting(db: Arc<Db>, slow: Duration, panic_at: Option<Arc<AtomicU64>>, rows: Arc<AtomicU64>) -> LogicalGraph {
     let mut g = LogicalGraph::new();
     let src = g.add(LogicalNode {
         name: "events".into(),
@@ -65,7 +72,9 @@ fn graph(db: Arc<Db>, slow: Duration, panic_at: Option<Arc<AtomicU64>>) -> Logic
         output_schema: Some(TumblingWindow::input_schema()),
         kind: NodeKind::Operator(Arc::new(move |_, _| {
             let panic_at = panic_at.clone();
+            let rows = rows.clone();
             Box::new(Map(move |b: RecordBatch| {
+                rows.fetch_add(b.num_rows() as u64, Ordering::SeqCst);
                 std::thread::sleep(slow);
                 if let Some(n) = &panic_at {
                     // Counts down across runs; panics once when it reaches 1.
@@ -152,6 +161,7 @@ fn killed_at_random_points_and_restored_the_store_matches_an_uninterrupted_run()
     let want = reference();
     let cases: u64 = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(8).min(16);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut all_kills, mut resumed_midway) = (0, 0);
     for case in 0..cases {
         let tmp = tempfile::tempdir().unwrap();
         let db = open(tmp.path());
@@ -160,20 +170,29 @@ fn killed_at_random_points_and_restored_the_store_matches_an_uninterrupted_run()
         loop {
             let engine = StreamEngine::new(4, db.clone()).unwrap();
             let interval = Duration::from_millis(rng.gen_range(2..20));
-            let g = graph(db.clone(), Duration::from_micros(300), None);
+            let rows = Arc::new(AtomicU64::new(0));
+            let restored = db.state(&checkpoint_name("rollup")).unwrap().is_some();
+            let g = graph_counting(db.clone(), Duration::from_micros(300), None, rows.clone());
             let h = engine.submit(def("rollup", g, Some(interval))).unwrap();
             let run_for = Duration::from_millis(rng.gen_range(5..60));
             let ended = h.wait_for(run_for, |i| matches!(i.state, PipelineState::Stopped | PipelineState::Failed));
             if matches!(ended.state, PipelineState::Stopped) || kills >= 6 {
                 assert_eq!(finished(&h), PipelineState::Stopped, "{:?}", h.info());
+                // A run restored from a checkpoint taken midway reads only what follows it.
+                if restored && rows.load(Ordering::SeqCst) < TOTAL_ROWS {
+                    resumed_midway += 1;
+                }
                 break;
             }
             h.stop(StopMode::Immediate);
             assert_eq!(finished(&h), PipelineState::Stopped, "{:?}", h.info());
             kills += 1;
         }
+        all_kills += kills;
         assert_eq!(output(&db), want, "case {case}: after {kills} kills the output differs");
     }
+    assert!(all_kills >= cases / 2, "too few kills to test anything: {all_kills} in {cases} cases");
+    assert!(resumed_midway > 0, "no run resumed from a checkpoint taken midway");
 }
 
 #[test]

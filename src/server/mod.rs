@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod nats;
+pub mod pipelines;
 pub mod tls;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// Line-protocol writes, with their cache of series (shared by HTTP and NATS ingest).
     pub lines: Arc<LineWriter>,
+    /// The stream engine behind `/api/pipelines`; `None` answers those routes 503.
+    pub streams: Option<Arc<crate::stream::controller::StreamEngine>>,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             auth: None,
             request_timeout: REQUEST_TIMEOUT,
             lines: Arc::new(LineWriter::new()),
+            streams: None,
         }
     }
 }
@@ -156,6 +160,10 @@ fn api_routes(state: AppState) -> Router {
         .route("/api/healthcheck/", get(healthcheck).post(healthcheck))
         .route("/api/debug", get(debug).post(debug))
         .route("/api/debug/", get(debug).post(debug))
+        .route("/api/pipelines", get(pipelines::list).post(pipelines::create))
+        .route("/api/pipelines/", get(pipelines::list).post(pipelines::create))
+        .route("/api/pipelines/{name}", get(pipelines::get_one).delete(pipelines::delete))
+        .route("/api/pipelines/{name}/stop", post(pipelines::stop))
         .with_state(state)
 }
 

@@ -93,7 +93,7 @@ pub(super) async fn create(State(st): State<AppState>, body: axum::body::Bytes) 
     })
     .await
     .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string() })??;
-    let info = engine(&st)?.get(&name).map(|h| h.info());
+    let info = st.streams.as_ref().and_then(|e| e.get(&name)).map(|h| h.info());
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 

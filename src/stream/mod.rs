@@ -9,13 +9,16 @@
 //!   channel sinks.
 //! - [`store`]: a scan of stored series as a source, and a sink that writes rows back as samples.
 //! - [`spec`]: the declarative form of a rollup (JSON): validation, and the graph it builds.
-//! - [`runtime`]: one thread per task, bounded queues counted in rows, watermarks (the minimum over a
-//!   task's senders, ended ones left out), failure of the whole pipeline on the first error or panic.
+//! - [`runtime`]: tasks on worker slots (Arroyo's slot-filling), bounded queues counted in rows, watermarks
+//!   (the minimum over a task's live senders, ended and idle ones left out), aligned checkpoint barriers,
+//!   failure of the whole pipeline on the first error or panic.
+//! - [`controller`]: pipelines under control: the state table, scheduling, periodic checkpoints into the
+//!   store, graceful and immediate stop, restart from the last checkpoint within a restart budget.
 //!
-//! Not built yet: sliding windows, the live ingest stream as a source, checkpoint barriers and restore,
-//! scheduling onto worker slots, pipeline states, the declarative form and `/api/pipelines`.
+//! The HTTP side (`GET/POST /api/pipelines`) is in `server::pipelines`.
 
 pub mod checkpoint;
+pub mod controller;
 pub mod graph;
 pub mod operators;
 pub mod runtime;
