@@ -136,6 +136,9 @@ struct ServeArgs {
     /// A metric to declare: NAME=FREQUENCY:AGGREGATION with AGGREGATION sum, avg or none. Repeatable.
     #[arg(long = "metric", value_parser = parse_metric)]
     metrics: Vec<(String, silt::MetricConfig)>,
+    /// Worker slots (threads) of the stream engine [default: the number of cores, at least 2].
+    #[arg(long)]
+    stream_slots: Option<usize>,
 }
 
 fn parse_metric(s: &str) -> Result<(String, silt::MetricConfig), String> {
@@ -179,6 +182,8 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         jwt_public_key: config.main.jwt_public_key.clone(),
         nats: config.nats.clone().map(|n| (n, config.metric_store.nats_subscriptions.clone())),
         tls: config.main.tls_files().map(|(c, k)| (c.to_owned(), k.to_owned())),
+        pipelines: config.pipelines.clone(),
+        stream_slots: args.stream_slots.unwrap_or_else(silt::server::default_stream_slots),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(silt::server::serve(opts, None))?;

@@ -181,6 +181,9 @@ pub struct Config {
     pub metric_store: MetricStoreConfig,
     /// The `nats` section, if any: the NATS server to subscribe through (see [`crate::server::nats`]).
     pub nats: Option<NatsConfig>,
+    /// The `pipelines` section (a silt extension): stream pipelines in their declarative form
+    /// ([`crate::stream::spec`]), started with the server.
+    pub pipelines: Vec<crate::stream::spec::PipelineSpec>,
     /// The layout the file was written in.
     pub layout: ConfigLayout,
 }
@@ -393,6 +396,7 @@ impl Config {
             metrics: BTreeMap::new(),
             metric_store: MetricStoreConfig::default(),
             nats: None,
+            pipelines: Vec::new(),
             layout: ConfigLayout::Current,
         }
     }
@@ -625,7 +629,7 @@ impl<'a> Obj<'a> {
 }
 
 const CURRENT_SECTIONS: &[&str] =
-    &["main", "main-file", "metric-store", "metrics", "metrics-file", "nats", "nats-file"];
+    &["main", "main-file", "metric-store", "metrics", "metrics-file", "nats", "nats-file", "pipelines", "pipelines-file"];
 const LEGACY_ONLY_SECTIONS: &[&str] =
     &["archive", "checkpoints", "debug", "http-api", "jwt-public-key", "retention-in-memory"];
 
@@ -660,7 +664,7 @@ fn section<'a>(top: &Obj<'a>, name: &str, holder: &'a mut Option<Value>) -> Resu
 
 fn parse_current(top: &Obj<'_>) -> Result<Config, ConfigError> {
     top.deny_unknown(CURRENT_SECTIONS)?;
-    let (mut main_holder, mut metrics_holder, mut nats_holder) = (None, None, None);
+    let (mut main_holder, mut metrics_holder, mut nats_holder, mut pipelines_holder) = (None, None, None, None);
     let missing = |name: &str| invalid(name, "required section is missing");
 
     let main = section(top, "main", &mut main_holder)?.ok_or_else(|| missing("main"))?;
@@ -676,7 +680,14 @@ fn parse_current(top: &Obj<'_>) -> Result<Config, ConfigError> {
         None => None,
         Some(v) => Some(parse_nats(&Obj::new("nats", v)?, &["address", "creds-file-path", "password", "username"])?),
     };
-    Ok(Config { main, metrics, metric_store, nats, layout: ConfigLayout::Current })
+    let pipelines = match section(top, "pipelines", &mut pipelines_holder)? {
+        None => Vec::new(),
+        Some(v) => {
+            let root = serde_json::json!({ "pipelines": v });
+            crate::stream::spec::pipelines_from_config(&root).map_err(|e| invalid("pipelines", e.to_string()))?
+        }
+    };
+    Ok(Config { main, metrics, metric_store, nats, pipelines, layout: ConfigLayout::Current })
 }
 
 fn parse_main(o: &Obj<'_>) -> Result<MainConfig, ConfigError> {
@@ -910,5 +921,5 @@ fn parse_legacy(top: &Obj<'_>) -> Result<Config, ConfigError> {
             Some(nats)
         }
     };
-    Ok(Config { main, metrics, metric_store, nats, layout: ConfigLayout::Legacy })
+    Ok(Config { main, metrics, metric_store, nats, pipelines: Vec::new(), layout: ConfigLayout::Legacy })
 }

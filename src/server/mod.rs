@@ -560,6 +560,40 @@ pub struct ServeOptions {
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP (cc-metric-store's
     /// `https-cert-file` and `https-key-file`).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Stream pipelines to start (the config's `pipelines`), besides those submitted through the API
+    /// earlier, which the store keeps.
+    pub pipelines: Vec<crate::stream::spec::PipelineSpec>,
+    /// Worker slots (threads) of the stream engine.
+    pub stream_slots: usize,
+}
+
+/// Default for [`ServeOptions::stream_slots`]: the machine's cores, at least 2.
+pub fn default_stream_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
+/// Starts the stream engine with the configured pipelines and those the API submitted before.
+fn start_streams(
+    db: &Arc<Db>,
+    slots: usize,
+    configured: &[crate::stream::spec::PipelineSpec],
+) -> Result<Arc<crate::stream::controller::StreamEngine>, Error> {
+    let engine = crate::stream::controller::StreamEngine::new(slots, db.clone())
+        .map_err(|e| Error::InvalidArgument(format!("starting the stream engine: {e}")))?;
+    let mut specs = configured.to_vec();
+    for s in pipelines::saved_specs(db)? {
+        if specs.iter().any(|c| c.name == s.name) {
+            tracing::warn!(pipeline = %s.name, "a pipeline of the config replaces one submitted through the API");
+        } else {
+            specs.push(s);
+        }
+    }
+    for spec in &specs {
+        pipelines::submit(&engine, db, spec)
+            .map_err(|e| Error::InvalidArgument(format!("pipeline {:?}: {}", spec.name, e.message)))?;
+        tracing::info!(pipeline = %spec.name, "pipeline started");
+    }
+    Ok(Arc::new(engine))
 }
 
 /// Runs the server until SIGINT or SIGTERM: stops accepting, lets requests in flight finish, checkpoints
@@ -602,7 +636,13 @@ pub async fn serve(
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    let state = AppState { auth, ..AppState::new(db.clone()) };
+    let streams = {
+        let (db, specs, slots) = (db.clone(), opts.pipelines.clone(), opts.stream_slots);
+        tokio::task::spawn_blocking(move || start_streams(&db, slots, &specs))
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("starting the stream engine failed: {e}")))??
+    };
+    let state = AppState { auth, streams: Some(streams.clone()), ..AppState::new(db.clone()) };
     let nats = match &opts.nats {
         Some((config, subs)) if !subs.is_empty() => Some(nats::NatsIngest::start(config, subs, state.clone()).await?),
         Some((config, _)) => {
@@ -625,6 +665,10 @@ pub async fn serve(
         tracing::info!("shutting down: draining NATS");
         n.stop().await;
     }
+    tracing::info!("shutting down: stopping pipelines at a final checkpoint");
+    let stopping = streams.clone();
+    let _ = tokio::task::spawn_blocking(move || stopping.shutdown(std::time::Duration::from_secs(10))).await;
+    drop(streams);
     served?;
     tracing::info!("shutting down: checkpointing");
     let db = Arc::try_unwrap(db).map_err(|_| Error::InvalidArgument("requests still hold the database".into()))?;
