@@ -2,7 +2,7 @@
 //! Spec: `format/README.md` ("Data directory"); what pipelines store there is `format/checkpoint.md`.
 //!
 //! Invariants:
-//! - `state/<name>` only ever holds a whole value that a [`write`] completed (temporary file written in
+//! - `state/<name>` only ever holds a whole value that a [`write()`] completed (temporary file written in
 //!   full, fsynced, renamed over the name, directory fsynced): a crash at any point leaves the old value or
 //!   the new one, never a mix. A write that returns `Ok` is durable.
 //! - Names pass [`check_name`], so a name is one plain file name inside `state/` and never the temporary

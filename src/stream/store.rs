@@ -1,5 +1,8 @@
 //! Operators that read and write the store through the typed key space: a scan of stored series over a
 //! time range, and a sink that writes rows as samples (idempotent per slot, so a replay writes the same).
+//!
+//! For checkpoints (`format/checkpoint.md`, "Operator states"): the scan saves how many of its series it
+//! has read, the sink saves nothing but makes its writes durable (`Db::sync`) before the barrier passes.
 
 use std::sync::Arc;
 
