@@ -163,3 +163,83 @@ proptest! {
         }
     }
 }
+
+/// A live input: its batches, then nothing (idle) for ever, never ending; with no batches, a live input that
+/// sees no writes.
+struct Live(OrderedVecSource);
+
+impl silt::stream::operators::Source for Live {
+    fn poll(&mut self) -> Result<silt::stream::operators::SourcePoll, StreamError> {
+        match self.0.poll()? {
+            silt::stream::operators::SourcePoll::End => Ok(silt::stream::operators::SourcePoll::Idle),
+            other => Ok(other),
+        }
+    }
+
+    fn watermark(&self) -> Option<i64> {
+        silt::stream::operators::Source::watermark(&self.0)
+    }
+}
+
+/// Two sources feed one window; one of them never sends anything. Once it has been idle for
+/// `idle_after`, the watermark is the other's alone and windows close without waiting for the end.
+fn idle_input_run(idle_after: std::time::Duration) -> Vec<(i64, i64, f64)> {
+    use silt::stream::runtime::{launch, RunConfig, SlotPool};
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut g = LogicalGraph::new();
+    let events: Vec<RecordBatch> = (0..10).map(|i| batch(&[(1, i * 30, 1.0)])).collect();
+    let busy = g.add(LogicalNode {
+        name: "busy".into(),
+        parallelism: 1,
+        input_schema: None,
+        output_schema: Some(schema()),
+        kind: NodeKind::Source(Arc::new(move |_, _| Box::new(Live(OrderedVecSource::new(events.clone(), "time"))))),
+    });
+    let silent = g.add(LogicalNode {
+        name: "silent".into(),
+        parallelism: 1,
+        input_schema: None,
+        output_schema: Some(schema()),
+        kind: NodeKind::Source(Arc::new(|_, _| Box::new(Live(OrderedVecSource::new(Vec::new(), "time"))))),
+    });
+    let win = g.add(LogicalNode {
+        name: "window".into(),
+        parallelism: 1,
+        input_schema: Some(schema()),
+        output_schema: Some(TumblingWindow::output_schema()),
+        kind: NodeKind::Operator(Arc::new(|_, _| Box::new(TumblingWindow::new(60, Aggregate::Count, "key", "time", "value")))),
+    });
+    let sink = g.add(LogicalNode {
+        name: "sink".into(),
+        parallelism: 1,
+        input_schema: Some(TumblingWindow::output_schema()),
+        output_schema: None,
+        kind: NodeKind::Operator(Arc::new(move |s, _| Box::new(ChannelSink { subtask: s, tx: tx.clone() }))),
+    });
+    g.connect(busy, win, EdgeKind::Forward);
+    g.connect(silent, win, EdgeKind::Forward);
+    g.connect(win, sink, EdgeKind::Forward);
+    let pool = SlotPool::new(1).unwrap();
+    let p = launch(&g, &pool, &[0], &RunConfig { queue_rows: 64, idle_after }, None).unwrap();
+    drop(g);
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(600);
+    while std::time::Instant::now() < deadline && got.len() < 4 {
+        if let Ok((_, b)) = rx.recv_timeout(std::time::Duration::from_millis(20)) {
+            got.extend(out_rows(&b));
+        }
+    }
+    p.cancel();
+    assert!(matches!(p.join(), Err(StreamError::Cancelled)), "live sources never end: only a cancel stops them");
+    got
+}
+
+#[test]
+fn an_idle_input_is_left_out_of_the_watermark() {
+    // Events at 0, 30, …, 270: the watermark 270 closes [0,60) … [180,240), two rows each.
+    let got = idle_input_run(std::time::Duration::from_millis(20));
+    assert_eq!(got, vec![(1, 0, 2.0), (1, 60, 2.0), (1, 120, 2.0), (1, 180, 2.0)]);
+    // While the silent input still counts (not idle yet), it holds every window open.
+    let got = idle_input_run(std::time::Duration::from_secs(60));
+    assert!(got.is_empty(), "{got:?}");
+}

@@ -320,12 +320,14 @@ impl Operator for TumblingWindow {
             let last = time.div_euclid(self.slide) * self.slide;
             let mut start = last;
             let mut counted = false;
-            while start > time - self.width {
+            while start > time.saturating_sub(self.width) {
                 if start.saturating_add(self.width) > self.emitted_to {
                     self.open.entry((start, keys.value(i))).or_insert_with(Acc::new).add(time, values.value(i));
                     counted = true;
                 }
-                start -= self.slide;
+                // Near i64::MIN there is no earlier window start.
+                let Some(prev) = start.checked_sub(self.slide) else { break };
+                start = prev;
             }
             if !counted {
                 self.late += 1;
