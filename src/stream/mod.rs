@@ -6,13 +6,16 @@
 //! - [`operators`]: sources, filters, maps, tumbling event-time windows with count/sum/avg/min/max/last,
 //!   channel sinks.
 //! - [`store`]: a scan of stored series as a source, and a sink that writes rows back as samples.
+//! - [`live`]: the live ingest stream as a source (every accepted write of a metric under a selector, read
+//!   from a [`crate::tap::WriteTap`]), partitioned by series, with a bounded-out-of-orderness watermark.
 //! - [`runtime`]: one thread per task, bounded queues counted in rows, watermarks (the minimum over a
 //!   task's senders, ended ones left out), failure of the whole pipeline on the first error or panic.
 //!
-//! Not built yet: sliding windows, the live ingest stream as a source, checkpoint barriers and restore,
-//! scheduling onto worker slots, pipeline states, the declarative form and `/api/pipelines`.
+//! Not built yet: sliding windows, checkpoint barriers and restore, scheduling onto worker slots, pipeline
+//! states, the declarative form and `/api/pipelines`.
 
 pub mod graph;
+pub mod live;
 pub mod operators;
 pub mod runtime;
 pub mod store;
@@ -26,6 +29,9 @@ pub enum StreamError {
     /// Arrow refused an operation (a filter or take over mismatched arrays, …).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// The database refused a request (an undeclared metric, …).
+    #[error(transparent)]
+    Db(#[from] crate::Error),
     /// An operator failed.
     #[error("operator failed: {0}")]
     Operator(String),
