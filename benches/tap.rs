@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use silt::keys::Namespace;
-use silt::{Aggregation, Batch, Db, Durability, HostKey, MetricConfig, Options, SeriesId, Selector, SelectorElement};
+use silt::{Aggregation, Batch, Db, Durability, HostKey, MetricConfig, Options, Selector, SelectorElement, SeriesId};
 
 const T: i64 = 1_700_000_000;
 const F: i64 = 10;

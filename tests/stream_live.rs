@@ -247,9 +247,10 @@ fn line_protocol_ingest_is_tapped() {
     let tap = db.tap("load", &sel(&[Some("c")]), 100).expect("tap");
     let w = LineWriter::new();
     // The second body hits the writer's series cache: samples pushed by id.
-    for (i, body) in [&b"load,hostname=a value=1 100\ntemp,hostname=a value=5 100\n"[..], b"load,hostname=a value=2 110\n"]
-        .into_iter()
-        .enumerate()
+    for (i, body) in
+        [&b"load,hostname=a value=1 100\ntemp,hostname=a value=5 100\n"[..], b"load,hostname=a value=2 110\n"]
+            .into_iter()
+            .enumerate()
     {
         let r = w.write(&db, body, Some("c"), Precision::Seconds, 0).expect("write");
         assert!(r.error.is_none(), "body {i}: {:?}", r.error);
