@@ -339,7 +339,8 @@ impl Db {
     }
 
     /// Writes a batch. The acknowledgement says under which durability it was given and counts every sample
-    /// as stored or not (too old, unknown metric, out of range).
+    /// as stored or not (too old, unknown metric, out of range). Once the engine accepted it, the write taps
+    /// ([`Db::tap`]) get their samples.
     pub fn write(&self, batch: &Batch) -> Result<WriteAck, Error> {
         let mut samples = Vec::with_capacity(batch.len());
         let count = self.inner.engine.series_count();

@@ -246,7 +246,8 @@ fn line_protocol_ingest_is_tapped() {
     let db = open(tmp.path());
     let tap = db.tap("load", &sel(&[Some("c")]), 100).expect("tap");
     let w = LineWriter::new();
-    // The second body hits the writer's series cache: samples pushed by id.
+    // LineWriter (HTTP and NATS ingest) resolves series ids itself and writes with `Batch::push_id`; the
+    // second body is resolved from its cache.
     for (i, body) in
         [&b"load,hostname=a value=1 100\ntemp,hostname=a value=5 100\n"[..], b"load,hostname=a value=2 110\n"]
             .into_iter()
