@@ -210,6 +210,8 @@ struct Inner {
     archive_dir: Option<std::path::PathBuf>,
     /// Wakes the maintenance thread at once when a write finds the head over its cap.
     nudge: crossbeam_channel::Sender<()>,
+    /// Write taps ([`crate::tap`]): subscribers to the samples of every write.
+    taps: crate::tap::Taps,
 }
 
 impl Inner {
@@ -283,6 +285,7 @@ impl Db {
             compaction: options.compaction,
             block_retention: options.block_retention,
             archive_dir: options.archive_dir.clone(),
+            taps: crate::tap::Taps::default(),
         });
         let maintenance = if inner.retention.is_some() || inner.memory_cap_bytes > 0 || inner.block_retention.is_some()
         {
@@ -336,7 +339,8 @@ impl Db {
     }
 
     /// Writes a batch. The acknowledgement says under which durability it was given and counts every sample
-    /// as stored or not (too old, unknown metric, out of range).
+    /// as stored or not (too old, unknown metric, out of range). Once the engine accepted it, the write taps
+    /// ([`Db::tap`]) get their samples.
     pub fn write(&self, batch: &Batch) -> Result<WriteAck, Error> {
         let mut samples = Vec::with_capacity(batch.len());
         let count = self.inner.engine.series_count();
@@ -377,7 +381,12 @@ impl Db {
                 }
             }
         }
+        // Write taps (crate::tap): one relaxed load when there are none; delivered only if the write succeeds.
+        let tapped = self.inner.taps.select(&self.inner.engine, &samples);
         let ack = self.inner.engine.write(samples, unknown)?;
+        if let Some(t) = tapped {
+            t.deliver(ack.lsn);
+        }
         let cap = self.inner.memory_cap_bytes;
         if cap > 0 && self.head_bytes_in_use() > cap {
             let _ = self.inner.nudge.try_send(());
@@ -501,6 +510,11 @@ impl Db {
     /// What recovery found when the database opened.
     pub fn recovery(&self) -> &RecoveryReport {
         self.inner.engine.recovery()
+    }
+
+    /// The write taps, for [`Db::tap`] (in [`crate::tap`]).
+    pub(crate) fn taps(&self) -> &crate::tap::Taps {
+        &self.inner.taps
     }
 
     /// The engine underneath, for layers above (query, ingest) and tests.

@@ -33,6 +33,7 @@ pub mod query;
 pub mod server;
 pub mod storage;
 pub mod stream;
+pub mod tap;
 
 pub use db::{Batch, Db, Options, ReadResult, Stats, WriteAck, WriteOutcome};
 pub use error::Error;
@@ -42,3 +43,4 @@ pub use query::selector::{Selector, SelectorElement};
 pub use query::{Padding, QueryError, QueryResult, ReadOptions, StatsResult};
 pub use storage::Lsn;
 pub use storage::{Aggregation, Durability, MetricConfig, SeriesId};
+pub use tap::{TapBatch, WriteTap};

@@ -344,13 +344,46 @@ fn build_checks_the_database() {
     let v = with(base(), &["sink"], json!({"metric": "cpu_load_5m_avg", "frequency": 60}));
     PipelineSpec::from_json(&v.to_string()).unwrap().build(db.clone()).unwrap();
 
+    // An ingest source on an undeclared metric is refused the same way, declaring nothing.
     let mut v = with(base(), &["source", "kind"], json!("ingest"));
+    v = with(v, &["source", "metric"], json!("mem_used"));
     v = with(v, &["sink"], json!({"metric": "cpu_load_live_avg"}));
     v["source"].as_object_mut().unwrap().remove("from");
     v["source"].as_object_mut().unwrap().remove("to");
     let e = PipelineSpec::from_json(&v.to_string()).unwrap().build(db.clone()).unwrap_err();
-    assert!(matches!(e, SpecError::Unsupported(_)), "{e}");
+    assert!(matches!(e, SpecError::UnknownMetric { .. }), "{e}");
     assert_eq!(db.metric("cpu_load_live_avg"), None, "a refused spec declares nothing");
+}
+
+#[test]
+fn an_ingest_rollup_follows_live_writes() {
+    use silt::stream::controller::{PipelineDef, PipelineState, StopMode, StreamEngine};
+    let (_tmp, db) = open();
+    let mut v = with(base(), &["source", "kind"], json!("ingest"));
+    v["source"].as_object_mut().unwrap().remove("from");
+    v["source"].as_object_mut().unwrap().remove("to");
+    let spec = PipelineSpec::from_json(&v.to_string()).unwrap();
+    let engine = StreamEngine::new(2, db.clone()).unwrap();
+    let h = engine.submit(PipelineDef::new(&spec.name, spec.build(db.clone()).unwrap())).unwrap();
+    h.wait_for(std::time::Duration::from_secs(10), |i| i.state == PipelineState::Running);
+    // Written after the pipeline started: the live source sees every sample.
+    let keys = populate(&db);
+    // The watermark is the latest time less one frequency (T + 3480): every window but the last closes.
+    let mut want = model(&db, &keys, cluster_of, (300, 300), Some, avg);
+    want.values_mut().for_each(|w| {
+        w.remove(&(T + 3300));
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut got = written(&db, &["host:emmy", "host:woody"], "cpu_load_5m_avg", T, T + SPAN);
+    while got.values().map(|w| w.len()).sum::<usize>() < 22 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        got = written(&db, &["host:emmy", "host:woody"], "cpu_load_5m_avg", T, T + SPAN);
+    }
+    assert_close(&got, &want);
+    h.stop(StopMode::Graceful);
+    let info = h.wait_for(std::time::Duration::from_secs(10), |i| i.state == PipelineState::Stopped);
+    assert_eq!(info.state, PipelineState::Stopped, "{info:?}");
+    assert!(info.checkpoint_epoch > 0, "a graceful stop checkpoints: {info:?}");
 }
 
 struct Out(Vec<RecordBatch>);

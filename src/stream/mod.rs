@@ -8,6 +8,8 @@
 //! - [`operators`]: sources, filters, maps, tumbling event-time windows with count/sum/avg/min/max/last,
 //!   channel sinks.
 //! - [`store`]: a scan of stored series as a source, and a sink that writes rows back as samples.
+//! - [`live`]: the live ingest stream as a source (every accepted write of a metric under a selector, read
+//!   from a [`crate::tap::WriteTap`]), partitioned by series, with a bounded-out-of-orderness watermark.
 //! - [`spec`]: the declarative form of a rollup (JSON): validation, and the graph it builds.
 //! - [`runtime`]: tasks on worker slots (Arroyo's slot-filling), bounded queues counted in rows, watermarks
 //!   (the minimum over a task's live senders, ended and idle ones left out), aligned checkpoint barriers,
@@ -20,6 +22,7 @@
 pub mod checkpoint;
 pub mod controller;
 pub mod graph;
+pub mod live;
 pub mod operators;
 pub mod runtime;
 pub mod spec;
@@ -34,6 +37,9 @@ pub enum StreamError {
     /// Arrow refused an operation (a filter or take over mismatched arrays, …).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// The database refused a request (an undeclared metric, …).
+    #[error(transparent)]
+    Db(#[from] crate::Error),
     /// An operator failed.
     #[error("operator failed: {0}")]
     Operator(String),

@@ -703,8 +703,14 @@ impl PipelineSpec {
                 let (from, to) = (self.source.from.unwrap_or_default(), self.source.to.unwrap_or_default());
                 Arc::new(move |s, p| Box::new(ScanSource::new(db.clone(), &selector, &metric, from, to, s, p)))
             }
-            // wired to live::LiveSource on merge
-            SourceKind::Ingest => return Err(SpecError::Unsupported("ingest source".into())),
+            SourceKind::Ingest => {
+                let (db, metric) = (db.clone(), self.source.metric.clone());
+                Arc::new(move |s, p| match super::live::LiveSource::new(db.clone(), &selector, &metric, s, p) {
+                    Ok(src) => Box::new(src),
+                    // The factory cannot fail; the source's first poll reports why it could not start.
+                    Err(e) => Box::new(FailedSource(Some(e))),
+                })
+            }
         };
         if db.metric(&self.sink.metric).is_none() {
             db.declare_metric(&self.sink.metric, wanted).map_err(|e| match e {
@@ -776,6 +782,15 @@ impl PipelineSpec {
         g.connect(key, win, EdgeKind::Shuffle { key: "key".into() });
         g.connect(win, sink, EdgeKind::Forward);
         Ok(g)
+    }
+}
+
+/// A source that could not be made: its first poll fails with the reason.
+struct FailedSource(Option<StreamError>);
+
+impl super::operators::Source for FailedSource {
+    fn poll(&mut self) -> Result<super::operators::SourcePoll, StreamError> {
+        Err(self.0.take().unwrap_or_else(|| StreamError::Operator("the source could not start".into())))
     }
 }
 
