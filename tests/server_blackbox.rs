@@ -202,3 +202,76 @@ fn auth_through_the_binary() {
     signal(&server.child, "TERM");
     assert!(server.child.wait().expect("wait").success());
 }
+
+const PIPELINE_CONFIG: &str = r#"{
+  "main": { "addr": "127.0.0.1:0" },
+  "metrics": { "load": { "frequency": 10, "aggregation": "avg" } },
+  "metric-store": { "retention-in-memory": "48h", "memory-cap": 0, "checkpoints": { "directory": "DATA" } },
+  "pipelines": [ { "name": "from_config", "source": { "kind": "ingest", "metric": "load", "selector": ["emmy"] },
+                   "group_by": "cluster", "window": { "width": 60, "aggregate": "max" }, "sink": { "metric": "load_1m_max" } } ]
+}"#;
+
+fn pipeline_state(addr: SocketAddr, name: &str) -> serde_json::Value {
+    let (s, b) = http(addr, "GET", &format!("/api/pipelines/{name}"), "");
+    assert_eq!(s, 200, "{b}");
+    serde_json::from_str(&b).expect("json")
+}
+
+/// Pipelines from the config and from the API run over live HTTP writes, and both come back, from their
+/// checkpoints, after a graceful restart.
+#[test]
+fn serve_runs_pipelines_from_the_config_and_the_api_across_restarts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("config.json");
+    std::fs::write(&cfg, PIPELINE_CONFIG.replace("DATA", &data.display().to_string())).expect("write config");
+    let args = ["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()];
+    let Server { mut child, addr } = spawn_silt(&args);
+    let posted = r#"{"name": "from_api", "source": {"kind": "ingest", "metric": "load", "selector": ["emmy"]},
+                     "group_by": "host", "window": {"width": 60, "aggregate": "count"}, "sink": {"metric": "load_1m_n"}}"#;
+    let (s, b) = http(addr, "POST", "/api/pipelines", posted);
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = http(addr, "POST", "/api/pipelines", posted);
+    assert_eq!(s, 409, "the same name while running: {b}");
+    for name in ["from_config", "from_api"] {
+        let mut state = pipeline_state(addr, name);
+        for _ in 0..200 {
+            if state["state"] == "running" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            state = pipeline_state(addr, name);
+        }
+        assert_eq!(state["state"], "running", "{state}");
+    }
+    // Two minutes of samples: the first minute's window closes once the watermark passes it.
+    let lines: String =
+        (0..12).map(|i| format!("load,cluster=emmy,hostname=n1 value={i} {}\n", T - T % 60 + i * 10)).collect();
+    let (s, b) = http(addr, "POST", "/api/write", &lines);
+    assert_eq!(s, 200, "{b}");
+    let window = T - T % 60;
+    let body = format!(r#"{{"cluster":"emmy","from":{window},"to":{},"queries":[{{"metric":"load_1m_n","host":"n1"}}]}}"#, window + 60);
+    let mut counted = String::new();
+    for _ in 0..250 {
+        counted = http(addr, "GET", "/api/query", &body).1;
+        if counted.contains("[6.000]") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(counted.contains("[6.000]"), "six samples in the first minute: {counted}");
+
+    signal(&child, "TERM");
+    assert!(child.wait().expect("wait").success(), "silt serve should stop its pipelines and exit 0");
+    let Server { mut child, addr } = spawn_silt(&args);
+    let (s, b) = http(addr, "GET", "/api/pipelines", "");
+    assert_eq!(s, 200, "{b}");
+    let list: serde_json::Value = serde_json::from_str(&b).expect("json");
+    let names: Vec<&str> = list.as_array().expect("array").iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["from_api", "from_config"], "{b}");
+    for p in list.as_array().expect("array") {
+        assert!(p["checkpoint_epoch"].as_u64().unwrap_or(0) > 0, "each stopped at a checkpoint: {p}");
+    }
+    signal(&child, "TERM");
+    assert!(child.wait().expect("wait").success());
+}

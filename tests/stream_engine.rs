@@ -188,29 +188,42 @@ proptest! {
 
 #[test]
 fn a_slow_sink_fills_the_queues_to_their_capacity_and_loses_nothing() {
-    let (tx, rx) = crossbeam_channel::bounded::<(usize, RecordBatch)>(0);
+    // Sink subtask 1 is slow (its channel takes nothing until the reader starts); subtask 0 is fast. They run
+    // on different worker slots, so the source (on subtask 0's slot) keeps going until subtask 1's queue is
+    // full, and then waits.
+    let (slow_tx, slow_rx) = crossbeam_channel::bounded::<(usize, RecordBatch)>(0);
+    let (fast_tx, fast_rx) = crossbeam_channel::unbounded::<(usize, RecordBatch)>();
     let batches: Rows = (0..200).map(|i| (0..10).map(|j| (i64::from(j), 2 * i64::from(i) + 1)).collect()).collect();
     let mut g = LogicalGraph::new();
     let s = g.add(source("src", 1, batches));
-    let k = g.add(op("sink", 2, sink(tx), false));
+    let sinks = NodeKind::Operator(Arc::new(move |s, _| {
+        let tx = if s == 1 { slow_tx.clone() } else { fast_tx.clone() };
+        Box::new(ChannelSink { subtask: s, tx })
+    }));
+    let k = g.add(op("sink", 2, sinks, false));
     g.connect(s, k, EdgeKind::Shuffle { key: "key".into() });
     let pipeline = start(&g, 50).unwrap();
-    drop(g); // the graph's sink factory holds a sender too: the reader ends when the sinks are done
-             // Let the source run ahead of the sink, which takes nothing yet.
+    drop(g); // the graph's sink factory holds senders too: the readers end when the sinks are done
+    let slow_rows: usize = (0..10).filter(|&k| partition_of_i64(k, 2) == 1).count() * 200;
+    assert!(slow_rows > 100, "the slow subtask should get a good share of the keys");
+    // Let the source run ahead of the slow sink, which takes nothing yet.
     std::thread::sleep(std::time::Duration::from_millis(100));
     let queued = pipeline.queued_rows();
     assert!(queued.iter().all(|&q| q <= 50), "{queued:?}");
-    assert!(queued.iter().sum::<usize>() >= 50, "the queues should be full while the sink waits: {queued:?}");
-    let mut total = 0;
+    assert!(queued.iter().any(|&q| q >= 40), "the slow sink's queue should be full while it waits: {queued:?}");
     let reader = std::thread::spawn(move || {
-        for (_, b) in rx.iter() {
+        let mut total = 0;
+        for (s, b) in slow_rx.iter() {
+            assert_eq!(s, 1);
             total += b.num_rows();
             std::thread::sleep(std::time::Duration::from_micros(100));
         }
         total
     });
     pipeline.join().unwrap();
-    assert_eq!(reader.join().unwrap(), 2000);
+    let slow = reader.join().unwrap();
+    let fast: usize = fast_rx.try_iter().map(|(_, b)| b.num_rows()).sum();
+    assert_eq!((slow, fast), (slow_rows, 2000 - slow_rows), "every row arrives, at its key's subtask");
 }
 
 #[test]

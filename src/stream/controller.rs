@@ -496,9 +496,13 @@ impl Driver {
             Ok(Err(e)) => return RunEnd::Failed(e),
             Err(_) => return RunEnd::Failed(StreamError::Panic("an operator factory panicked".into())),
         };
+        let restored = restore.as_ref().map(|r| r.epoch);
         self.handle.update(|i| {
             i.slots = slots.to_vec();
             i.tasks = pipeline.tasks();
+            if let Some(e) = restored {
+                i.checkpoint_epoch = e;
+            }
         });
         self.handle.set(Running);
         let mut epoch = restore.map_or(0, |r| r.epoch);

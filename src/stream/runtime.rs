@@ -4,7 +4,8 @@
 //! runtime. A pipeline takes as many slots as its largest parallelism, and its subtasks are placed by
 //! Arroyo's slot-filling rule ([`assign`]): node by node, subtask `i` goes to the current slot until it
 //! holds its share, then the next. A task (one subtask of one chain) is an async task on its slot; the
-//! operators themselves are plain synchronous code, called between awaits.
+//! operators themselves are plain synchronous code, called between awaits, so an operator that blocks (a
+//! sink waiting on a full channel, a write waiting for fsync) holds up the other tasks of its slot too.
 //!
 //! **Queues.** Each task has one inbound [`RowQueue`], fed by every upstream subtask of every link into its
 //! chain; its capacity is counted in rows, so a slow consumer makes producers wait (backpressure) instead
@@ -542,11 +543,22 @@ impl SlotPool {
 }
 
 impl Drop for SlotPool {
+    /// Tells every slot to stop. A slot whose thread is idle exits at once and is joined; one still inside an
+    /// operator call (a sink blocked on a channel nobody reads) is left to finish on its own rather than
+    /// hang the drop.
     fn drop(&mut self) {
         for s in &mut self.slots {
             s.stop.notify_one();
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for s in &mut self.slots {
             if let Some(t) = s.thread.take() {
-                let _ = t.join();
+                while !t.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if t.is_finished() {
+                    let _ = t.join();
+                }
             }
         }
     }
