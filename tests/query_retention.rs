@@ -43,10 +43,15 @@ fn now() -> i64 {
 
 /// Three hours of data (3 pages at 10 s) for each host, ending now.
 fn fill(db: &Db, hosts: u32) -> i64 {
-    let start = now() - 3 * 3600;
+    fill_hours(db, hosts, 3)
+}
+
+/// `hours` of data for each host, ending now.
+fn fill_hours(db: &Db, hosts: u32, hours: i64) -> i64 {
+    let start = now() - hours * 3600;
     let mut b = Batch::new();
     for h in 0..hosts {
-        for i in 0..(3 * 3600 / F) {
+        for i in 0..(hours * 3600 / F) {
             b.push(&node(h), "m", start + i * F, 1.0);
         }
     }
@@ -126,7 +131,9 @@ fn a_cap_of_zero_means_no_cap() {
 #[test]
 fn with_compaction_retention_empties_the_head_but_the_data_stays_readable() {
     let db = open_with(Some(Duration::from_secs(3600)), 0, Duration::from_secs(3600), true);
-    let start = fill(&db, 2);
+    // Retention compacts whole pages (5120 s) that end before `now - 1 h` floored to the hour: with four
+    // hours of data the first page qualifies at any time of the hour (three hours fail after about :38).
+    let start = fill_hours(&db, 2, 4);
     let before: Vec<_> = (0..2).map(|h| db.read(&node(h), "m", start, now()).expect("read")).collect();
     let pages_before = db.head_bytes_in_use();
     let compacted = db.enforce_retention(now()).expect("retention");
@@ -141,7 +148,7 @@ fn with_compaction_retention_empties_the_head_but_the_data_stays_readable() {
         assert!(r.values.iter().zip(&before[h as usize].values).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
     let all = db.query_stats(&Selector::from(&node(0)), "m", start, now()).expect("stats");
-    assert_eq!(all.samples, (3 * 3600 / F) as u64);
+    assert_eq!(all.samples, (4 * 3600 / F) as u64);
 }
 
 #[test]
