@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::checkpoint::{Checkpoint, Entry};
+use super::checkpoint::Checkpoint;
 use super::graph::LogicalGraph;
 use super::runtime::{launch, slots_for, Event, NodeState, Pipeline, Restore, RunConfig, SlotPool};
 use super::StreamError;
@@ -458,23 +458,12 @@ impl Driver {
         let Some(bytes) = self.store.load(&checkpoint_name(&self.def.name))? else { return Ok(None) };
         let ck = Checkpoint::decode(&bytes).map_err(|e| StreamError::Operator(format!("checkpoint: {e}")))?;
         ck.check_graph(&self.graph_shape()).map_err(|e| StreamError::Operator(format!("checkpoint: {e}")))?;
-        let states = ck
-            .entries
-            .into_iter()
-            .map(|e| {
-                let s = NodeState { node: e.node, subtask: e.subtask, watermark: e.watermark, state: e.state };
-                ((e.node, e.subtask), s)
-            })
-            .collect();
+        let states = ck.entries.into_iter().map(|e| ((e.node, e.subtask), e)).collect();
         Ok(Some(Restore { epoch: ck.epoch, states }))
     }
 
     fn save(&self, epoch: u64, states: Vec<NodeState>) -> Result<(), StreamError> {
-        let entries = states
-            .into_iter()
-            .map(|s| Entry { node: s.node, subtask: s.subtask, watermark: s.watermark, state: s.state })
-            .collect();
-        let ck = Checkpoint { pipeline: self.def.name.clone(), epoch, graph: self.graph_shape(), entries };
+        let ck = Checkpoint { pipeline: self.def.name.clone(), epoch, graph: self.graph_shape(), entries: states };
         self.store.save(&checkpoint_name(&self.def.name), &ck.encode())?;
         self.handle.update(|i| {
             i.checkpoint_epoch = epoch;

@@ -369,18 +369,8 @@ fn each_op(
     Ok(outs)
 }
 
-/// One node's state in a checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeState {
-    /// The logical node.
-    pub node: u32,
-    /// Its subtask.
-    pub subtask: u32,
-    /// The task's watermark when the state was taken.
-    pub watermark: Option<i64>,
-    /// What the source or operator's `snapshot` returned.
-    pub state: Vec<u8>,
-}
+/// One node's state in a checkpoint: the checkpoint's own entry type.
+pub use super::checkpoint::Entry as NodeState;
 
 /// What a running pipeline tells whoever drives it.
 #[derive(Debug)]
