@@ -6,7 +6,7 @@
 //! `cargo test` it runs 100 k events.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow_array::{Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -44,7 +44,7 @@ fn batches(events: i64, rows: usize) -> Vec<RecordBatch> {
     out
 }
 
-fn run(db: &Arc<Db>, events: i64, rows: usize, p: usize) -> f64 {
+fn graph(db: &Arc<Db>, events: i64, rows: usize, p: usize) -> (LogicalGraph, usize) {
     let all = Arc::new(batches(events, rows));
     let n_batches = all.len();
     let mut g = LogicalGraph::new();
@@ -84,6 +84,11 @@ fn run(db: &Arc<Db>, events: i64, rows: usize, p: usize) -> f64 {
     });
     g.connect(src, win, EdgeKind::Shuffle { key: "key".into() });
     g.connect(win, sink, EdgeKind::Forward);
+    (g, n_batches)
+}
+
+fn run(db: &Arc<Db>, events: i64, rows: usize, p: usize) -> f64 {
+    let (g, n_batches) = graph(db, events, rows, p);
     let t0 = Instant::now();
     start(&g, 1 << 16).expect("start").join().expect("run");
     let secs = t0.elapsed().as_secs_f64();
@@ -93,6 +98,29 @@ fn run(db: &Arc<Db>, events: i64, rows: usize, p: usize) -> f64 {
          {:.2} us per batch",
         rate / 1e6,
         secs / n_batches as f64 * 1e6
+    );
+    rate
+}
+
+/// The same pipeline under the controller, checkpointing into the store every `every`.
+fn run_checkpointed(db: &Arc<Db>, events: i64, p: usize, every: Duration, name: &str) -> f64 {
+    use silt::stream::controller::{PipelineDef, PipelineState, StreamEngine};
+    let (g, _) = graph(db, events, 8192, p);
+    let engine = StreamEngine::new(p, db.clone()).expect("engine");
+    let mut def = PipelineDef::new(name, g);
+    def.checkpoint_interval = Some(every);
+    let t0 = Instant::now();
+    let h = engine.submit(def).expect("submit");
+    let info = h.wait_for(Duration::from_secs(600), |i| matches!(i.state, PipelineState::Stopped | PipelineState::Failed));
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(info.state, PipelineState::Stopped, "{info:?}");
+    let rate = events as f64 / secs;
+    println!(
+        "stream: p={p}, 8192-row batches, checkpoint every {} ms into the store: {events} events in {secs:.3} s: \
+         {:.2} M events/s, {} checkpoints",
+        every.as_millis(),
+        rate / 1e6,
+        info.checkpoint_epoch
     );
     rate
 }
@@ -112,6 +140,7 @@ fn main() {
     for p in [1, 2] {
         run(&db, events, 8192, p);
         run(&db, events / 10, 64, p);
+        run_checkpointed(&db, events, p, Duration::from_millis(100), &format!("bench{p}"));
     }
     let r = db.read(&HostKey::new("bench", "k7").expect("key"), "load_avg_1m", T, T + events / KEYS).expect("read");
     assert!(r.values.iter().any(|v| !v.is_nan()), "the rollup reached the store");
