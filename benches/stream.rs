@@ -111,7 +111,8 @@ fn run_checkpointed(db: &Arc<Db>, events: i64, p: usize, every: Duration, name: 
     def.checkpoint_interval = Some(every);
     let t0 = Instant::now();
     let h = engine.submit(def).expect("submit");
-    let info = h.wait_for(Duration::from_secs(600), |i| matches!(i.state, PipelineState::Stopped | PipelineState::Failed));
+    let info =
+        h.wait_for(Duration::from_secs(600), |i| matches!(i.state, PipelineState::Stopped | PipelineState::Failed));
     let secs = t0.elapsed().as_secs_f64();
     assert_eq!(info.state, PipelineState::Stopped, "{info:?}");
     let rate = events as f64 / secs;

@@ -250,7 +250,10 @@ fn serve_runs_pipelines_from_the_config_and_the_api_across_restarts() {
     let (s, b) = http(addr, "POST", "/api/write", &lines);
     assert_eq!(s, 200, "{b}");
     let window = T - T % 60;
-    let body = format!(r#"{{"cluster":"emmy","from":{window},"to":{},"queries":[{{"metric":"load_1m_n","host":"n1"}}]}}"#, window + 60);
+    let body = format!(
+        r#"{{"cluster":"emmy","from":{window},"to":{},"queries":[{{"metric":"load_1m_n","host":"n1"}}]}}"#,
+        window + 60
+    );
     let mut counted = String::new();
     for _ in 0..250 {
         counted = http(addr, "GET", "/api/query", &body).1;

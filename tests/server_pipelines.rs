@@ -51,7 +51,12 @@ fn write_load(db: &Db) {
     let mut b = Batch::new();
     for h in 0..4 {
         for i in 0..180 {
-            b.push(&HostKey::new("emmy", &format!("n{h}")).unwrap(), "load", T + i * 10, f64::from(h * 10) + (i % 30) as f64);
+            b.push(
+                &HostKey::new("emmy", &format!("n{h}")).unwrap(),
+                "load",
+                T + i * 10,
+                f64::from(h * 10) + (i % 30) as f64,
+            );
         }
     }
     db.write(&b).expect("write");

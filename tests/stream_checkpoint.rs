@@ -91,7 +91,9 @@ fn graph_counting(db: Arc<Db>, slow: Duration, panic_at: Option<Arc<AtomicU64>>,
         parallelism: 2,
         input_schema: Some(TumblingWindow::input_schema()),
         output_schema: Some(TumblingWindow::output_schema()),
-        kind: NodeKind::Operator(Arc::new(|_, _| Box::new(TumblingWindow::new(60, Aggregate::Sum, "key", "time", "value")))),
+        kind: NodeKind::Operator(Arc::new(|_, _| {
+            Box::new(TumblingWindow::new(60, Aggregate::Sum, "key", "time", "value"))
+        })),
     });
     let sink = g.add(LogicalNode {
         name: "store".into(),
@@ -114,11 +116,9 @@ fn graph_counting(db: Arc<Db>, slow: Duration, panic_at: Option<Arc<AtomicU64>>,
 }
 
 fn open(dir: &std::path::Path) -> Arc<Db> {
-    let db = Db::open(
-        dir,
-        Options { checkpoint_interval: None, durability: silt::Durability::None, ..Options::default() },
-    )
-    .unwrap();
+    let db =
+        Db::open(dir, Options { checkpoint_interval: None, durability: silt::Durability::None, ..Options::default() })
+            .unwrap();
     db.declare_metric("out", MetricConfig { frequency: 60, aggregation: Aggregation::Sum }).unwrap();
     Arc::new(db)
 }

@@ -207,7 +207,9 @@ fn idle_input_run(idle_after: std::time::Duration) -> Vec<(i64, i64, f64)> {
         parallelism: 1,
         input_schema: Some(schema()),
         output_schema: Some(TumblingWindow::output_schema()),
-        kind: NodeKind::Operator(Arc::new(|_, _| Box::new(TumblingWindow::new(60, Aggregate::Count, "key", "time", "value")))),
+        kind: NodeKind::Operator(Arc::new(|_, _| {
+            Box::new(TumblingWindow::new(60, Aggregate::Count, "key", "time", "value"))
+        })),
     });
     let sink = g.add(LogicalNode {
         name: "sink".into(),

@@ -628,8 +628,17 @@ impl<'a> Obj<'a> {
     }
 }
 
-const CURRENT_SECTIONS: &[&str] =
-    &["main", "main-file", "metric-store", "metrics", "metrics-file", "nats", "nats-file", "pipelines", "pipelines-file"];
+const CURRENT_SECTIONS: &[&str] = &[
+    "main",
+    "main-file",
+    "metric-store",
+    "metrics",
+    "metrics-file",
+    "nats",
+    "nats-file",
+    "pipelines",
+    "pipelines-file",
+];
 const LEGACY_ONLY_SECTIONS: &[&str] =
     &["archive", "checkpoints", "debug", "http-api", "jwt-public-key", "retention-in-memory"];
 

@@ -52,8 +52,8 @@ pub fn submit(engine: &StreamEngine, db: &Arc<Db>, spec: &PipelineSpec) -> Resul
 /// The specs submitted through the API, as kept in the store.
 pub fn saved_specs(db: &Db) -> Result<Vec<PipelineSpec>, crate::Error> {
     let Some(bytes) = db.state(SPECS_STATE)? else { return Ok(Vec::new()) };
-    let values: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
-        .map_err(|e| crate::Error::InvalidArgument(format!("{SPECS_STATE}: {e}")))?;
+    let values: Vec<serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|e| crate::Error::InvalidArgument(format!("{SPECS_STATE}: {e}")))?;
     values
         .iter()
         .map(|v| PipelineSpec::from_value(v).map_err(|e| crate::Error::InvalidArgument(format!("{SPECS_STATE}: {e}"))))
@@ -125,7 +125,10 @@ pub(super) async fn delete(State(st): State<AppState>, Path(name): Path<String>)
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         h.stop(StopMode::Immediate);
         let done = h.wait_for(std::time::Duration::from_secs(10), |i| {
-            matches!(i.state, crate::stream::controller::PipelineState::Stopped | crate::stream::controller::PipelineState::Failed)
+            matches!(
+                i.state,
+                crate::stream::controller::PipelineState::Stopped | crate::stream::controller::PipelineState::Failed
+            )
         });
         if !matches!(
             done.state,

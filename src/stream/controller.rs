@@ -270,7 +270,12 @@ pub struct StreamEngine {
 impl StreamEngine {
     /// An engine with `slots` worker threads.
     pub fn new(slots: usize, store: Arc<dyn StateStore>) -> Result<StreamEngine, StreamError> {
-        Ok(StreamEngine { pool: Arc::new(SlotPool::new(slots)?), store, pipelines: Mutex::new(BTreeMap::new()), drivers: Mutex::new(Vec::new()) })
+        Ok(StreamEngine {
+            pool: Arc::new(SlotPool::new(slots)?),
+            store,
+            pipelines: Mutex::new(BTreeMap::new()),
+            drivers: Mutex::new(Vec::new()),
+        })
     }
 
     /// Worker slots in all, and free now.
@@ -315,7 +320,8 @@ impl StreamEngine {
             commands: tx,
             history: Mutex::new(vec![Created]),
         });
-        let driver = Driver { def, pool: self.pool.clone(), store: self.store.clone(), handle: handle.clone(), commands: rx };
+        let driver =
+            Driver { def, pool: self.pool.clone(), store: self.store.clone(), handle: handle.clone(), commands: rx };
         let thread = std::thread::Builder::new()
             .name(format!("silt-pipeline-{}", driver.def.name))
             .spawn(move || driver.run())

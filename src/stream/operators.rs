@@ -69,13 +69,15 @@ pub trait Operator: Send {
 
 /// Reads the position a vector source saved.
 fn restore_position(state: &[u8], len: usize) -> Result<usize, StreamError> {
-    let bytes: [u8; 8] = state.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
-        StreamError::Operator(format!("source state is {} bytes, want at least 8", state.len()))
-    })?;
+    let bytes: [u8; 8] = state
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StreamError::Operator(format!("source state is {} bytes, want at least 8", state.len())))?;
     let pos = u64::from_le_bytes(bytes);
-    usize::try_from(pos).ok().filter(|&p| p <= len).ok_or_else(|| {
-        StreamError::Operator(format!("source position {pos} is past its {len} batches"))
-    })
+    usize::try_from(pos)
+        .ok()
+        .filter(|&p| p <= len)
+        .ok_or_else(|| StreamError::Operator(format!("source position {pos} is past its {len} batches")))
 }
 
 /// A source over batches given up front; its state is the number of batches emitted.

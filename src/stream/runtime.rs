@@ -342,7 +342,11 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, StreamError>) -> Result<T, StreamErr
 }
 
 /// Runs batches through `ops` (the rest of a chain); returns what comes out of its end.
-fn through(ops: &mut [Box<dyn Operator>], mut input: usize, mut batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, StreamError> {
+fn through(
+    ops: &mut [Box<dyn Operator>],
+    mut input: usize,
+    mut batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, StreamError> {
     for op in ops {
         let mut out = Buffer(Vec::new());
         for b in batches {
