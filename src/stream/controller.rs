@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::checkpoint::Checkpoint;
 use super::graph::LogicalGraph;
-use super::runtime::{launch, slots_for, Event, NodeState, Pipeline, Restore, RunConfig, SlotPool};
+use super::runtime::{keep_first_error, launch, slots_for, Event, NodeState, Pipeline, Restore, RunConfig, SlotPool};
 use super::StreamError;
 
 /// Where a pipeline is in its life.
@@ -55,6 +55,13 @@ pub enum PipelineState {
 }
 
 use PipelineState::*;
+
+impl PipelineState {
+    /// Stopped or failed: the pipeline runs no more (until submitted again).
+    pub fn is_final(self) -> bool {
+        matches!(self, Stopped | Failed)
+    }
+}
 
 /// Every allowed transition, `(from, to)`. Anything else is a bug, refused by [`can_transition`].
 pub const TRANSITIONS: &[(PipelineState, PipelineState)] = &[
@@ -299,7 +306,7 @@ impl StreamEngine {
         }
         let mut pipelines = self.pipelines.lock();
         if let Some(old) = pipelines.get(&def.name) {
-            if !matches!(old.state(), Stopped | Failed) {
+            if !old.state().is_final() {
                 return Err(StreamError::Exists(def.name.clone()));
             }
         }
@@ -341,7 +348,7 @@ impl StreamEngine {
     /// Forgets a pipeline that is stopped or failed; returns whether it did.
     pub fn remove(&self, name: &str) -> bool {
         let mut pipelines = self.pipelines.lock();
-        let gone = pipelines.get(name).is_some_and(|h| matches!(h.state(), Stopped | Failed));
+        let gone = pipelines.get(name).is_some_and(|h| h.state().is_final());
         if gone {
             pipelines.remove(name);
         }
@@ -359,7 +366,7 @@ impl StreamEngine {
         let all: Vec<_> = self.pipelines.lock().values().cloned().collect();
         all.iter().for_each(|h| h.stop(StopMode::Graceful));
         for h in &all {
-            if !matches!(h.wait_for(timeout, |i| matches!(i.state, Stopped | Failed)).state, Stopped | Failed) {
+            if !h.wait_for(timeout, |i| i.state.is_final()).state.is_final() {
                 h.stop(StopMode::Immediate);
             }
         }
@@ -524,6 +531,7 @@ impl Driver {
                 break;
             }
             let wait = next_due.map_or(Duration::from_millis(50), |d| d.saturating_duration_since(Instant::now()));
+            let mut checkpoint_now = false;
             crossbeam_channel::select! {
                 recv(p.events()) -> ev => match ev {
                     Ok(Event::Snapshot { task, epoch: e, states }) => {
@@ -535,15 +543,12 @@ impl Driver {
                     Ok(Event::Done { result, .. }) => {
                         done += 1;
                         if let Err(e) = result {
-                            let cancelled = matches!(e, StreamError::Cancelled);
-                            if failure.is_none() && (!cancelled || stopping != Some(StopMode::Immediate)) {
-                                failure = Some(e);
-                                p.cancel();
-                            } else if let Some(f) = &failure {
-                                // A real error wins over the cancellations it caused.
-                                if matches!(f, StreamError::Cancelled) && !cancelled {
-                                    failure = Some(e);
+                            // Cancellations are what an immediate stop asked for, not failures.
+                            if !(matches!(e, StreamError::Cancelled) && stopping == Some(StopMode::Immediate)) {
+                                if failure.is_none() {
+                                    p.cancel();
                                 }
+                                keep_first_error(&mut failure, e);
                             }
                         }
                     }
@@ -553,14 +558,7 @@ impl Driver {
                     }
                 },
                 recv(self.commands) -> cmd => match cmd {
-                    Ok(Command::Checkpoint) => {
-                        if in_flight.is_none() && stopping.is_none() && failure.is_none() {
-                            *epoch += 1;
-                            in_flight = Some(*epoch);
-                            self.handle.set(Checkpointing);
-                            p.control().request_checkpoint(*epoch, false);
-                        }
-                    }
+                    Ok(Command::Checkpoint) => checkpoint_now = true,
                     Ok(Command::Stop(mode)) => {
                         if stopping.is_none() && failure.is_none() {
                             stopping = Some(mode);
@@ -580,14 +578,15 @@ impl Driver {
                 default(wait) => {
                     if next_due.is_some_and(|d| Instant::now() >= d) {
                         next_due = self.def.checkpoint_interval.map(|d| Instant::now() + d);
-                        if in_flight.is_none() && stopping.is_none() && failure.is_none() {
-                            *epoch += 1;
-                            in_flight = Some(*epoch);
-                            self.handle.set(Checkpointing);
-                            p.control().request_checkpoint(*epoch, false);
-                        }
+                        checkpoint_now = true;
                     }
                 }
+            }
+            if checkpoint_now && in_flight.is_none() && stopping.is_none() && failure.is_none() {
+                *epoch += 1;
+                in_flight = Some(*epoch);
+                self.handle.set(Checkpointing);
+                p.control().request_checkpoint(*epoch, false);
             }
             // A checkpoint is complete when every task has its state for it, or finished before it.
             if let (Some(e), None) = (in_flight, &failure) {

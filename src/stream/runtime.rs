@@ -270,7 +270,7 @@ impl Watermarks {
         }
     }
 
-    /// A sender sent data: it is active again. Returns the new watermark if it advanced.
+    /// A sender sent data: it is active again.
     fn active(&mut self, sender: usize) {
         self.mark(sender, None);
     }
@@ -582,6 +582,14 @@ pub fn assign(g: &LogicalGraph, slots: &[usize], per_slot: usize) -> HashMap<(us
     out
 }
 
+/// Keeps the first error of a failing pipeline, except that a real error replaces the cancellations it
+/// caused in the other tasks.
+pub fn keep_first_error(first: &mut Option<StreamError>, e: StreamError) {
+    if first.as_ref().is_none_or(|f| matches!(f, StreamError::Cancelled) && !matches!(e, StreamError::Cancelled)) {
+        *first = Some(e);
+    }
+}
+
 /// A running pipeline.
 pub struct Pipeline {
     events: crossbeam_channel::Receiver<Event>,
@@ -590,29 +598,25 @@ pub struct Pipeline {
     control: Arc<Control>,
     /// The pool a pipeline started by [`start`] owns (kept alive until the pipeline is dropped).
     _pool: Option<Arc<SlotPool>>,
-    /// Which node of the chain each task runs, for naming: `(chain nodes, subtask)`.
-    task_nodes: Vec<(Vec<usize>, usize)>,
 }
 
 impl Pipeline {
     /// Waits for every task; returns the first failure (every task stops once one fails).
     pub fn join(self) -> Result<(), StreamError> {
-        let mut first = Ok(());
+        let mut first = None;
         let mut done = 0;
         while done < self.tasks {
             let Ok(ev) = self.events.recv() else {
                 return Err(StreamError::Panic("a worker slot died".into()));
             };
-            if let Event::Done { result: Err(e), .. } = ev {
-                if matches!(first, Ok(())) || matches!(first, Err(StreamError::Cancelled)) {
-                    first = Err(e);
+            if let Event::Done { result, .. } = ev {
+                done += 1;
+                if let Err(e) = result {
+                    keep_first_error(&mut first, e);
                 }
-                done += 1;
-            } else if let Event::Done { .. } = ev {
-                done += 1;
             }
         }
-        first
+        first.map_or(Ok(()), Err)
     }
 
     /// What the tasks report, for a driver that takes checkpoints.
@@ -623,12 +627,6 @@ impl Pipeline {
     /// Number of tasks.
     pub fn tasks(&self) -> usize {
         self.tasks
-    }
-
-    /// The logical nodes task `t` runs (its chain) and its subtask.
-    pub fn task_nodes(&self, t: usize) -> (&[usize], usize) {
-        let (n, s) = &self.task_nodes[t];
-        (n, *s)
     }
 
     /// The checkpoint and stop control.
@@ -936,7 +934,6 @@ pub fn launch(
         }
         built.push((placement[&(head, t.subtask)], task));
     }
-    let task_nodes = built.iter().map(|(_, t)| (t.chain_nodes.clone(), t.subtask)).collect();
     for (slot, mut task) in built {
         let all = queues.clone();
         pool.slots[slot].handle.spawn(async move {
@@ -949,5 +946,5 @@ pub fn launch(
             let _ = task.events.send(Event::Done { task: task.index, result: r });
         });
     }
-    Ok(Pipeline { events, tasks: tasks.len(), queues, control, _pool: None, task_nodes })
+    Ok(Pipeline { events, tasks: tasks.len(), queues, control, _pool: None })
 }
