@@ -50,6 +50,17 @@ fn events(s: usize, p: usize) -> Vec<RecordBatch> {
     out
 }
 
+/// The source of [`events`], with `p` subtasks.
+fn events_node(p: usize) -> LogicalNode {
+    LogicalNode {
+        name: "events".into(),
+        parallelism: p,
+        input_schema: None,
+        output_schema: Some(TumblingWindow::input_schema()),
+        kind: NodeKind::Source(Arc::new(|s, p| Box::new(OrderedVecSource::new(events(s, p), "time")))),
+    }
+}
+
 /// events → (slow map, which may panic) → shuffle by key → 60 s sums → store sink writing `out`.
 fn graph(db: Arc<Db>, slow: Duration, panic_at: Option<Arc<AtomicU64>>) -> LogicalGraph {
     graph_counting(db, slow, panic_at, Arc::new(AtomicU64::new(0)))
@@ -58,13 +69,7 @@ fn graph(db: Arc<Db>, slow: Duration, panic_at: Option<Arc<AtomicU64>>) -> Logic
 /// [`graph`], counting the rows through the map in `rows`.
 fn graph_counting(db: Arc<Db>, slow: Duration, panic_at: Option<Arc<AtomicU64>>, rows: Arc<AtomicU64>) -> LogicalGraph {
     let mut g = LogicalGraph::new();
-    let src = g.add(LogicalNode {
-        name: "events".into(),
-        parallelism: 2,
-        input_schema: None,
-        output_schema: Some(TumblingWindow::input_schema()),
-        kind: NodeKind::Source(Arc::new(|s, p| Box::new(OrderedVecSource::new(events(s, p), "time")))),
-    });
+    let src = g.add(events_node(2));
     let slowed = g.add(LogicalNode {
         name: "slow".into(),
         parallelism: 2,
@@ -242,13 +247,7 @@ fn past_its_restart_budget_a_pipeline_fails_with_the_panic_message() {
     let db = open(tmp.path());
     let engine = StreamEngine::new(4, db.clone()).unwrap();
     let mut g = LogicalGraph::new();
-    let src = g.add(LogicalNode {
-        name: "events".into(),
-        parallelism: 1,
-        input_schema: None,
-        output_schema: Some(TumblingWindow::input_schema()),
-        kind: NodeKind::Source(Arc::new(|s, p| Box::new(OrderedVecSource::new(events(s, p), "time")))),
-    });
+    let src = g.add(events_node(1));
     let boom = g.add(LogicalNode {
         name: "boom".into(),
         parallelism: 1,
@@ -273,10 +272,9 @@ fn past_its_restart_budget_a_pipeline_fails_with_the_panic_message() {
 fn only_the_listed_transitions_are_allowed() {
     use PipelineState::*;
     let all = [Created, Scheduling, Running, Checkpointing, Stopping, Stopped, Failed, Recovering];
-    for a in all {
-        for b in all {
-            assert_eq!(can_transition(a, b), TRANSITIONS.contains(&(a, b)));
-        }
+    // No pair is listed twice.
+    for (i, t) in TRANSITIONS.iter().enumerate() {
+        assert!(!TRANSITIONS[i + 1..].contains(t), "{t:?} is listed twice");
     }
     assert!(!can_transition(Created, Running), "a pipeline is scheduled before it runs");
     assert!(!can_transition(Stopped, Running));
@@ -322,13 +320,7 @@ fn slots_are_filled_node_by_node_and_a_pipeline_waits_for_free_ones() {
 
 fn wide_graph(p: usize) -> LogicalGraph {
     let mut g = LogicalGraph::new();
-    let src = g.add(LogicalNode {
-        name: "events".into(),
-        parallelism: p,
-        input_schema: None,
-        output_schema: Some(TumblingWindow::input_schema()),
-        kind: NodeKind::Source(Arc::new(|s, p| Box::new(OrderedVecSource::new(events(s, p), "time")))),
-    });
+    let src = g.add(events_node(p));
     let sink = g.add(LogicalNode {
         name: "drop".into(),
         parallelism: p,

@@ -509,7 +509,8 @@ impl Driver {
         self.handle.set(Running);
         let mut epoch = restore.map_or(0, |r| r.epoch);
         let end = self.supervise(&pipeline, &mut epoch);
-        // Every task must be gone before the slots are reused.
+        // `supervise` returns once every task is done, unless the tasks vanished without saying so: then make
+        // sure nothing of theirs runs on before the slots are reused.
         if matches!(end, RunEnd::Failed(_)) {
             pipeline.cancel();
         }
