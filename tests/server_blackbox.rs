@@ -217,6 +217,20 @@ fn pipeline_state(addr: SocketAddr, name: &str) -> serde_json::Value {
     serde_json::from_str(&b).expect("json")
 }
 
+/// Waits (up to 4 s) for a pipeline to be running; returns its info.
+fn wait_running(addr: SocketAddr, name: &str) -> serde_json::Value {
+    let mut state = pipeline_state(addr, name);
+    for _ in 0..200 {
+        if state["state"] == "running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        state = pipeline_state(addr, name);
+    }
+    assert_eq!(state["state"], "running", "{state}");
+    state
+}
+
 /// Pipelines from the config and from the API run over live HTTP writes, and both come back, from their
 /// checkpoints, after a graceful restart.
 #[test]
@@ -234,15 +248,7 @@ fn serve_runs_pipelines_from_the_config_and_the_api_across_restarts() {
     let (s, b) = http(addr, "POST", "/api/pipelines", posted);
     assert_eq!(s, 409, "the same name while running: {b}");
     for name in ["from_config", "from_api"] {
-        let mut state = pipeline_state(addr, name);
-        for _ in 0..200 {
-            if state["state"] == "running" {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            state = pipeline_state(addr, name);
-        }
-        assert_eq!(state["state"], "running", "{state}");
+        wait_running(addr, name);
     }
     // Two minutes of samples: the first minute's window closes once the watermark passes it.
     let lines: String =
@@ -272,7 +278,9 @@ fn serve_runs_pipelines_from_the_config_and_the_api_across_restarts() {
     let list: serde_json::Value = serde_json::from_str(&b).expect("json");
     let names: Vec<&str> = list.as_array().expect("array").iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(names, ["from_api", "from_config"], "{b}");
-    for p in list.as_array().expect("array") {
+    // Each resumes from the checkpoint it stopped at (shown once it is scheduled and restored).
+    for name in names {
+        let p = wait_running(addr, name);
         assert!(p["checkpoint_epoch"].as_u64().unwrap_or(0) > 0, "each stopped at a checkpoint: {p}");
     }
     signal(&child, "TERM");

@@ -580,18 +580,26 @@ fn start_streams(
 ) -> Result<Arc<crate::stream::controller::StreamEngine>, Error> {
     let engine = crate::stream::controller::StreamEngine::new(slots, db.clone())
         .map_err(|e| Error::InvalidArgument(format!("starting the stream engine: {e}")))?;
-    let mut specs = configured.to_vec();
-    for s in pipelines::saved_specs(db)? {
-        if specs.iter().any(|c| c.name == s.name) {
-            tracing::warn!(pipeline = %s.name, "a pipeline of the config replaces one submitted through the API");
-        } else {
-            specs.push(s);
-        }
-    }
-    for spec in &specs {
+    // The config's pipelines are the operator's word: one that cannot start stops the server.
+    for spec in configured {
         pipelines::submit(&engine, db, spec)
             .map_err(|e| Error::InvalidArgument(format!("pipeline {:?}: {}", spec.name, e.message)))?;
         tracing::info!(pipeline = %spec.name, "pipeline started");
+    }
+    // Those posted to the API earlier may no longer fit (a metric gone from the config): they are skipped
+    // with a warning rather than keeping the server down.
+    let saved = pipelines::saved_specs(db).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the pipelines posted to the API cannot be read; none started");
+        Vec::new()
+    });
+    for spec in saved {
+        if configured.iter().any(|c| c.name == spec.name) {
+            tracing::warn!(pipeline = %spec.name, "a pipeline of the config replaces one submitted through the API");
+        } else if let Err(e) = pipelines::submit(&engine, db, &spec) {
+            tracing::warn!(pipeline = %spec.name, error = %e.message, "a pipeline posted to the API cannot start");
+        } else {
+            tracing::info!(pipeline = %spec.name, "pipeline started");
+        }
     }
     Ok(Arc::new(engine))
 }
