@@ -28,6 +28,7 @@ pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;
+pub mod jobs;
 pub mod keys;
 pub mod query;
 pub mod server;

@@ -151,6 +151,12 @@ pub struct EngineStats {
     pub wal_sync_nanos: AtomicU64,
     /// When the last checkpoint completed (or the engine opened, before the first), in unix milliseconds.
     pub last_checkpoint_unix_ms: AtomicU64,
+    /// Head pages compacted into blocks.
+    pub pages_compacted: AtomicU64,
+    /// Blocks written by compaction.
+    pub blocks_written: AtomicU64,
+    /// Bytes of the blocks written by compaction.
+    pub block_bytes_written: AtomicU64,
 }
 
 /// Fewest adjacent small blocks worth merging.
@@ -1001,8 +1007,12 @@ impl Engine {
             }
             report.bytes = bytes.len() as u64;
             report.block = Some(path);
+            let st = &self.shared.stats;
+            st.blocks_written.fetch_add(1, Ordering::Relaxed);
+            st.block_bytes_written.fetch_add(report.bytes, Ordering::Relaxed);
         }
         self.free(items)?;
+        self.shared.stats.pages_compacted.fetch_add(report.pages, Ordering::Relaxed);
         Ok(report)
     }
 

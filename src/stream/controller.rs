@@ -29,6 +29,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::checkpoint::Checkpoint;
 use super::graph::LogicalGraph;
+use super::probe::PipelineProbe;
 use super::runtime::{keep_first_error, launch, slots_for, Event, NodeState, Pipeline, Restore, RunConfig, SlotPool};
 use super::StreamError;
 
@@ -209,6 +210,8 @@ pub struct PipelineHandle {
     commands: crossbeam_channel::Sender<Command>,
     /// Transitions so far, in order (for tests and the log).
     history: Mutex<Vec<PipelineState>>,
+    /// The current run's counters and queues, while it runs.
+    probe: Mutex<Option<PipelineProbe>>,
 }
 
 impl PipelineHandle {
@@ -225,6 +228,11 @@ impl PipelineHandle {
     /// Every state it has been in, in order.
     pub fn history(&self) -> Vec<PipelineState> {
         self.history.lock().clone()
+    }
+
+    /// The counters and queues of the current run (`None` unless running); a restart starts new counters.
+    pub fn probe(&self) -> Option<PipelineProbe> {
+        self.probe.lock().clone()
     }
 
     /// Asks for a checkpoint now (ignored unless running).
@@ -326,6 +334,7 @@ impl StreamEngine {
             changed: Condvar::new(),
             commands: tx,
             history: Mutex::new(vec![Created]),
+            probe: Mutex::new(None),
         });
         let driver =
             Driver { def, pool: self.pool.clone(), store: self.store.clone(), handle: handle.clone(), commands: rx };
@@ -506,9 +515,11 @@ impl Driver {
                 i.checkpoint_epoch = e;
             }
         });
+        *self.handle.probe.lock() = Some(pipeline.probe().clone());
         self.handle.set(Running);
         let mut epoch = restore.map_or(0, |r| r.epoch);
         let end = self.supervise(&pipeline, &mut epoch);
+        *self.handle.probe.lock() = None;
         // `supervise` returns once every task is done, unless the tasks vanished without saying so: then make
         // sure nothing of theirs runs on before the slots are reused.
         if matches!(end, RunEnd::Failed(_)) {

@@ -14,6 +14,8 @@
 //! - [`runtime`]: tasks on worker slots (Arroyo's slot-filling), bounded queues counted in rows, watermarks
 //!   (the minimum over a task's live senders, ended and idle ones left out), aligned checkpoint barriers,
 //!   failure of the whole pipeline on the first error or panic.
+//! - [`probe`]: per operator subtask counters (rows, bytes and batches in and out) and queue fill, read by
+//!   the job-metrics sampler ([`crate::jobs`]).
 //! - [`controller`]: pipelines under control: the state table, scheduling, periodic checkpoints into the
 //!   store, graceful and immediate stop, restart from the last checkpoint within a restart budget.
 //!
@@ -24,6 +26,7 @@ pub mod controller;
 pub mod graph;
 pub mod live;
 pub mod operators;
+pub mod probe;
 pub mod runtime;
 pub mod spec;
 pub mod store;

@@ -40,6 +40,7 @@ use tokio::sync::Notify;
 
 use super::graph::{EdgeKind, LogicalGraph, NodeKind, PhysicalPlan};
 use super::operators::{Collector, Operator, Source, SourcePoll};
+use super::probe::{NodeCounters, PipelineProbe, TaskProbe};
 use super::StreamError;
 
 enum Msg {
@@ -148,6 +149,11 @@ impl RowQueue {
     /// Rows queued now.
     pub fn rows(&self) -> usize {
         self.state.lock().rows
+    }
+
+    /// Rows the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 
@@ -341,17 +347,20 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, StreamError>) -> Result<T, StreamErr
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| Err(StreamError::Panic(panic_text(p))))
 }
 
-/// Runs batches through `ops` (the rest of a chain); returns what comes out of its end.
+/// Runs batches through `ops` (the rest of a chain, with their counters); returns what comes out of its end.
 fn through(
     ops: &mut [Box<dyn Operator>],
+    counters: &[Arc<NodeCounters>],
     mut input: usize,
     mut batches: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>, StreamError> {
-    for op in ops {
+    for (op, c) in ops.iter_mut().zip(counters) {
         let mut out = Buffer(Vec::new());
         for b in batches {
+            c.recv(&b);
             guarded(|| op.process(input, b, &mut out))?;
         }
+        out.0.iter().for_each(|b| c.sent(b));
         batches = out.0;
         input = 0;
     }
@@ -361,6 +370,7 @@ fn through(
 /// Calls `each` on every operator of a chain in order, passing what it emits through the operators after it.
 fn each_op(
     ops: &mut [Box<dyn Operator>],
+    counters: &[Arc<NodeCounters>],
     each: impl Fn(&mut dyn Operator, &mut Buffer) -> Result<(), StreamError>,
 ) -> Result<Vec<RecordBatch>, StreamError> {
     let mut outs = Vec::new();
@@ -368,7 +378,8 @@ fn each_op(
         let (head, rest) = ops.split_at_mut(i + 1);
         let mut out = Buffer(Vec::new());
         guarded(|| each(head[i].as_mut(), &mut out))?;
-        outs.extend(through(rest, 0, out.0)?);
+        out.0.iter().for_each(|b| counters[i].sent(b));
+        outs.extend(through(rest, &counters[i + 1..], 0, out.0)?);
     }
     Ok(outs)
 }
@@ -596,6 +607,7 @@ pub struct Pipeline {
     tasks: usize,
     queues: Vec<Arc<RowQueue>>,
     control: Arc<Control>,
+    probe: PipelineProbe,
     /// The pool a pipeline started by [`start`] owns (kept alive until the pipeline is dropped).
     _pool: Option<Arc<SlotPool>>,
 }
@@ -644,6 +656,11 @@ impl Pipeline {
     pub fn queued_rows(&self) -> Vec<usize> {
         self.queues.iter().map(|q| q.rows()).collect()
     }
+
+    /// The counters and queues of every operator subtask (see [`super::probe`]).
+    pub fn probe(&self) -> &PipelineProbe {
+        &self.probe
+    }
 }
 
 /// Validates, plans and starts a graph on a pool of its own (one slot per subtask index), with inbound
@@ -664,6 +681,8 @@ struct Task {
     subtask: usize,
     source: Option<Box<dyn Source>>,
     ops: Vec<Box<dyn Operator>>,
+    /// The counters of each node of the chain, upstream first (a source's first).
+    counters: Vec<Arc<NodeCounters>>,
     router: Router,
     inbox: Arc<RowQueue>,
     senders: Vec<usize>,
@@ -724,14 +743,16 @@ impl Task {
     }
 
     async fn advance(&mut self, wm: i64) -> Result<(), StreamError> {
-        let out = each_op(&mut self.ops, |op, out| op.on_watermark(wm, out))?;
+        let counters = &self.counters[usize::from(self.source.is_some())..];
+        let out = each_op(&mut self.ops, counters, |op, out| op.on_watermark(wm, out))?;
         self.router.send(out).await?;
         let task = self.index;
         self.router.broadcast(|| Msg::Watermark(task, wm)).await
     }
 
     async fn finish(&mut self) -> Result<(), StreamError> {
-        let out = each_op(&mut self.ops, |op, out| op.finish(out))?;
+        let counters = &self.counters[usize::from(self.source.is_some())..];
+        let out = each_op(&mut self.ops, counters, |op, out| op.finish(out))?;
         self.router.send(out).await?;
         let states = self.states()?;
         let _ = self.events.send(Event::Finished { task: self.index, states });
@@ -762,7 +783,8 @@ impl Task {
                     idle_said = false;
                     nap = Duration::from_micros(200);
                     let wm = src.watermark();
-                    let out = through(&mut self.ops, 0, vec![b])?;
+                    self.counters[0].sent(&b);
+                    let out = through(&mut self.ops, &self.counters[1..], 0, vec![b])?;
                     self.router.send(out).await?;
                     if let Some(w) = wm.filter(|&w| last_wm.is_none_or(|l| w > l)) {
                         last_wm = Some(w);
@@ -808,7 +830,7 @@ impl Task {
                 Msg::Batch(sender, input, b) => {
                     self.watermarks.active(sender);
                     idle_said = false;
-                    let out = through(&mut self.ops, input, vec![b])?;
+                    let out = through(&mut self.ops, &self.counters, input, vec![b])?;
                     self.router.send(out).await?;
                 }
                 Msg::Watermark(sender, wm) => {
@@ -877,6 +899,8 @@ pub fn launch(
     let control = Arc::new(Control::default());
     let (events_tx, events) = crossbeam_channel::unbounded();
     let mut built = Vec::with_capacity(tasks.len());
+    let mut probes = Vec::with_capacity(tasks.len());
+    let operator_names = operator_names(g);
     for (ti, t) in tasks.iter().enumerate() {
         let chain = &plan.chains[t.chain];
         let p = chain.parallelism;
@@ -914,8 +938,24 @@ pub fn launch(
                 NodeKind::Source(_) => None,
             })
             .collect();
+        let counters: Vec<Arc<NodeCounters>> = chain.nodes.iter().map(|_| Arc::default()).collect();
+        let is_source = source.is_some();
+        probes.push(TaskProbe {
+            nodes: chain.nodes.iter().zip(&counters).map(|(&n, c)| (n, operator_names[n].clone(), c.clone())).collect(),
+            subtask: t.subtask,
+            parallelism: p,
+            inbox: (!is_source).then(|| queues[ti].clone()),
+            outs: routes
+                .iter()
+                .flat_map(|r| match r.kind {
+                    EdgeKind::Forward => vec![r.targets[t.subtask].clone()],
+                    EdgeKind::Shuffle { .. } => r.targets.clone(),
+                })
+                .collect(),
+        });
         let mut task = Task {
             index: ti,
+            counters,
             chain_nodes: chain.nodes.clone(),
             subtask: t.subtask,
             source,
@@ -946,5 +986,21 @@ pub fn launch(
             let _ = task.events.send(Event::Done { task: task.index, result: r });
         });
     }
-    Ok(Pipeline { events, tasks: tasks.len(), queues, control, _pool: None })
+    let probe = PipelineProbe { tasks: Arc::new(probes) };
+    Ok(Pipeline { events, tasks: tasks.len(), queues, control, probe, _pool: None })
+}
+
+/// Each node's name for metrics: its own, with `-<node index>` added where two nodes share a name.
+fn operator_names(g: &LogicalGraph) -> Vec<String> {
+    g.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if g.nodes.iter().filter(|m| m.name == n.name).count() > 1 {
+                format!("{}-{i}", n.name)
+            } else {
+                n.name.clone()
+            }
+        })
+        .collect()
 }
