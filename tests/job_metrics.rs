@@ -147,7 +147,9 @@ fn rates_follow_the_injected_load() {
     // Tolerance: 15 % (the source catches up after late polls, so its average rate is exact; what is left is
     // how the 500 ms sampling windows cut its 10 ms batches).
     let near = |v: f64, want: f64| (v - want).abs() <= want * 0.15;
-    for (op, metric) in [("source", "messages_sent"), ("map", "messages_recv"), ("map", "messages_sent"), ("sink", "messages_recv")] {
+    for (op, metric) in
+        [("source", "messages_sent"), ("map", "messages_recv"), ("map", "messages_sent"), ("sink", "messages_recv")]
+    {
         let v = newest(&r, op, metric);
         assert!(near(v, 4000.0), "{op}/{metric} = {v}, want 4000 ± 15 %");
     }

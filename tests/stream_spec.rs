@@ -463,7 +463,7 @@ fn a_key_without_a_group_fails_the_pipeline() {
     let mut g = PipelineSpec::from_json(&base().to_string()).unwrap().build(db.clone()).unwrap();
     // Replace the key operator by one that emits keys it never records (as a window restored without its
     // key operator's state would).
-    let key = g.nodes.iter().position(|n| n.name.ends_with("/key")).unwrap();
+    let key = g.nodes.iter().position(|n| n.name == "key").unwrap();
     g.nodes[key].kind = NodeKind::Operator(Arc::new(|_, _| {
         Box::new(Map(|b: RecordBatch| {
             let n = b.num_rows();

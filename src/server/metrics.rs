@@ -4,6 +4,15 @@
 //! are brought into the registry's counters by their increase since the last scrape. Every metric is
 //! registered up front, so a scrape before any write shows zeros rather than missing series (AWX's lesson:
 //! never a 500 because an instance lacks a metric).
+//!
+//! Beside them, from the kept data of the job-metrics collector ([`crate::jobs`]), when there is one:
+//! - `silt_job_<metric>{job, operator, subtask}` for each [`JobMetric`] (rates per second, backpressure,
+//!   queue gauges), the newest value of every subtask of every job the collector has seen;
+//! - `silt_service_total{service, instance, counter}` (a counter that continues across restarts, from the
+//!   totals kept in the store) and `silt_service_rate{…}` (its smoothed rate per second).
+//!
+//! These families are refilled from the collector at each scrape; a job or service not reported yet is
+//! absent, never an error.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,8 +28,19 @@ use prometheus_client::registry::Registry;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
+use crate::jobs::collector::Collector;
+use crate::jobs::service::{Counters, ServiceSource};
+use crate::jobs::JobMetric;
 use crate::storage::engine::WAL_SYNC_BUCKETS_US;
 use crate::Db;
+
+type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The HTTP server's counters (service `http`, instance `server`).
+pub const HTTP_COUNTERS: [&str; 3] = ["requests", "responses_4xx", "responses_5xx"];
+/// NATS ingest's counters (service `nats`, instance `ingest`).
+pub const NATS_COUNTERS: [&str; 2] = ["messages_ok", "messages_error"];
 
 /// The engine's WAL fsync latency histogram as of the last scrape (the engine keeps it as atomics).
 #[derive(Clone, Debug, Default)]
@@ -55,6 +75,11 @@ pub struct ServerMetrics {
     checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     nats_messages: Family<Vec<(String, String)>, Counter>,
     seen: Mutex<[u64; 6]>,
+    http: std::sync::Arc<Counters>,
+    nats: std::sync::Arc<Counters>,
+    jobs: Vec<(JobMetric, Family<Labels, FloatGauge>)>,
+    service_total: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    service_rate: Family<Labels, FloatGauge>,
 }
 
 const OUTCOMES: [&str; 3] = ["stored", "too_old", "unknown_metric"];
@@ -95,7 +120,31 @@ impl ServerMetrics {
         for o in OUTCOMES {
             let _ = samples.get_or_create(&vec![("outcome".to_owned(), o.to_owned())]);
         }
+        let jobs: Vec<(JobMetric, Family<Labels, FloatGauge>)> =
+            JobMetric::ALL.iter().map(|&m| (m, Family::default())).collect();
+        for (m, f) in &jobs {
+            let help = match m {
+                JobMetric::Backpressure => "Job subtask backpressure (0 to 1), newest value".to_owned(),
+                JobMetric::QueueSize | JobMetric::QueueRemaining => {
+                    format!("Job subtask input queue {}, rows", m.name().trim_start_matches("queue_"))
+                }
+                _ => format!("Job subtask {} per second (EWMA), newest value", m.name().replace('_', " ")),
+            };
+            registry.register(format!("job_{}", m.name()), help, f.clone());
+        }
+        let service_total = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register("service", "Service counters, continued across restarts", service_total.clone());
+        let service_rate = Family::<Labels, FloatGauge>::default();
+        registry.register("service_rate", "Service counter rates per second (EWMA)", service_rate.clone());
+        let counters = |service, instance, names: &[&'static str]| {
+            Counters::new(service, instance, names).expect("fixed, valid service and counter names")
+        };
         ServerMetrics {
+            http: counters("http", "server", &HTTP_COUNTERS),
+            nats: counters("nats", "ingest", &NATS_COUNTERS),
+            jobs,
+            service_total,
+            service_rate,
             registry,
             samples,
             wal_syncs,
@@ -121,10 +170,58 @@ impl ServerMetrics {
     pub fn nats_message(&self, ok: bool) {
         let r = if ok { "ok" } else { "error" };
         self.nats_messages.get_or_create(&vec![("result".to_owned(), r.to_owned())]).inc();
+        self.nats.add(if ok { "messages_ok" } else { "messages_error" }, 1);
     }
 
-    /// Brings the engine's counters in and encodes everything in Prometheus text format.
-    pub fn render(&self, db: &Db) -> String {
+    /// Counts one HTTP response by its status.
+    pub fn http_response(&self, status: u16) {
+        self.http.add("requests", 1);
+        match status {
+            400..=499 => self.http.add("responses_4xx", 1),
+            500..=599 => self.http.add("responses_5xx", 1),
+            _ => {}
+        }
+    }
+
+    /// The services whose counters live here (HTTP, NATS), for the job-metrics collector.
+    pub fn services(&self) -> Vec<std::sync::Arc<dyn ServiceSource>> {
+        vec![self.http.clone(), self.nats.clone()]
+    }
+
+    /// Refills the job and service families from the collector's kept data.
+    fn bring_in(&self, c: &Collector) {
+        for (_, f) in &self.jobs {
+            f.clear();
+        }
+        for (job, (op, subtask, m, v)) in c.job_latest() {
+            if let Some((_, f)) = self.jobs.iter().find(|(x, _)| *x == m) {
+                let labels = vec![
+                    ("job".to_owned(), job),
+                    ("operator".to_owned(), op),
+                    ("subtask".to_owned(), subtask.to_string()),
+                ];
+                f.get_or_create(&labels).set(v);
+            }
+        }
+        self.service_total.clear();
+        self.service_rate.clear();
+        for v in c.service_latest() {
+            let labels = vec![
+                ("service".to_owned(), v.service),
+                ("instance".to_owned(), v.instance),
+                ("counter".to_owned(), v.counter),
+            ];
+            self.service_total.get_or_create(&labels).inc_by(v.total as f64);
+            self.service_rate.get_or_create(&labels).set(v.rate);
+        }
+    }
+
+    /// Brings the engine's counters and the collector's kept data in and encodes everything in Prometheus
+    /// text format.
+    pub fn render(&self, db: &Db, jobs: Option<&Collector>) -> String {
+        if let Some(c) = jobs {
+            self.bring_in(c);
+        }
         let engine = db.engine();
         let st = engine.stats();
         let now = [

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod jobs;
 pub mod metrics;
 pub mod nats;
 pub mod pipelines;
@@ -50,6 +51,9 @@ pub struct AppState {
     pub lines: Arc<LineWriter>,
     /// The stream engine behind `/api/pipelines`; `None` answers those routes 503.
     pub streams: Option<Arc<crate::stream::controller::StreamEngine>>,
+    /// The job-metrics collector behind `/api/jobs/{job}/metrics` and part of `/metrics`; `None` answers
+    /// that route 503.
+    pub jobs: Option<Arc<crate::jobs::collector::Collector>>,
 }
 
 impl AppState {
@@ -62,6 +66,7 @@ impl AppState {
             request_timeout: REQUEST_TIMEOUT,
             lines: Arc::new(LineWriter::new()),
             streams: None,
+            jobs: None,
         }
     }
 }
@@ -120,6 +125,7 @@ pub fn app(state: AppState) -> Router {
         None => api,
     };
     let timeout = state.request_timeout;
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/metrics", get(prometheus))
         .with_state(state)
@@ -129,6 +135,7 @@ pub fn app(state: AppState) -> Router {
             ApiError { status: StatusCode::METHOD_NOT_ALLOWED, message: format!("method {method} not allowed here") }
         })
         .layer(axum::middleware::from_fn(move |req, next| time_limit(timeout, req, next)))
+        .layer(axum::middleware::from_fn_with_state(metrics, jobs::count_response))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
@@ -164,6 +171,7 @@ fn api_routes(state: AppState) -> Router {
         .route("/api/pipelines/", get(pipelines::list).post(pipelines::create))
         .route("/api/pipelines/{name}", get(pipelines::get_one).delete(pipelines::delete))
         .route("/api/pipelines/{name}/stop", post(pipelines::stop))
+        .route("/api/jobs/{job}/metrics", get(jobs::metrics))
         .with_state(state)
 }
 
@@ -537,7 +545,7 @@ async fn debug(State(st): State<AppState>, Query(p): Query<DebugParams>) -> Resu
 /// `GET /metrics`: silt's own health in Prometheus text format. Every metric is present from the start (as 0
 /// before anything happened), never an error because one has no value yet.
 async fn prometheus(State(st): State<AppState>) -> Response {
-    let text = st.metrics.render(&st.db);
+    let text = st.metrics.render(&st.db, st.jobs.as_deref());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
@@ -650,7 +658,20 @@ pub async fn serve(
             .await
             .map_err(|e| Error::InvalidArgument(format!("starting the stream engine failed: {e}")))??
     };
-    let state = AppState { auth, streams: Some(streams.clone()), ..AppState::new(db.clone()) };
+    let base = AppState::new(db.clone());
+    let collector = {
+        let (db, streams, metrics) = (db.clone(), streams.clone(), base.metrics.clone());
+        tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let mut sources = metrics.services();
+            sources.push(Arc::new(crate::jobs::service::EngineServices(db.clone())));
+            crate::jobs::collector::Collector::new(db, Some(streams), sources)?
+                .start(crate::jobs::rate::COLLECTION_RATE)
+                .map(Arc::new)
+        })
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("starting the job-metrics collector failed: {e}")))??
+    };
+    let state = AppState { auth, streams: Some(streams.clone()), jobs: Some(collector.clone()), ..base };
     let nats = match &opts.nats {
         Some((config, subs)) if !subs.is_empty() => Some(nats::NatsIngest::start(config, subs, state.clone()).await?),
         Some((config, _)) => {
@@ -677,6 +698,12 @@ pub async fn serve(
     let stopping = streams.clone();
     let _ = tokio::task::spawn_blocking(move || stopping.shutdown(std::time::Duration::from_secs(10))).await;
     drop(streams);
+    // The collector's last tick is written before the database closes (dropping it joins its thread).
+    let _ = tokio::task::spawn_blocking(move || {
+        collector.tick_now();
+        drop(collector);
+    })
+    .await;
     served?;
     tracing::info!("shutting down: checkpointing");
     let db = Arc::try_unwrap(db).map_err(|_| Error::InvalidArgument("requests still hold the database".into()))?;

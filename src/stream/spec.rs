@@ -725,7 +725,7 @@ impl PipelineSpec {
         let dictionary = KeyDictionary::default();
         let mut g = LogicalGraph::new();
         let src = g.add(LogicalNode {
-            name: format!("{}/source", self.name),
+            name: "source".into(),
             parallelism: p,
             input_schema: None,
             output_schema: Some(scan_schema()),
@@ -733,7 +733,7 @@ impl PipelineSpec {
         });
         let (group_by, filter, map, dict) = (self.group_by, self.filter, self.map, dictionary.clone());
         let key = g.add(LogicalNode {
-            name: format!("{}/key", self.name),
+            name: "key".into(),
             parallelism: p,
             input_schema: Some(scan_schema()),
             output_schema: Some(TumblingWindow::input_schema()),
@@ -743,7 +743,7 @@ impl PipelineSpec {
         });
         let (width, slide, agg) = (self.window.width, self.window.slide(), self.window.aggregate);
         let win = g.add(LogicalNode {
-            name: format!("{}/window", self.name),
+            name: "window".into(),
             parallelism: p,
             input_schema: Some(TumblingWindow::input_schema()),
             output_schema: Some(TumblingWindow::output_schema()),
@@ -757,7 +757,7 @@ impl PipelineSpec {
         });
         let (sink_metric, pipeline) = (self.sink.metric.clone(), self.name.clone());
         let sink = g.add(LogicalNode {
-            name: format!("{}/sink", self.name),
+            name: "sink".into(),
             parallelism: p,
             input_schema: Some(TumblingWindow::output_schema()),
             output_schema: None,
