@@ -286,3 +286,67 @@ fn serve_runs_pipelines_from_the_config_and_the_api_across_restarts() {
     signal(&child, "TERM");
     assert!(child.wait().expect("wait").success());
 }
+
+/// The value of the `/metrics` line that starts with `prefix` (`None` if there is none).
+fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Job metrics of a running pipeline are collected every 2 s into the store, served per job and on
+/// `/metrics`; after a graceful restart the history from before is still there, and the service counters
+/// on `/metrics` continue from where they were instead of starting again at zero.
+#[test]
+fn job_metrics_and_service_totals_survive_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("config.json");
+    std::fs::write(&cfg, PIPELINE_CONFIG.replace("DATA", &data.display().to_string())).expect("write config");
+    let args = ["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()];
+    let Server { mut child, addr } = spawn_silt(&args);
+    wait_running(addr, "from_config");
+    let points = |addr: SocketAddr, from: i64, to: i64| -> Vec<i64> {
+        let (s, b) = http(addr, "GET", &format!("/api/jobs/from_config/metrics?from={from}&to={to}"), "");
+        assert_eq!(s, 200, "{b}");
+        let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+        let src = v["operators"].as_array().expect("operators").iter().find(|o| o["operator"] == "source").cloned();
+        let Some(src) = src else { return Vec::new() };
+        let m = src["metrics"].as_array().expect("metrics").iter().find(|m| m["name"] == "messages_sent").cloned();
+        m.map_or(Vec::new(), |m| {
+            m["subtasks"][0]["points"]
+                .as_array()
+                .expect("points")
+                .iter()
+                .map(|p| p["time"].as_i64().expect("t"))
+                .collect()
+        })
+    };
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let from = now() - 10;
+    // Ticks every 2 s: wait for three points.
+    assert!(common::eventually(20, || points(addr, from, now() + 2).len() >= 3), "three ticks within 20 s");
+    let before = points(addr, from, now() + 2);
+    let (s, text) = http(addr, "GET", "/metrics", "");
+    assert_eq!(s, 200);
+    assert!(text.contains(r#"silt_job_backpressure{job="from_config",operator="source",subtask="0"}"#), "{text}");
+    let requests = r#"silt_service_total{service="http",instance="server",counter="requests"}"#;
+    // Some requests were counted and kept by a tick.
+    assert!(common::eventually(10, || {
+        let t = http(addr, "GET", "/metrics", "").1;
+        metric_value(&t, requests).is_some_and(|v| v >= 3.0)
+    }));
+    let counted = metric_value(&http(addr, "GET", "/metrics", "").1, requests).expect("requests counted");
+    signal(&child, "TERM");
+    assert!(child.wait().expect("wait").success());
+
+    let Server { mut child, addr } = spawn_silt(&args);
+    wait_running(addr, "from_config");
+    let after = points(addr, from, now() + 2);
+    assert!(before.iter().all(|t| after.contains(t)), "history before the restart: {before:?} in {after:?}");
+    // The HTTP request total goes on from at least what was shown before the restart.
+    assert!(common::eventually(10, || {
+        let t = http(addr, "GET", "/metrics", "").1;
+        metric_value(&t, requests).is_some_and(|v| v >= counted)
+    }));
+    signal(&child, "TERM");
+    assert!(child.wait().expect("wait").success());
+}

@@ -88,10 +88,16 @@ async fn a_running_pipeline_has_every_operator_metric_and_subtask() {
     assert_eq!(s, StatusCode::CREATED, "{body}");
     wait_running(&st, "roll").await;
     let c = st.jobs.clone().expect("collector");
-    // Before any tick there is nothing stored and no shape: no such job yet.
+    // Before any tick nothing is stored, but the pipeline runs: every subtask of every operator, no points.
     let (s, body) = call(&st, Method::GET, "/api/jobs/roll/metrics", "").await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
-    assert!(body["error"].as_str().expect("a JSON error").contains("roll"));
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["operators"].as_array().expect("operators").len(), 4, "{body}");
+    for o in body["operators"].as_array().expect("operators") {
+        for m in o["metrics"].as_array().expect("metrics") {
+            assert_eq!(m["subtasks"].as_array().expect("subtasks").len(), 2, "{m}");
+            assert!(m["subtasks"].as_array().expect("subtasks").iter().all(|s| s["points"] == serde_json::json!([])));
+        }
+    }
     let t0 = now();
     for i in 0..3 {
         write_load(&db, t0 + i * 10);

@@ -149,13 +149,7 @@ fn tick(shared: &Shared, time_ms: i64) {
         for info in infos {
             let Some(probe) = engine.get(&info.name).and_then(|h| h.probe()) else { continue };
             let subtasks = probe.read();
-            let mut shape: Vec<(String, u32)> = Vec::new();
-            for r in &subtasks {
-                if shape.last().is_none_or(|(op, _)| op != &r.operator) {
-                    shape.push((r.operator.clone(), r.parallelism as u32));
-                }
-            }
-            st.shapes.insert(info.name.clone(), shape);
+            st.shapes.insert(info.name.clone(), super::shape(&subtasks));
             let values = st.jobs.entry(info.name.clone()).or_default().update(time_ms, &subtasks);
             for op in store::push_tick(&mut batch, &info.name, now, &values) {
                 let id = (info.name.clone(), op);

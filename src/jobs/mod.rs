@@ -226,6 +226,17 @@ impl JobReport {
     }
 }
 
+/// The operators of a probe's reading and their parallelism, in node order.
+pub fn shape(readings: &[SubtaskReading]) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for r in readings {
+        if out.last().is_none_or(|(op, _)| op != &r.operator) {
+            out.push((r.operator.clone(), r.parallelism as u32));
+        }
+    }
+    out
+}
+
 /// What the collector keeps of one operator subtask.
 #[derive(Clone, Debug, Default)]
 struct TaskMetrics {

@@ -9,7 +9,8 @@
 //!   every subtask of every operator and every metric, an empty `points` where a subtask has not reported
 //!   (partial, never an error). `backpressure` is the maximum over the operator's subtasks of their newest
 //!   value in the range.
-//! - 404 for a job that is neither known to the collector nor has anything stored; 503 without a collector.
+//! - 404 for a job that is neither a pipeline of this server nor has anything stored; 503 without a
+//!   collector.
 //!
 //! Also here: the middleware that counts every response for the `http/server` service.
 
@@ -63,11 +64,16 @@ pub(super) async fn metrics(
         return Err(bad(format!("the range {from}..{to} is longer than {MAX_RANGE_SECS} s")));
     }
     let db = st.db.clone();
+    let known = st.streams.as_ref().and_then(|e| e.get(&job));
     let report = blocking(move || {
         let mut r = store::report(&db, &job, from, to).map_err(|e| bad(e.to_string()))?;
-        match collector.job_shape(&job) {
+        // The shape of a running job, from the collector or (before its first tick) from the pipeline.
+        let shape = collector
+            .job_shape(&job)
+            .or_else(|| known.as_ref().and_then(|h| h.probe()).map(|p| crate::jobs::shape(&p.read())));
+        match shape {
             Some(shape) => r.fill(&shape),
-            None if r.operators.is_empty() => {
+            None if r.operators.is_empty() && known.is_none() => {
                 return Err(ApiError { status: StatusCode::NOT_FOUND, message: format!("no job {job:?}") })
             }
             None => {}
