@@ -12,8 +12,7 @@
 //! Run: `cargo bench --bench http_ingest` (full: 40 steps, 4.2 M samples). Under `cargo test` it runs
 //! 2 steps on 4 hosts.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,69 +36,13 @@ const HW_METRICS: [&str; 10] = [
 ];
 const NODE_METRICS: [&str; 5] = ["mem_used", "net_bytes_in", "net_bytes_out", "ib_recv", "ib_xmit"];
 
+#[path = "support/http.rs"]
+mod http;
+
+use http::{thread_cpu_seconds, Client};
+
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// CPU seconds of the calling thread.
-fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    #[expect(unsafe_code)]
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
-
-/// One keep-alive HTTP/1.1 connection, as a collector holds one.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        Client { stream, buf: Vec::with_capacity(4096) }
-    }
-
-    fn post(&mut self, body: &str) {
-        self.request("POST", "/api/write?cluster=bench", body);
-    }
-
-    /// Sends a request and reads the whole response, which must be a 200.
-    fn request(&mut self, method: &str, path: &str, body: &str) {
-        let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
-        self.stream.write_all(head.as_bytes()).expect("send head");
-        self.stream.write_all(body.as_bytes()).expect("send body");
-        // Read the response head, then its body by Content-Length.
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-                assert!(head.starts_with("http/1.1 200"), "{head}");
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().expect("content-length"));
-                while self.buf.len() < end + 4 + len {
-                    let n = self.stream.read(&mut chunk).expect("read");
-                    assert!(n > 0, "connection closed");
-                    self.buf.extend_from_slice(&chunk[..n]);
-                }
-                return;
-            }
-            let n = self.stream.read(&mut chunk).expect("read");
-            assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
+    http::process_cpu_seconds("self")
 }
 
 /// Sends `bodies` from `writers` threads over keep-alive connections; returns (wall seconds, client CPU
@@ -113,7 +56,7 @@ fn send(addr: SocketAddr, bodies: &Arc<Vec<String>>, writers: usize) -> (f64, f6
                 let cpu0 = thread_cpu_seconds();
                 let mut client = Client::connect(addr);
                 for b in bodies.iter().skip(c).step_by(writers) {
-                    client.post(b);
+                    client.ok("POST", "/api/write?cluster=bench", b.as_bytes());
                 }
                 thread_cpu_seconds() - cpu0
             })
@@ -200,7 +143,7 @@ fn main() {
         let mut took: Vec<f64> = (0..QUERY_RUNS)
             .map(|_| {
                 let t = Instant::now();
-                client.request("GET", "/api/query", body);
+                client.ok("GET", "/api/query", body.as_bytes());
                 t.elapsed().as_secs_f64() * 1e3
             })
             .collect();

@@ -276,3 +276,28 @@ async fn for_all_nodes_queries_every_node_of_the_cluster_in_name_order() {
     assert_eq!(v["results"][0][0]["data"], serde_json::json!([1.0]), "{b}");
     assert_eq!(v["results"][1][0]["data"], serde_json::json!([2.0]), "{b}");
 }
+
+/// silt's extension: a query without `host` is over the whole cluster, every host aggregated by the
+/// metric's aggregation (cc-metric-store requires a host).
+#[tokio::test]
+async fn a_query_without_host_aggregates_the_cluster() {
+    let st = state();
+    let lines = format!(
+        "load,cluster=emmy,hostname=n1 value=1 {T}\nload,cluster=emmy,hostname=n2 value=3 {T}\n\
+         flops,cluster=emmy,hostname=n1 value=1 {T}\nflops,cluster=emmy,hostname=n2 value=3 {T}\n\
+         load,cluster=other,hostname=n9 value=100 {T}\n"
+    );
+    let (s, b) = call(&st, Method::POST, "/api/write", lines).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load"},{"metric":"flops"}"#)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["results"][0][0]["data"][0], 2.0, "avg over emmy's two hosts: {b}");
+    assert_eq!(v["results"][1][0]["data"][0], 4.0, "sum over emmy's two hosts: {b}");
+    // A type without a host is refused with a message that says why.
+    let (s, b) =
+        call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","type":"hwthread","type-ids":["0"]}"#))
+            .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("needs a host"), "{b}");
+}

@@ -244,7 +244,9 @@ struct ApiQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     subtype: Option<String>,
     metric: String,
-    #[serde(rename = "host")]
+    /// Required by cc-metric-store. silt also takes a query without it (or with `""`) and no `type`: the
+    /// whole cluster, every host aggregated with the metric's aggregation.
+    #[serde(default, rename = "host")]
     hostname: String,
     #[serde(default)]
     resolution: i64,
@@ -314,7 +316,15 @@ fn selectors(cluster: &str, q: &ApiQuery) -> Result<Vec<Selector>, ApiError> {
         }
     };
     let mut out = Vec::new();
-    if q.aggreg || q.typ.is_none() {
+    if q.hostname.is_empty() {
+        if q.typ.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query of {:?}: a type needs a host (without one the query is over the whole cluster)",
+                q.metric
+            )));
+        }
+        out.push(vec![name(cluster)]);
+    } else if q.aggreg || q.typ.is_none() {
         let mut sel = vec![name(cluster), name(&q.hostname)];
         if let Some(t) = &q.typ {
             sel.push(ids(t, &q.type_ids));

@@ -1,0 +1,648 @@
+//! silt side by side with VictoriaMetrics and InfluxDB, in one run on one machine (issue #9).
+//!
+//! Each system runs as its own server process on loopback with a fresh data directory and gets the same
+//! InfluxDB line protocol over HTTP from the same load generator (this program): cc-metric-store's test shape,
+//! 82 hosts × (128 hwthreads × 10 metrics + 10 node metrics) = 105,780 series at 60 s, second timestamps,
+//! values that move like real counters and gauges (bounded random walks at the precision collectors send),
+//! one request per host and step (1,290 lines) from 4 writer threads over keep-alive connections. The last
+//! step is "now", so nothing is outside anyone's retention.
+//!
+//! Per system it measures: ingest samples/s (first byte to last acknowledgement), the server's CPU seconds
+//! per million samples (ingest and the flush after it, from `/proc/<pid>/stat`), its peak resident memory
+//! (`VmHWM`, at the end), bytes per sample on disk once its flush/compaction has settled (allocated blocks
+//! of the data directory, unchanged over three polls 2 s apart), and the median and p99 latency of three
+//! queries over the whole range: one series; one host's sum over its hwthreads of a metric; the average over
+//! all hosts of a node metric. The load generator's own CPU is reported beside the ingest rate.
+//!
+//! - VictoriaMetrics (`victoria-metrics`): `/write?precision=s`, `-influxSkipSingleField` (metric name =
+//!   measurement), `-search.disableCache` (queries do their work every time, as silt's do), retention 100y;
+//!   flush: `/internal/force_flush` then `/internal/force_merge`; queries: `/api/v1/query_range` at 60 s.
+//! - InfluxDB 1.x (`influxd`): `/write?db=bench&precision=s`; the cache is snapshotted to TSM after 10 s cold
+//!   and fully compacted after 30 s; queries: InfluxQL `GROUP BY time(60s)`.
+//! - silt (`silt serve`, built in release mode by cargo with this bench): `/api/write`, the config declares
+//!   the metrics (hwthread metrics sum, node metrics avg) with `retention-in-memory` 1h (older pages are
+//!   compacted into blocks) and `checkpoint-interval` 10s; queries: `/api/query`.
+//!
+//! Run: `benches/peers/run.sh` (installs the peers, then `cargo bench --bench peers`). Environment:
+//! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
+//! `silt,victoria-metrics,influxdb`; those not installed are skipped), `PEERS_QUERY_RUNS` (21),
+//! `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
+//! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
+
+#[path = "../support/http.rs"]
+mod http;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::{peak_rss_bytes, process_cpu_seconds, thread_cpu_seconds, Client};
+use rand::{Rng, SeedableRng};
+
+const WRITERS: usize = 4;
+const THREADS: usize = 128;
+const FREQ: i64 = 60;
+
+/// A metric's values: a random walk in integer units of `10^-dec`, within `[lo, hi]`, moving by at most
+/// `step` units per sample, and only with probability `moves`.
+struct Shape {
+    name: &'static str,
+    lo: i64,
+    hi: i64,
+    step: i64,
+    dec: u32,
+    moves: f64,
+}
+
+const fn shape(name: &'static str, lo: i64, hi: i64, step: i64, dec: u32, moves: f64) -> Shape {
+    Shape { name, lo, hi, step, dec, moves }
+}
+
+const HW: [Shape; 10] = [
+    shape("cpu_load", 0, 100, 8, 2, 1.0),
+    shape("cpu_user", 0, 1000, 40, 1, 1.0),
+    shape("flops_any", 0, 500_000, 5_000, 2, 1.0),
+    shape("flops_dp", 0, 250_000, 2_500, 2, 1.0),
+    shape("flops_sp", 0, 500_000, 5_000, 2, 1.0),
+    shape("ipc", 0, 4_000, 100, 3, 1.0),
+    shape("clock", 1_000, 3_500, 100, 0, 0.1),
+    shape("cpu_power", 0, 3_000, 50, 1, 1.0),
+    shape("mem_bw", 0, 20_000, 500, 2, 1.0),
+    shape("vectorization_ratio", 0, 1_000, 30, 1, 1.0),
+];
+
+const NODE: [Shape; 10] = [
+    shape("mem_used", 0, 25_600, 200, 2, 1.0),
+    shape("mem_cached", 0, 6_400, 50, 2, 1.0),
+    shape("net_bytes_in", 0, 1_000_000_000, 20_000_000, 0, 1.0),
+    shape("net_bytes_out", 0, 1_000_000_000, 20_000_000, 0, 1.0),
+    shape("ib_recv", 0, 1_000_000_000, 50_000_000, 0, 1.0),
+    shape("ib_xmit", 0, 1_000_000_000, 50_000_000, 0, 1.0),
+    shape("lustre_read_bw", 0, 500_000, 10_000, 2, 1.0),
+    shape("lustre_write_bw", 0, 500_000, 10_000, 2, 1.0),
+    shape("nfs_ops", 0, 10_000, 300, 0, 1.0),
+    shape("cpu_temp", 30, 90, 2, 0, 0.3),
+];
+
+/// Appends `v` (in units of `10^-dec`) in decimal.
+fn push_fixed(out: &mut Vec<u8>, v: i64, dec: u32) {
+    let mut digits = [0u8; 24];
+    let neg = v < 0;
+    let mut n = v.unsigned_abs();
+    let mut i = digits.len();
+    let mut written = 0;
+    while n > 0 || written <= dec {
+        if written == dec && dec > 0 {
+            i -= 1;
+            digits[i] = b'.';
+        }
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        written += 1;
+    }
+    if neg {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The series state of the hosts one writer sends, and its line prefixes.
+struct Writer {
+    hosts: Vec<usize>,
+    /// Per host: `[thread][metric]` then node metrics, current values.
+    values: Vec<Vec<i64>>,
+    /// Per host: the line prefixes (measurement and tags, up to the space before `value=`), same order.
+    prefixes: Vec<Vec<Vec<u8>>>,
+    rng: rand::rngs::StdRng,
+}
+
+impl Writer {
+    fn new(w: usize, hosts: usize) -> Writer {
+        let hosts: Vec<usize> = (w..hosts).step_by(WRITERS).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5117 + w as u64);
+        let mut values = Vec::new();
+        let mut prefixes = Vec::new();
+        for &h in &hosts {
+            let mut v = Vec::with_capacity(THREADS * HW.len() + NODE.len());
+            let mut p = Vec::with_capacity(v.capacity());
+            for t in 0..THREADS {
+                for s in &HW {
+                    v.push(rng.gen_range(s.lo..=s.hi));
+                    p.push(format!("{},cluster=bench,hostname=n{h:04},type=hwthread,type-id={t}", s.name).into_bytes());
+                }
+            }
+            for s in &NODE {
+                v.push(rng.gen_range(s.lo..=s.hi));
+                p.push(format!("{},cluster=bench,hostname=n{h:04},type=node", s.name).into_bytes());
+            }
+            values.push(v);
+            prefixes.push(p);
+        }
+        Writer { hosts, values, prefixes, rng }
+    }
+
+    /// The body of host `i` (of this writer) at time `ts`, advancing its values.
+    fn body(&mut self, i: usize, ts: i64, out: &mut Vec<u8>) {
+        out.clear();
+        let mut ts_text = Vec::new();
+        push_fixed(&mut ts_text, ts, 0);
+        let shapes = HW.iter().cycle().take(THREADS * HW.len()).chain(NODE.iter());
+        for ((v, p), s) in self.values[i].iter_mut().zip(&self.prefixes[i]).zip(shapes) {
+            if s.moves >= 1.0 || self.rng.gen_bool(s.moves) {
+                *v = (*v + self.rng.gen_range(-s.step..=s.step)).clamp(s.lo, s.hi);
+            }
+            out.extend_from_slice(p);
+            out.extend_from_slice(b" value=");
+            push_fixed(out, *v, s.dec);
+            out.push(b' ');
+            out.extend_from_slice(&ts_text);
+            out.push(b'\n');
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum System {
+    Silt,
+    Victoria,
+    Influx,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Silt => "silt",
+            System::Victoria => "victoria-metrics",
+            System::Influx => "influxdb",
+        }
+    }
+
+    fn write_path(self) -> &'static str {
+        match self {
+            System::Silt => "/api/write",
+            System::Victoria => "/write?precision=s",
+            System::Influx => "/write?db=bench&precision=s",
+        }
+    }
+
+    fn installed(self) -> bool {
+        match self {
+            System::Silt => true,
+            System::Victoria => which("victoria-metrics"),
+            System::Influx => which("influxd"),
+        }
+    }
+}
+
+fn which(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A running server.
+struct Server {
+    system: System,
+    child: Child,
+    addr: SocketAddr,
+    data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn start(system: System, dir: &Path) -> Server {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let log = std::fs::File::create(dir.join("server.log")).expect("log");
+        let mut cmd = match system {
+            System::Silt => {
+                let mut metrics = String::new();
+                for (s, agg) in HW.iter().map(|s| (s, "sum")).chain(NODE.iter().map(|s| (s, "avg"))) {
+                    let _ = write!(metrics, r#""{}": {{"frequency": {FREQ}, "aggregation": "{agg}"}},"#, s.name);
+                }
+                metrics.pop();
+                let config = format!(
+                    r#"{{"main": {{"addr": "{addr}"}}, "metrics": {{{metrics}}},
+                        "metric-store": {{"retention-in-memory": "1h", "memory-cap": 0, "checkpoint-interval": "10s",
+                                          "checkpoints": {{"directory": "{}"}}}}}}"#,
+                    data.display()
+                );
+                let path = dir.join("config.json");
+                std::fs::write(&path, config).expect("config");
+                let mut c = Command::new(env!("CARGO_BIN_EXE_silt"));
+                c.arg("serve").arg("--config").arg(path).env("RUST_LOG", "warn");
+                c
+            }
+            System::Victoria => {
+                let mut c = Command::new("victoria-metrics");
+                c.arg(format!("-storageDataPath={}", data.display())).arg(format!("-httpListenAddr={addr}")).args([
+                    "-retentionPeriod=100y",
+                    "-influxSkipSingleField",
+                    "-search.disableCache",
+                    "-loggerLevel=ERROR",
+                ]);
+                c
+            }
+            System::Influx => {
+                let config = format!(
+                    "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n\
+                     [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                     cache-snapshot-write-cold-duration = \"10s\"\n  compact-full-write-cold-duration = \"30s\"\n\
+                     max-series-per-database = 0\n  max-values-per-tag = 0\n\
+                     [http]\n  bind-address = \"{addr}\"\n  log-enabled = false\n[monitor]\n  store-enabled = false\n\
+                     [continuous_queries]\n  enabled = false\n",
+                    free_port(),
+                    d = data.display()
+                );
+                let path = dir.join("influxdb.conf");
+                std::fs::write(&path, config).expect("config");
+                let mut c = Command::new("influxd");
+                c.arg("run").arg("-config").arg(path);
+                c
+            }
+        };
+        let child = cmd
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", system.name()));
+        let server = Server { system, child, addr, data };
+        server.wait_ready();
+        if system == System::Influx {
+            Client::connect(addr).ok("POST", "/query?q=CREATE%20DATABASE%20bench", b"");
+        }
+        server
+    }
+
+    fn wait_ready(&self) {
+        let path = match self.system {
+            System::Silt => "/api/healthcheck",
+            System::Victoria => "/health",
+            System::Influx => "/ping",
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(s) = std::net::TcpStream::connect(self.addr) {
+                drop(s);
+                let (status, _) = Client::connect(self.addr).request("GET", path, b"");
+                if status < 500 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} did not become ready on {}", self.system.name(), self.addr);
+    }
+
+    /// Asks the server to flush and compact, then waits until its data directory stops changing.
+    fn flush(&self) {
+        let mut c = Client::connect(self.addr);
+        if self.system == System::Victoria {
+            c.ok("GET", "/internal/force_flush", b"");
+            c.request("GET", "/internal/force_merge", b"");
+        }
+        let mut last = (0, 0);
+        let mut same = 0;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while same < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(2));
+            let now = (disk_bytes(&self.data), file_count(&self.data));
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+    }
+
+    /// The three queries: `(what, path, body)`.
+    fn queries(&self, from: i64, to: i64) -> Vec<(&'static str, String, String)> {
+        let enc = |q: &str| -> String {
+            q.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let end = to - FREQ; // the last sample's time; ranges below are [from, to)
+        match self.system {
+            System::Silt => {
+                let q = |body: &str| format!(r#"{{"cluster":"bench","from":{from},"to":{to},"queries":[{body}]}}"#);
+                vec![
+                    (
+                        "one series",
+                        "/api/query".into(),
+                        q(r#"{"metric":"cpu_load","host":"n0001","type":"hwthread","type-ids":["7"]}"#),
+                    ),
+                    ("host hwthread sum", "/api/query".into(), q(r#"{"metric":"flops_any","host":"n0001"}"#)),
+                    ("all-host node avg", "/api/query".into(), q(r#"{"metric":"mem_used"}"#)),
+                ]
+            }
+            System::Victoria => {
+                let q = |e: &str| format!("/api/v1/query_range?query={}&start={from}&end={end}&step=60s", enc(e));
+                vec![
+                    ("one series", q(r#"cpu_load{hostname="n0001",type="hwthread",type\-id="7"}"#), String::new()),
+                    ("host hwthread sum", q(r#"sum(flops_any{hostname="n0001",type="hwthread"})"#), String::new()),
+                    ("all-host node avg", q(r#"avg(mem_used{type="node"})"#), String::new()),
+                ]
+            }
+            System::Influx => {
+                let range = format!("time >= {from}s AND time < {to}s");
+                let q = |e: String| format!("/query?db=bench&epoch=s&q={}", enc(&e));
+                vec![
+                    (
+                        "one series",
+                        q(format!(r#"SELECT value FROM cpu_load WHERE hostname='n0001' AND type='hwthread' AND "type-id"='7' AND {range}"#)),
+                        String::new(),
+                    ),
+                    (
+                        "host hwthread sum",
+                        q(format!("SELECT sum(value) FROM flops_any WHERE hostname='n0001' AND type='hwthread' AND {range} GROUP BY time(60s)")),
+                        String::new(),
+                    ),
+                    ("all-host node avg", q(format!("SELECT mean(value) FROM mem_used WHERE {range} GROUP BY time(60s)")), String::new()),
+                ]
+            }
+        }
+    }
+}
+
+/// Allocated bytes of every file below `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+fn file_count(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// What one system did.
+struct Figures {
+    system: System,
+    samples: u64,
+    ingest_per_s: f64,
+    cpu_per_million: f64,
+    loadgen_cpu_share: f64,
+    peak_rss: u64,
+    bytes_per_sample: f64,
+    /// `(what, median ms, p99 ms, points in the answer)`.
+    queries: Vec<(&'static str, f64, f64, usize)>,
+}
+
+/// How many values a query's answer holds (to check that every system answered the whole range).
+fn points_in(system: System, body: &[u8]) -> usize {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    match system {
+        System::Silt => v["results"][0][0]["data"].as_array().map_or(0, |a| a.iter().filter(|x| !x.is_null()).count()),
+        System::Victoria => v["data"]["result"][0]["values"].as_array().map_or(0, Vec::len),
+        System::Influx => v["results"][0]["series"][0]["values"].as_array().map_or(0, Vec::len),
+    }
+}
+
+fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(system, dir.path());
+    let pid = server.pid();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let t0 = (now - steps * FREQ).div_euclid(FREQ) * FREQ + FREQ;
+    let cpu0 = process_cpu_seconds(&pid);
+    let started = Instant::now();
+    let addr = server.addr;
+    let path = system.write_path();
+    let writers: Vec<_> = (0..WRITERS.min(hosts))
+        .map(|w| {
+            std::thread::spawn(move || {
+                let cpu = thread_cpu_seconds();
+                let mut gen = Writer::new(w, hosts);
+                let mut client = Client::connect(addr);
+                let mut body = Vec::with_capacity(1 << 17);
+                for step in 0..steps {
+                    for i in 0..gen.hosts.len() {
+                        gen.body(i, t0 + step * FREQ, &mut body);
+                        client.ok("POST", path, &body);
+                    }
+                }
+                thread_cpu_seconds() - cpu
+            })
+        })
+        .collect();
+    let loadgen_cpu: f64 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let samples = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64;
+    server.flush();
+    let cpu = process_cpu_seconds(&pid) - cpu0;
+    let bytes = disk_bytes(&server.data);
+    let (from, to) = (t0, t0 + steps * FREQ);
+    let mut client = Client::connect(addr);
+    let mut queries = Vec::new();
+    for (what, path, body) in server.queries(from, to) {
+        let mut took = Vec::with_capacity(runs);
+        let mut points = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let (status, answer) = client.request("GET", &path, body.as_bytes());
+            took.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(
+                (200..300).contains(&status),
+                "{}: {what}: {status} {}",
+                system.name(),
+                String::from_utf8_lossy(&answer)
+            );
+            points = points_in(system, &answer);
+        }
+        took.sort_by(f64::total_cmp);
+        let p99 = took[((took.len() * 99).div_ceil(100)).saturating_sub(1).min(took.len() - 1)];
+        queries.push((what, took[took.len() / 2], p99, points));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    Figures {
+        system,
+        samples,
+        ingest_per_s: samples as f64 / ingest_secs,
+        cpu_per_million: cpu / (samples as f64 / 1e6),
+        loadgen_cpu_share: loadgen_cpu / (ingest_secs * cores),
+        peak_rss: peak_rss_bytes(&pid),
+        bytes_per_sample: bytes as f64 / samples as f64,
+        queries,
+    }
+}
+
+/// The table, with each figure's ratio to the best peer (not silt) in brackets.
+fn table(figs: &[Figures], hosts: usize, steps: i64) -> String {
+    let mut out = String::new();
+    let series = hosts * (THREADS * HW.len() + NODE.len());
+    let _ = writeln!(
+        out,
+        "Workload: {hosts} hosts x (128 hwthreads x 10 + 10 node metrics) = {series} series, {steps} steps at 60 s, \
+         {} samples, {WRITERS} writers over HTTP. Ratios are to the best peer (higher is better for ingest, lower \
+         for the rest).\n",
+        figs.first().map_or(0, |f| f.samples)
+    );
+    let peers: Vec<&Figures> = figs.iter().filter(|f| f.system != System::Silt).collect();
+    let best = |f: &dyn Fn(&Figures) -> f64, higher: bool| -> Option<f64> {
+        peers.iter().map(|p| f(p)).reduce(|a, b| if (a > b) == higher { a } else { b })
+    };
+    let cell = |v: f64, best: Option<f64>, unit: &str, prec: usize| match best {
+        Some(b) if b > 0.0 => format!("{v:.prec$}{unit} ({:.2}x)", v / b),
+        _ => format!("{v:.prec$}{unit}"),
+    };
+    let mut header = "| figure |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for f in figs {
+        let _ = write!(header, " {} |", f.system.name());
+        rule.push_str("---|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    type Get = Box<dyn Fn(&Figures) -> f64>;
+    let mut rows: Vec<(String, Get, bool, &str, usize)> = vec![
+        ("ingest, M samples/s".into(), Box::new(|f: &Figures| f.ingest_per_s / 1e6), true, "", 2),
+        ("server CPU-s per M samples".into(), Box::new(|f: &Figures| f.cpu_per_million), false, "", 2),
+        ("peak resident memory, MiB".into(), Box::new(|f: &Figures| f.peak_rss as f64 / 1048576.0), false, "", 0),
+        ("disk, bytes per sample".into(), Box::new(|f: &Figures| f.bytes_per_sample), false, "", 2),
+    ];
+    for (i, (what, ..)) in figs[0].queries.iter().enumerate() {
+        rows.push((format!("{what}: median ms"), Box::new(move |f: &Figures| f.queries[i].1), false, "", 2));
+        rows.push((format!("{what}: p99 ms"), Box::new(move |f: &Figures| f.queries[i].2), false, "", 2));
+    }
+    for (name, get, higher, unit, prec) in &rows {
+        let b = best(get.as_ref(), *higher);
+        let _ = write!(out, "| {name} |");
+        for f in figs {
+            let _ = write!(out, " {} |", cell(get(f), b, unit, *prec));
+        }
+        out.push('\n');
+    }
+    let _ = write!(out, "| load generator CPU, share of the machine during ingest |");
+    for f in figs {
+        let _ = write!(out, " {:.0} % |", f.loadgen_cpu_share * 100.0);
+    }
+    out.push('\n');
+    let _ = write!(out, "| points per query answer |");
+    for f in figs {
+        let pts: Vec<String> = f.queries.iter().map(|q| q.3.to_string()).collect();
+        let _ = write!(out, " {} |", pts.join(" / "));
+    }
+    out.push('\n');
+    out
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    check_fixed();
+    let full = std::env::args().any(|a| a == "--bench");
+    let hosts = if full { env_or("PEERS_HOSTS", 82usize) } else { 2 };
+    let steps = if full { env_or("PEERS_STEPS", 1440i64) } else { 3 };
+    let runs = if full { env_or("PEERS_QUERY_RUNS", 21usize) } else { 3 };
+    let wanted = if full {
+        std::env::var("PEERS_SYSTEMS").unwrap_or_else(|_| "silt,victoria-metrics,influxdb".into())
+    } else {
+        "silt".into()
+    };
+    let systems: Vec<System> = [System::Silt, System::Victoria, System::Influx]
+        .into_iter()
+        .filter(|s| wanted.split(',').any(|w| w.trim() == s.name()))
+        .filter(|s| {
+            let ok = s.installed();
+            if !ok {
+                eprintln!("peers: {} is not installed, skipped (benches/peers/run.sh installs it)", s.name());
+            }
+            ok
+        })
+        .collect();
+    let mut figs = Vec::new();
+    for s in systems {
+        eprintln!("peers: {} ...", s.name());
+        let f = run(s, hosts, steps, runs);
+        eprintln!(
+            "peers: {}: {:.2} M samples/s, {:.2} CPU-s/M, {:.0} MiB peak, {:.2} B/sample, queries {:?}",
+            s.name(),
+            f.ingest_per_s / 1e6,
+            f.cpu_per_million,
+            f.peak_rss as f64 / 1048576.0,
+            f.bytes_per_sample,
+            f.queries
+        );
+        figs.push(f);
+    }
+    if figs.is_empty() {
+        return;
+    }
+    let text = table(&figs, hosts, steps);
+    println!("{text}");
+    let out = std::env::var("PEERS_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("peers").join("results.md"));
+    if let Some(dir) = out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&out, format!("# silt and its peers\n\n{text}")).expect("write results");
+    eprintln!("peers: written to {}", out.display());
+}
+
+/// The number formatting the payload relies on (checked at every start: it is cheap).
+fn check_fixed() {
+    let f = |v, d| {
+        let mut o = Vec::new();
+        push_fixed(&mut o, v, d);
+        String::from_utf8(o).expect("ascii")
+    };
+    for (v, d, want) in [
+        (0, 0, "0"),
+        (0, 2, "0.00"),
+        (5, 2, "0.05"),
+        (12345, 2, "123.45"),
+        (-7, 1, "-0.7"),
+        (1_700_000_000, 0, "1700000000"),
+    ] {
+        assert_eq!(f(v, d), want, "push_fixed({v}, {d})");
+    }
+}
