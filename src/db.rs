@@ -415,8 +415,9 @@ impl Db {
     }
 
     /// Samples, average, minimum and maximum of the non-NaN values of `metric` at `key` with nominal times
-    /// in `[from, to)`, aggregated over children as [`Db::read`] is. `samples == 0` means there were none
-    /// (and avg/min/max are NaN).
+    /// in `[from, to)`, aggregated over children as [`Db::read`] is (for `max`/`min` over several children:
+    /// the stats of the aggregated series, see [`crate::query`]). `samples == 0` means there were none (and
+    /// avg/min/max are NaN).
     pub fn stats(&self, key: &impl Key, metric: &str, from: i64, to: i64) -> Result<Stats, Error> {
         let r = self.query_stats(&Selector::exact(&key.path()), metric, from, to)?;
         Ok(Stats { samples: r.samples, avg: r.avg, min: r.min, max: r.max })

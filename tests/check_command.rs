@@ -253,3 +253,60 @@ fn binary_exit_codes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does-not-exist"), "{stderr}");
 }
+
+/// Max and Min declarations, one in the manifest and one only in the WAL, check clean; the same bytes with
+/// an aggregation of 5 (under valid checksums) are damage that names it, and the engine refuses them too.
+#[test]
+fn max_and_min_declarations_check_clean_and_an_unknown_aggregation_is_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, image) = (tmp.path().join("db"), tmp.path().join("image"));
+    let db = Db::open(&dir, options()).unwrap();
+    db.declare_metric("backpressure", MetricConfig { frequency: 60, aggregation: Aggregation::Max }).unwrap();
+    let mut b = Batch::new();
+    b.push(&key(0), "backpressure", T, 1.0);
+    db.write(&b).unwrap();
+    db.checkpoint().unwrap();
+    db.declare_metric("idle", MetricConfig { frequency: 60, aggregation: Aggregation::Min }).unwrap();
+    copy_dir(&dir, &image);
+    db.close().unwrap();
+
+    let r = check(&StdVfs, &image).unwrap();
+    assert!(r.problems.is_empty(), "{r}");
+    assert_eq!(r.manifest.metrics, 1);
+    let newest = r.segments.last().unwrap().path.clone();
+    let s = scan(&StdVfs, &newest).unwrap();
+    let declare = *s.frames.iter().find(|f| f.kind == 1).expect("the idle declaration in the WAL");
+    assert_eq!(s.payload(&declare).last(), Some(&4), "Min is byte 4");
+
+    // The WAL record with aggregation 5 and its CRC fixed: damage at that frame.
+    let mut bytes = fs::read(&newest).unwrap();
+    let at = declare.start + declare.len - 1;
+    bytes[at] = 5;
+    let header = declare.start - FRAME_HEADER_LEN;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes[header + 4..header + FRAME_HEADER_LEN]);
+    crc.update(&bytes[declare.start..declare.start + declare.len]);
+    bytes[header..header + 4].copy_from_slice(&crc.finalize().to_le_bytes());
+    let wal_image = tmp.path().join("wal-image");
+    copy_dir(&image, &wal_image);
+    fs::write(wal_image.join("wal").join(name(&newest)), &bytes).unwrap();
+    let r = check(&StdVfs, &wal_image).unwrap();
+    assert!(r.is_damaged(), "{r}");
+    assert!(damage(&r).iter().any(|p| p.message.contains("unknown aggregation 5")), "{r}");
+    assert!(Db::open(&wal_image, options()).is_err());
+
+    // The manifest's Max entry (at 56: name_len, 12 name bytes, frequency, aggregation) set to 5.
+    let path = dir.join("MANIFEST");
+    let mut bytes = fs::read(&path).unwrap();
+    let at = 56 + 1 + "backpressure".len() + 8;
+    assert_eq!(bytes[at], 3, "Max is byte 3");
+    bytes[at] = 5;
+    let l = bytes.len();
+    let crc = crc32fast::hash(&bytes[..l - 4]);
+    bytes[l - 4..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let r = check(&StdVfs, &dir).unwrap();
+    assert!(r.is_damaged() && r.manifest.found && !r.manifest.valid, "{r}");
+    assert!(damage(&r).iter().any(|p| p.file == path && p.message.contains("unknown aggregation 5")), "{r}");
+    assert!(Db::open(&dir, options()).is_err());
+}

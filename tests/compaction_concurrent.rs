@@ -1,6 +1,6 @@
 //! Compaction and merges while a writer and readers run: every value a reader sees is the one written to
 //! its slot, and every acknowledged sample stays readable, whether it is in the head, in a block being
-//! written, or in blocks being merged.
+//! written, or in blocks being merged; so do sums and maxima across series.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ fn compaction_under_concurrent_writes_and_reads() {
             .expect("open"),
     );
     db.declare_metric("m", MetricConfig { frequency: F, aggregation: Aggregation::Sum }).expect("declare");
+    db.declare_metric("mx", MetricConfig { frequency: F, aggregation: Aggregation::Max }).expect("declare");
     let acked = Arc::new(AtomicI64::new(0)); // slots below this are written and acknowledged
     let stop = Arc::new(AtomicBool::new(false));
     let total: i64 = 40 * 512;
@@ -40,10 +41,12 @@ fn compaction_under_concurrent_writes_and_reads() {
                 for i in slot..slot + 97 {
                     for s in 0..SERIES {
                         b.push(&key(s), "m", T + i * F, value(s, i));
+                        // The maximum over the hosts changes host with the slot.
+                        b.push(&key(s), "mx", T + i * F, value((s + i as u32) % SERIES, i));
                     }
                 }
                 let ack = db.write(&b).expect("write");
-                assert_eq!(ack.outcome.stored, 97 * u64::from(SERIES), "a write into the live head was refused");
+                assert_eq!(ack.outcome.stored, 2 * 97 * u64::from(SERIES), "a write into the live head was refused");
                 slot += 97;
                 acked.store(slot, Ordering::Release);
                 // A collector's pace rather than a flood, so that compactions interleave with the writes.
@@ -78,6 +81,16 @@ fn compaction_under_concurrent_writes_and_reads() {
                     for (i, v) in sum.values.iter().take(upto as usize).enumerate() {
                         let want: f64 = (0..SERIES).map(|s| value(s, i as i64)).sum();
                         assert_eq!(*v, want, "sum slot {i}");
+                    }
+                    // The maximum over every host, sampled series by series, and its stats.
+                    let max = db.query(&all, "mx", T, T + upto * F, silt::ReadOptions::default()).expect("query");
+                    for (i, v) in max.values.iter().take(upto as usize).enumerate() {
+                        assert_eq!(*v, value(SERIES - 1, i as i64), "max slot {i}");
+                    }
+                    let st = db.query_stats(&all, "mx", T, T + upto * F).expect("stats");
+                    if upto > 0 {
+                        assert_eq!((st.samples, st.series), (upto as u64, SERIES as usize), "max stats lost samples");
+                        assert_eq!(st.max, value(SERIES - 1, upto - 1));
                     }
                     reads += 1;
                 }

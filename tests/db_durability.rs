@@ -175,3 +175,56 @@ fn sync_after_a_failed_fsync_reports_read_only() {
     assert!(matches!(e, Error::Storage(StorageError::PreviousIo(_))), "{e:?}");
     assert!(matches!(write(&db, 10, 1), Err(Error::Storage(StorageError::PreviousIo(_)))));
 }
+
+/// Metrics declared `Max` and `Min` keep their aggregation through WAL replay after a crash (the declaration
+/// is only in the WAL), through a checkpoint and a crash (only in the manifest) and through a close and a
+/// reopen; node reads keep combining the hwthreads with it.
+#[test]
+fn max_and_min_declarations_survive_replay_checkpoints_and_reopen() {
+    let bp = MetricConfig { frequency: 10, aggregation: Aggregation::Max };
+    let idle = MetricConfig { frequency: 10, aggregation: Aggregation::Min };
+    let hw = |t: u32| key().component("hwthread", t).expect("key");
+    // hwthread0: 3, 1; hwthread1: NaN, 4. Max per step 3, 4; min 3, 1.
+    let children = |db: &Db, metric: &str| {
+        let mut b = Batch::new();
+        b.push(&hw(0), metric, T, 3.0);
+        b.push(&hw(0), metric, T + 10, 1.0);
+        b.push(&hw(1), metric, T, f64::NAN);
+        b.push(&hw(1), metric, T + 10, 4.0);
+        db.write(&b).expect("write");
+    };
+    let node = |db: &Db, metric: &str| db.read(&key(), metric, T, T + 20).expect("read").values;
+    let reopen = |vfs: &SimVfs| Db::open("/db", opts(vfs, Durability::Sync, None)).expect("open");
+
+    let vfs = SimVfs::new();
+    let db = reopen(&vfs);
+    db.declare_metric("bp", bp).expect("declare");
+    children(&db, "bp");
+    assert_eq!(node(&db, "bp"), vec![3.0, 4.0]);
+    // Crash before any checkpoint: the declaration comes back from the WAL alone.
+    let crashed = vfs.crash_clean();
+    drop(db);
+    let db = reopen(&crashed);
+    assert_eq!(db.metric("bp"), Some(bp), "after replay");
+    assert_eq!(node(&db, "bp"), vec![3.0, 4.0], "after replay");
+
+    // Checkpoint, then crash: the manifest holds both declarations, the WAL neither.
+    db.declare_metric("idle", idle).expect("declare");
+    children(&db, "idle");
+    db.checkpoint().expect("checkpoint");
+    let crashed = crashed.crash_clean();
+    drop(db);
+    let db = reopen(&crashed);
+    assert_eq!((db.metric("bp"), db.metric("idle")), (Some(bp), Some(idle)), "after a checkpoint");
+    assert_eq!(node(&db, "bp"), vec![3.0, 4.0], "after a checkpoint");
+    assert_eq!(node(&db, "idle"), vec![3.0, 1.0], "after a checkpoint");
+    // The stored configuration is the one compared with: another aggregation is refused.
+    let sum = MetricConfig { frequency: 10, aggregation: Aggregation::Sum };
+    assert!(db.declare_metric("bp", sum).is_err(), "bp was redeclared as sum");
+    db.declare_metric("bp", bp).expect("the same declaration again");
+
+    db.close().expect("close");
+    let db = reopen(&crashed);
+    assert_eq!((db.metric("bp"), db.metric("idle")), (Some(bp), Some(idle)), "after close");
+    assert_eq!(node(&db, "idle"), vec![3.0, 1.0], "after close");
+}

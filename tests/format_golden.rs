@@ -751,7 +751,13 @@ fn wal_payload_edge_encodings() {
     assert_eq!(b.len(), 4 + 12);
 
     // DeclareMetric: each aggregation byte.
-    for (agg, byte) in [(Aggregation::None, 0u8), (Aggregation::Sum, 1), (Aggregation::Avg, 2)] {
+    for (agg, byte) in [
+        (Aggregation::None, 0u8),
+        (Aggregation::Sum, 1),
+        (Aggregation::Avg, 2),
+        (Aggregation::Max, 3),
+        (Aggregation::Min, 4),
+    ] {
         let mut b = Vec::new();
         let p =
             Payload::DeclareMetric { id: 9, name: "x".into(), config: MetricConfig { frequency: 1, aggregation: agg } };
@@ -761,6 +767,113 @@ fn wal_payload_edge_encodings() {
             spec::Record::DeclareMetric { id: 9, name: "x".into(), frequency: 1, aggregation: byte }
         );
     }
+}
+
+/// `wal.md` ("DeclareMetric"): declarations of a Max and a Min metric, one payload after the other.
+const DECLARE_MAX_MIN_GOLDEN: &str = "
+    // DeclareMetric payload, 14 + 12 bytes
+    04 00 00 00              // metric id 4
+    0c 62 61 63 6b 70 72 65 73 73 75 72 65  // name_len 12, \"backpressure\"
+    0a 00 00 00 00 00 00 00  // frequency 10
+    03                       // aggregation 3 = Max
+    // DeclareMetric payload, 14 + 4 bytes
+    05 00 00 00              // metric id 5
+    04 69 64 6c 65           // name_len 4, \"idle\"
+    3c 00 00 00 00 00 00 00  // frequency 60
+    04                       // aggregation 4 = Min
+";
+
+/// `manifest.md`: a manifest with a Max and a Min metric and nothing else.
+const MANIFEST_MAX_MIN_GOLDEN: &str = "
+    // fixed header, 56 bytes
+    53 4c 54 4d              // magic \"SLTM\"
+    01 00 00 00              // version 1
+    05 00 00 00 00 00 00 00  // checkpoint_lsn 5
+    02 00 00 00 00 00 00 00  // wal_seq 2
+    04 00 00 00              // pages_per_file 4
+    00 00 00 00              // files 0
+    00 00 00 00              // hwm 0
+    02 00 00 00              // n_metrics 2
+    00 00 00 00              // n_series 0
+    00 00 00 00              // n_pages 0
+    00 00 00 00              // n_free 0
+    00 00 00 00              // reserved
+    // metric table at 56
+    0c 62 61 63 6b 70 72 65 73 73 75 72 65  0a 00 00 00 00 00 00 00  03  // \"backpressure\", 10 s, Max
+    04 69 64 6c 65                          3c 00 00 00 00 00 00 00  04  // \"idle\", 60 s, Min
+    // trailer at 92
+    d2 cf e3 4a              // CRC32 of bytes 0..92
+";
+
+fn max_min_configs() -> [(&'static str, MetricConfig); 2] {
+    [
+        ("backpressure", MetricConfig { frequency: 10, aggregation: Aggregation::Max }),
+        ("idle", MetricConfig { frequency: 60, aggregation: Aggregation::Min }),
+    ]
+}
+
+#[test]
+fn declare_metric_max_and_min_golden_bytes() {
+    let mut got = Vec::new();
+    let mut payloads = Vec::new();
+    for (i, (name, config)) in max_min_configs().into_iter().enumerate() {
+        let p = Payload::DeclareMetric { id: 4 + i as u32, name: name.into(), config };
+        let mut b = Vec::new();
+        assert_eq!(payload::encode(&mut b, &p), 1);
+        assert_eq!(b.len(), 14 + name.len());
+        // The spec's reading, and the crate's round trip.
+        let byte = if config.aggregation == Aggregation::Max { 3 } else { 4 };
+        assert_eq!(
+            spec::record(1, &b),
+            spec::Record::DeclareMetric {
+                id: 4 + i as u32,
+                name: name.into(),
+                frequency: config.frequency,
+                aggregation: byte
+            }
+        );
+        assert_eq!(payload::decode(1, &b), Ok(p.clone()));
+        got.extend_from_slice(&b);
+        payloads.push(b);
+    }
+    assert_eq!(
+        hex(&got),
+        hex(&unhex(DECLARE_MAX_MIN_GOLDEN)),
+        "the DeclareMetric payload changed: update format/wal.md"
+    );
+    // Any other aggregation byte is refused.
+    for bad in [5u8, 0x83, 0xff] {
+        let mut b = payloads[0].clone();
+        *b.last_mut().unwrap() = bad;
+        assert!(payload::decode(1, &b).is_err(), "aggregation byte {bad}");
+    }
+}
+
+#[test]
+fn manifest_max_and_min_golden_bytes() {
+    let m = Manifest {
+        checkpoint_lsn: Lsn(5),
+        wal_seq: 2,
+        metrics: max_min_configs().into_iter().map(|(n, config)| MetricEntry { name: n.into(), config }).collect(),
+        head: HeadState { pages_per_file: 4, ..HeadState::default() },
+        ..Manifest::default()
+    };
+    let got = m.encode();
+    assert_eq!(
+        hex(&got),
+        hex(&unhex(MANIFEST_MAX_MIN_GOLDEN)),
+        "the manifest format changed: update format/manifest.md"
+    );
+    let p = spec::manifest(&got);
+    assert_eq!(p.metrics, vec![("backpressure".into(), 10, 3), ("idle".into(), 60, 4)]);
+    assert_eq!(p.crc, 0x4ae3_cfd2);
+    assert_eq!(Manifest::decode(Path::new("MANIFEST"), &got).expect("decode"), m);
+    // Aggregation 5 under a valid CRC is refused.
+    let mut bad = got.clone();
+    bad[56 + 1 + 12 + 8] = 5;
+    let crc = spec::crc(&[&bad[..92]]);
+    bad[92..].copy_from_slice(&crc.to_le_bytes());
+    assert!(Manifest::decode(Path::new("MANIFEST"), &bad).is_err());
 }
 
 #[test]

@@ -147,6 +147,12 @@ mod seeds {
             ),
             ("samples-empty", Payload::Samples(Vec::new())),
             ("free", Payload::Free(vec![(SeriesId(0), 1_700_000_000), (SeriesId(2), -5)])),
+            // Last, so the seeds above keep their bytes.
+            (
+                "declare-max",
+                Payload::DeclareMetric { id: 2, name: "backpressure".into(), config: cfg(10, Aggregation::Max) },
+            ),
+            ("declare-min", Payload::DeclareMetric { id: 3, name: "idle".into(), config: cfg(60, Aggregation::Min) }),
         ]
     }
 
@@ -321,7 +327,17 @@ mod seeds {
             },
         };
         let empty = Manifest { head: HeadState { pages_per_file: 2, ..HeadState::default() }, ..Manifest::default() };
-        vec![("small", small), ("larger", larger), ("empty", empty)]
+        let max_min = Manifest {
+            checkpoint_lsn: Lsn(5),
+            wal_seq: 2,
+            metrics: vec![
+                MetricEntry { name: "backpressure".into(), config: cfg(10, Aggregation::Max) },
+                MetricEntry { name: "idle".into(), config: cfg(60, Aggregation::Min) },
+            ],
+            head: HeadState { pages_per_file: 4, ..HeadState::default() },
+            ..Manifest::default()
+        };
+        vec![("small", small), ("larger", larger), ("empty", empty), ("max-min", max_min)]
     }
 
     /// Recomputes the CRC trailer after the body was edited.

@@ -20,6 +20,7 @@ fn state() -> AppState {
     .expect("open");
     db.declare_metric("load", MetricConfig { frequency: 10, aggregation: Aggregation::Avg }).expect("declare");
     db.declare_metric("flops", MetricConfig { frequency: 10, aggregation: Aggregation::Sum }).expect("declare");
+    db.declare_metric("bp", MetricConfig { frequency: 10, aggregation: Aggregation::Max }).expect("declare");
     AppState::new(Arc::new(db))
 }
 
@@ -91,6 +92,27 @@ async fn hwthreads_aggregate_or_come_back_one_by_one() {
     // The host level lacks the metric: its hwthreads are summed.
     let (_, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"flops","host":"n1"}"#)).await;
     assert!(b.contains(r#""data":[10.000]"#), "{b}");
+}
+
+#[tokio::test]
+async fn a_max_metric_takes_the_largest_hwthread_per_step() {
+    let st = state();
+    let mut lines = String::new();
+    // hwthread t: t + 1 at T, 4 - t at T + 10; at T + 20 only hwthread 2 has a value.
+    for t in 0..4 {
+        lines.push_str(&format!("bp,cluster=emmy,hostname=n1,type=hwthread,type-id={t} value={} {T}\n", t + 1));
+        lines.push_str(&format!("bp,cluster=emmy,hostname=n1,type=hwthread,type-id={t} value={} {}\n", 4 - t, T + 10));
+    }
+    lines.push_str(&format!("bp,cluster=emmy,hostname=n1,type=hwthread,type-id=2 value=0.5 {}\n", T + 20));
+    let (s, b) = call(&st, Method::POST, "/api/write", lines).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"bp","host":"n1"}"#)).await;
+    assert!(b.contains(r#""data":[4.000,4.000,0.500]"#), "{b}");
+    assert!(b.contains(r#""avg":2.833,"min":0.500,"max":4.000"#), "{b}");
+    let q = r#"{"metric":"bp","host":"n1","type":"hwthread","type-ids":["1","3"],"aggreg":true}"#;
+    let (_, b) = call(&st, Method::GET, "/api/query", query_body(q)).await;
+    assert!(b.contains(r#""data":[4.000,3.000"#), "{b}");
+    assert!(b.contains(r#""avg":3.500,"min":3.000,"max":4.000"#), "{b}");
 }
 
 #[tokio::test]

@@ -102,6 +102,26 @@ fn serve_refuses_what_it_cannot_honour() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a silt data directory"));
+    // --metric takes every aggregation name (the same directory: the parse passed, the data directory did
+    // not) and refuses others, listing the names.
+    let out = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--metric", "bp=10:max", "--metric", "idle=10:min", "--data"])
+        .arg(&foreign)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a silt data directory"));
+    let out = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--metric", "bp=10:maximum", "--data"])
+        .arg(&foreign)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"maximum\"") && !stderr.contains("not a silt data directory"), "{stderr}");
+    for name in ["none", "sum", "avg", "max", "min"] {
+        assert!(stderr.contains(&format!("\"{name}\"")), "{stderr} lacks {name}");
+    }
     // An unknown key in the config names it.
     std::fs::write(&cfg, CONFIG.replace(r#""memory-cap": 0"#, r#""memory-cap": 0, "memroy": 1"#)).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_silt")).args(["serve", "--config"]).arg(&cfg).output().expect("run");

@@ -252,9 +252,15 @@ fn bad_durations_name_the_field() {
 
 #[test]
 fn bad_aggregation_names_the_metric() {
-    let msg =
-        invalid_at(&with(minimal(), "/metrics/cpu_load/aggregation", json!("max")), "metrics.cpu_load.aggregation");
-    assert!(msg.contains("\"max\"") && msg.contains("metric \"cpu_load\""), "{msg}");
+    for bad in ["maximum", "Max", "none", "mean"] {
+        let msg =
+            invalid_at(&with(minimal(), "/metrics/cpu_load/aggregation", json!(bad)), "metrics.cpu_load.aggregation");
+        assert!(msg.contains(&format!("{bad:?}")) && msg.contains("metric \"cpu_load\""), "{msg}");
+        // The accepted names are listed.
+        for name in ["\"sum\"", "\"avg\"", "\"max\"", "\"min\"", "null"] {
+            assert!(msg.contains(name), "{msg} lacks {name}");
+        }
+    }
     invalid_at(&with(minimal(), "/metrics/cpu_load/aggregation", json!(1)), "metrics.cpu_load.aggregation");
     // Required in the current layout (null is the way to say none), optional in the legacy one.
     invalid_at(&without(minimal(), "/metrics/cpu_load/aggregation"), "metrics.cpu_load.aggregation");
@@ -263,6 +269,17 @@ fn bad_aggregation_names_the_metric() {
     // "" is none, as in cc-metric-store.
     let c = parse(&with(minimal(), "/metrics/cpu_load/aggregation", json!(""))).unwrap();
     assert_eq!(c.metrics["cpu_load"].aggregation, Aggregation::None);
+}
+
+#[test]
+fn every_aggregation_name_parses() {
+    for (name, want) in
+        [("sum", Aggregation::Sum), ("avg", Aggregation::Avg), ("max", Aggregation::Max), ("min", Aggregation::Min)]
+    {
+        let c = parse(&with(minimal(), "/metrics/cpu_load/aggregation", json!(name))).unwrap();
+        assert_eq!(c.metrics["cpu_load"].aggregation, want, "{name}");
+        assert_eq!(c.metric_configs().into_iter().find(|(n, _)| n == "cpu_load").unwrap().1.aggregation, want);
+    }
 }
 
 #[test]

@@ -75,6 +75,24 @@ fn the_base_spec_is_valid_and_round_trips() {
 }
 
 #[test]
+fn every_sink_aggregation_round_trips_by_name() {
+    for a in Aggregation::ALL {
+        let v = with(base(), &["sink", "aggregation"], json!(a.name()));
+        let spec = PipelineSpec::from_json(&v.to_string()).unwrap();
+        assert_eq!(spec.sink.aggregation, Some(a));
+        assert_eq!(spec.sink_config().aggregation, a);
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(text.contains(&format!(r#""aggregation":"{}""#, a.name())), "{text}");
+        assert_eq!(PipelineSpec::from_json(&text).unwrap(), spec);
+    }
+    let e = err_of(&with(base(), &["sink", "aggregation"], json!("maximum")));
+    assert!(e.contains("sink.aggregation") && e.contains("\"maximum\""), "{e}");
+    for name in ["none", "sum", "avg", "max", "min"] {
+        assert!(e.contains(&format!("\"{name}\"")), "{e} lacks {name}");
+    }
+}
+
+#[test]
 fn each_bad_field_is_named() {
     let cases: Vec<(Value, &str)> = vec![
         (with(base(), &["name"], json!("")), "name"),

@@ -133,7 +133,8 @@ struct ServeArgs {
     /// Address to listen on [default: the config's main.addr, else 127.0.0.1:8082].
     #[arg(long)]
     addr: Option<std::net::SocketAddr>,
-    /// A metric to declare: NAME=FREQUENCY:AGGREGATION with AGGREGATION sum, avg or none. Repeatable.
+    /// A metric to declare: NAME=FREQUENCY:AGGREGATION with AGGREGATION sum, avg, max, min or none.
+    /// Repeatable.
     #[arg(long = "metric", value_parser = parse_metric)]
     metrics: Vec<(String, silt::MetricConfig)>,
     /// Worker slots (threads) of the stream engine [default: the number of cores, at least 2].
@@ -146,10 +147,8 @@ fn parse_metric(s: &str) -> Result<(String, silt::MetricConfig), String> {
     let (freq, agg) = rest.split_once(':').unwrap_or((rest, "none"));
     let frequency: i64 = freq.parse().map_err(|_| format!("{s:?}: frequency {freq:?} is not an integer"))?;
     let aggregation = match agg {
-        "sum" => silt::Aggregation::Sum,
-        "avg" => silt::Aggregation::Avg,
-        "none" | "null" => silt::Aggregation::None,
-        other => return Err(format!("{s:?}: aggregation {other:?} is not sum, avg or none")),
+        "null" => silt::Aggregation::None,
+        other => other.parse::<silt::Aggregation>().map_err(|e| format!("{s:?}: {e}"))?,
     };
     Ok((name.to_owned(), silt::MetricConfig { frequency, aggregation }))
 }

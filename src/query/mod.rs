@@ -3,18 +3,22 @@
 //! **Which series.** A selector names levels ([`selector`]). At each named level, if the level holds the metric
 //! its series is taken; otherwise its children are searched the same way, recursively (cc-metric-store's
 //! `findBuffers`). All series found are aggregated together, flat, with the metric's aggregation: `sum`
-//! adds them, `avg` divides the sum by their number. More than one series for a metric without aggregation
-//! is [`QueryError::NoAggregation`]. A series with no data in the range (never written there, or freed)
-//! takes no part: it neither counts for `avg` nor turns the result into NaN. That is how empty series and
-//! levels are pruned from results.
+//! adds them, `avg` divides the sum by their number, `max` and `min` take the largest and the smallest value
+//! at each step. More than one series for a metric without aggregation is [`QueryError::NoAggregation`]. A
+//! series with no data in the range (never written there, or freed) takes no part: it neither counts for
+//! `avg` nor turns the result into NaN. That is how empty series and levels are pruned from results. One
+//! series taking part comes back bit for bit, whatever the aggregation.
 //!
 //! **Alignment.** The query samples every series at the times `from + k*F` (`k = 0, 1, …` while the time is
 //! before `to`; F = the metric's frequency), taking the slot that contains each time, exactly as
 //! cc-metric-store's `buffer.read` walks `t := from; t < to; t += F`. So series whose grids differ (their first
 //! writes were at different offsets) still line up step by step, and the order in which children are
 //! visited never changes the result. The result spans the **union** of the taking-part series' data ranges
-//! (never an error, unlike cc-metric-store's "data does not align", its issue #566), and a step where any
-//! taking-part series has no value is NaN, as NaN + x is NaN in cc-metric-store's sums.
+//! (never an error, unlike cc-metric-store's "data does not align", its issue #566). For `sum` and `avg`, a
+//! step where any taking-part series has no value is NaN, as NaN + x is NaN in cc-metric-store's sums. For
+//! `max` and `min`, a step is the maximum (minimum) over the series that have a value there, skipping those
+//! that do not (NaN, written or a gap), and NaN only where none has one; `-0.0` counts as below `+0.0`, so
+//! the order of the series never shows even in the sign of a zero.
 //!
 //! **Range.** `from > to` is [`QueryError::InvalidRange`]; an unknown metric is [`QueryError::UnknownMetric`];
 //! a selector that finds nothing (an unknown host) gives an empty result. The returned `from`/`to` are the
@@ -27,7 +31,17 @@
 //!
 //! **Stats** (cc-metric-store's `Stats`): per series samples/avg/min/max over non-NaN values with nominal
 //! times in `[from, to)`; then samples add up, min and max are taken over the series, and avg is the sum of
-//! the series' averages for `sum` and their mean for `avg`.
+//! the series' averages for `sum` and their mean for `avg`. `series` counts the series with such values;
+//! with one, its stats are the result whatever the aggregation (with none, `samples` is 0 and the rest NaN).
+//!
+//! For `max` and `min` over more than one such series, the stats are those of the aggregated series itself,
+//! not a combination of per-series stats (the mean of a per-step maximum is not derived from per-series
+//! means): exactly the values [`read`] returns for `[from, to)` at native resolution, NaN steps skipped.
+//! `samples` counts the steps with a value, `avg` is their mean, `min`/`max` their extremes (so for `max`,
+//! `min` is the lowest per-step maximum). The steps are the read's `from + k*F < to`, not nominal times in
+//! `[from, to)`, so at the edges of a range that does not start on a slot's middle a slot can count here
+//! that per-series stats leave out, or the reverse; `series` still counts as above. These stats are not
+//! limited to [`MAX_POINTS`] steps.
 
 pub mod index;
 pub mod resample;
@@ -120,7 +134,8 @@ pub struct QueryResult {
 /// What stats return. `samples == 0` means no data (avg/min/max are NaN).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StatsResult {
-    /// Non-NaN samples over all series.
+    /// Non-NaN samples over all series (for `max`/`min` over several series: steps of the aggregated series
+    /// with a value; see the module docs).
     pub samples: u64,
     /// Average (see the module docs for aggregates).
     pub avg: f64,
@@ -174,6 +189,105 @@ fn metric_of(
     Ok(m)
 }
 
+/// The series of a selector sampled at `t0 + k*F` (`k` in `0..n`) and combined step by step, before `avg`'s
+/// division and before trimming, padding and resampling.
+struct Combined {
+    /// `n` values: the one series taking part as it is, the sum of all of them (`sum`, `avg`, `none`), or
+    /// their maximum or minimum (`max`, `min`); NaN where none has a value.
+    values: Vec<f64>,
+    /// How many series took part (had data in the steps).
+    taking_part: usize,
+    /// First step within the data of a series taking part (`usize::MAX` if none took part).
+    lo: usize,
+    /// Last step within the data of a series taking part.
+    hi: usize,
+}
+
+/// Samples the series `ids` at `t0 + k*F` for `k` in `0..n` and combines them with `agg` (see [`Combined`]).
+/// With one series taking part, its values come back bit for bit whatever `agg` is.
+fn combine(
+    engine: &Engine,
+    ids: &[SeriesId],
+    agg: Aggregation,
+    f: i64,
+    t0: i64,
+    n: usize,
+) -> Result<Combined, QueryError> {
+    let mut acc = Vec::new();
+    let (mut taking_part, mut lo, mut hi) = (0usize, usize::MAX, 0usize);
+    if let [id] = ids[..] {
+        // One series: sampled straight into the result, each value written once.
+        if let Some((a, b)) = source::sample_into(engine, id, f, t0, n, &mut acc)? {
+            taking_part = 1;
+            (lo, hi) = (a, b);
+        }
+        return Ok(Combined { values: acc, taking_part, lo, hi });
+    }
+    if let Aggregation::Max | Aggregation::Min = agg {
+        // Each series is sampled from the head and the blocks (head first, blocks after, as `sample_into`
+        // always does), so a compaction publishing a block meanwhile cannot hide a page: no retry needed.
+        let wins: fn(f64, f64) -> bool = if agg == Aggregation::Max { |v, a| v > a } else { |v, a| v < a };
+        let mut tmp = Vec::new();
+        for &id in ids {
+            let Some((a, b)) = source::sample_into(engine, id, f, t0, n, &mut tmp)? else { continue };
+            if taking_part == 0 {
+                // Stored, not folded into NaN, so one series comes back bit for bit.
+                acc = std::mem::take(&mut tmp);
+            } else {
+                for (x, &v) in acc.iter_mut().zip(&tmp) {
+                    // NaN (no value) never wins; -0.0 < +0.0, so the order of the series never matters.
+                    if !v.is_nan() && (x.is_nan() || wins(v, *x) || (v == *x && wins(sign(v), sign(*x)))) {
+                        *x = v;
+                    }
+                }
+            }
+            taking_part += 1;
+            lo = lo.min(a);
+            hi = hi.max(b);
+        }
+        if taking_part == 0 {
+            acc.clear();
+        }
+        return Ok(Combined { values: acc, taking_part, lo, hi });
+    }
+    acc = vec![0.0f64; n];
+    let mut tmp = Vec::new();
+    // Series without blocks are added straight from their pages. If a compaction publishes a block while
+    // this runs, a page it frees may be missed: the block generation tells, and the sum starts over.
+    let mut attempts = 0;
+    while ids.len() > 1 {
+        let generation = engine.block_generation();
+        let blocks = engine.blocks();
+        attempts += 1;
+        for &id in ids {
+            // The first series taking part is stored, not added to 0.0, so one series comes back bit for bit
+            // (-0.0 stays -0.0).
+            let first = taking_part == 0;
+            let r = if attempts > 2 || blocks.iter().any(|b| !b.chunks_of(id).is_empty()) {
+                source::add_into(engine, id, f, t0, &mut acc, first, &mut tmp)?
+            } else {
+                engine.head().sample_add(id, t0, &mut acc, first)
+            };
+            if let Some((a, b)) = r {
+                taking_part += 1;
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+        }
+        if attempts > 2 || engine.block_generation() == generation {
+            break;
+        }
+        (taking_part, lo, hi) = (0, usize::MAX, 0);
+        acc.iter_mut().for_each(|x| *x = 0.0);
+    }
+    Ok(Combined { values: acc, taking_part, lo, hi })
+}
+
+/// +1.0 or -1.0 by the sign bit (to order -0.0 below +0.0).
+fn sign(v: f64) -> f64 {
+    1.0f64.copysign(v)
+}
+
 /// Reads `metric` over the series `sel` covers (see the module docs).
 pub fn read(
     engine: &Engine,
@@ -196,49 +310,10 @@ pub fn read(
     }
     let n = steps as usize;
     let ids = series_for(engine, index, sel, mid);
-    let mut acc = Vec::new();
-    let (mut taking_part, mut lo, mut hi) = (0usize, usize::MAX, 0usize);
-    if let [id] = ids[..] {
-        // One series: sampled straight into the result, each value written once.
-        if let Some((a, b)) = source::sample_into(engine, id, f, from, n, &mut acc)? {
-            taking_part = 1;
-            (lo, hi) = (a, b);
-        }
-    } else {
-        acc = vec![0.0f64; n];
-    }
-    let mut tmp = Vec::new();
-    // Series without blocks are added straight from their pages. If a compaction publishes a block while
-    // this runs, a page it frees may be missed: the block generation tells, and the sum starts over.
-    let mut attempts = 0;
-    while ids.len() > 1 {
-        let generation = engine.block_generation();
-        let blocks = engine.blocks();
-        attempts += 1;
-        for &id in &ids {
-            // The first series taking part is stored, not added to 0.0, so one series comes back bit for bit
-            // (-0.0 stays -0.0).
-            let first = taking_part == 0;
-            let r = if attempts > 2 || blocks.iter().any(|b| !b.chunks_of(id).is_empty()) {
-                source::add_into(engine, id, f, from, &mut acc, first, &mut tmp)?
-            } else {
-                engine.head().sample_add(id, from, &mut acc, first)
-            };
-            if let Some((a, b)) = r {
-                taking_part += 1;
-                lo = lo.min(a);
-                hi = hi.max(b);
-            }
-        }
-        if attempts > 2 || engine.block_generation() == generation {
-            break;
-        }
-        (taking_part, lo, hi) = (0, usize::MAX, 0);
-        acc.iter_mut().for_each(|x| *x = 0.0);
-    }
+    let Combined { values: mut acc, taking_part, lo, hi } = combine(engine, &ids, cfg.aggregation, f, from, n)?;
     if taking_part > 1 {
         match cfg.aggregation {
-            Aggregation::Sum => {}
+            Aggregation::Sum | Aggregation::Max | Aggregation::Min => {}
             Aggregation::Avg => {
                 let inv = 1.0 / taking_part as f64;
                 acc.iter_mut().for_each(|x| *x *= inv);
@@ -300,7 +375,8 @@ pub fn stats(
 ) -> Result<StatsResult, QueryError> {
     let (mid, cfg) = metric_of(engine, metric, from, to)?;
     let mut r = StatsResult { samples: 0, avg: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, series: 0 };
-    for id in series_for(engine, index, sel, mid) {
+    let ids = series_for(engine, index, sel, mid);
+    for &id in &ids {
         let s = source::stats(engine, id, from, to)?;
         if s.samples == 0 {
             continue;
@@ -318,12 +394,64 @@ pub fn stats(
         match cfg.aggregation {
             Aggregation::Sum => {}
             Aggregation::Avg => r.avg /= r.series as f64,
+            Aggregation::Max | Aggregation::Min => {
+                return combined_stats(engine, &ids, cfg.aggregation, cfg.frequency, from, to, r.series);
+            }
             Aggregation::None => {
                 return Err(QueryError::NoAggregation { metric: metric.to_owned(), series: r.series });
             }
         }
     }
     Ok(r)
+}
+
+/// Steps a stats query over a `max`/`min` combination samples at a time (bounds its memory).
+const STATS_WINDOW: i128 = 1 << 16;
+
+/// Stats of the `max`/`min` combination of the series `ids` over `[from, to)`: of exactly the values [`read`]
+/// gives at native resolution (steps `from + k*F < to`), NaN steps skipped. Only the steps within some
+/// series' extent are sampled, a window at a time, so a long range costs neither time nor memory and,
+/// unlike a read, is not limited to [`MAX_POINTS`] steps. `series` is what the caller counted.
+fn combined_stats(
+    engine: &Engine,
+    ids: &[SeriesId],
+    agg: Aggregation,
+    f: i64,
+    from: i64,
+    to: i64,
+    series: usize,
+) -> Result<StatsResult, QueryError> {
+    let (from_w, f_w) = (i128::from(from), i128::from(f));
+    let n = (i128::from(to) - from_w + f_w - 1).div_euclid(f_w);
+    // Step k samples the slot containing from + k*F: those within [lo, hi) have ceil((lo - from) / F) <= k
+    // <= floor((hi - 1 - from) / F).
+    let (mut k0, mut k1) = (n, -1i128);
+    for &id in ids {
+        if let Some((lo, hi)) = source::extent(engine, id) {
+            k0 = k0.min((i128::from(lo) - from_w + f_w - 1).div_euclid(f_w).max(0));
+            k1 = k1.max((i128::from(hi) - 1 - from_w).div_euclid(f_w).min(n - 1));
+        }
+    }
+    let (mut samples, mut sum, mut min, mut max) = (0u64, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    let mut k = k0;
+    while k <= k1 {
+        let len = (k1 - k + 1).min(STATS_WINDOW);
+        // Within a series' extent, so a valid timestamp.
+        let t0 = (from_w + k * f_w) as i64;
+        for v in combine(engine, ids, agg, f, t0, len as usize)?.values {
+            if !v.is_nan() {
+                samples += 1;
+                sum += v;
+                min = min.min(v);
+                max = max.max(v);
+            }
+        }
+        k += len;
+    }
+    if samples == 0 {
+        return Ok(StatsResult { samples: 0, avg: f64::NAN, min: f64::NAN, max: f64::NAN, series });
+    }
+    Ok(StatsResult { samples, avg: sum / samples as f64, min, max, series })
 }
 
 /// Frees, in every series at or below the levels `sel` names (any metric), the pages whose every slot lies

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::storage::block::{Block, ChunkMeta};
+use crate::storage::head::file::PAGE_SLOTS;
 use crate::storage::head::HeadStats;
 use crate::storage::{Engine, SeriesId};
 
@@ -41,6 +42,26 @@ fn block_extent(blocks: &[Arc<Block>], id: SeriesId, limit: i64) -> Option<(i64,
                 let (a, e) = (c.start, c.end().min(limit));
                 r = Some(r.map_or((a, e), |(x, y)| (x.min(a), y.max(e))));
             }
+        }
+    }
+    r
+}
+
+/// The slot boundaries `[lo, hi)` of everything series `id` holds, its head pages (whole) and its block
+/// chunks, `None` if it holds nothing. A bound: slots inside may read as NaN. The head is read first and the
+/// block list taken after, as in [`sample_into`], so a compaction meanwhile cannot hide a page.
+pub(crate) fn extent(engine: &Engine, id: SeriesId) -> Option<(i64, i64)> {
+    let mut r: Option<(i64, i64)> = None;
+    if let Some((pages, f)) = engine.head().pages(id) {
+        if let (Some(first), Some(last)) = (pages.first(), pages.last()) {
+            let span = (PAGE_SLOTS as i64).saturating_mul(f);
+            r = Some((first.start, last.start.saturating_add(span)));
+        }
+    }
+    for b in engine.blocks().iter() {
+        for c in b.chunks_of(id) {
+            let (a, e) = (c.start, c.end());
+            r = Some(r.map_or((a, e), |(x, y)| (x.min(a), y.max(e))));
         }
     }
     r

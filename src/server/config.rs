@@ -43,7 +43,7 @@
 //!   `unknown key "metric-store.checkpoints.dirctory"`. Keys match exactly (Go's `encoding/json` also matches
 //!   them case-insensitively, so it would take `"Addr"`).
 //! - An unknown aggregation is an error naming the metric (cc-metric-store warns and uses none); `""` is
-//!   none, as there.
+//!   none, as there. silt also knows `"max"` and `"min"` (cc-metric-store only `"sum"` and `"avg"`).
 //! - A bad `checkpoint-interval` is an error (cc-metric-store logs it and uses 12h); `retention-in-memory`
 //!   and `checkpoint-interval` must be positive (a zero makes Go's ticker panic).
 //! - `memory-cap`, `num-workers`, `max-wal-size` must not be negative; `frequency` must be in
@@ -242,7 +242,7 @@ pub struct DebugConfig {
 pub struct MetricSpec {
     /// `frequency`: seconds between samples, at least 1.
     pub frequency: i64,
-    /// `aggregation`: `"sum"`, `"avg"`, or `null` / `""` for [`Aggregation::None`].
+    /// `aggregation`: `"sum"`, `"avg"`, `"max"`, `"min"`, or `null` / `""` for [`Aggregation::None`].
     pub aggregation: Aggregation,
 }
 
@@ -754,16 +754,21 @@ fn parse_metrics(o: &Obj<'_>, aggregation_required: bool) -> Result<BTreeMap<Str
         if aggregation_required && !m.map.contains_key("aggregation") {
             return Err(invalid(m.field("aggregation"), "required but missing (null for no aggregation)"));
         }
+        // null or "" is none, as in cc-metric-store ("none" is not a name there).
         let aggregation = match m.str("aggregation")? {
             None | Some("") => Aggregation::None,
-            Some("sum") => Aggregation::Sum,
-            Some("avg") => Aggregation::Avg,
-            Some(other) => {
-                return Err(invalid(
-                    m.field("aggregation"),
-                    format!("unknown aggregation {other:?} for metric {name:?} (expected \"sum\", \"avg\" or null)"),
-                ))
-            }
+            Some(other) => match Aggregation::from_name(other) {
+                Some(a) if a != Aggregation::None => a,
+                _ => {
+                    return Err(invalid(
+                        m.field("aggregation"),
+                        format!(
+                            "unknown aggregation {other:?} for metric {name:?} (expected \"sum\", \"avg\", \"max\", \"min\" \
+                             or null)"
+                        ),
+                    ))
+                }
+            },
         };
         metrics.insert(name.clone(), MetricSpec { frequency, aggregation });
     }

@@ -34,7 +34,7 @@
 //! | `window.aggregate` | `"count"`, `"sum"`, `"avg"`, `"min"`, `"max"` or `"last"`. |
 //! | `sink.metric` | The metric written, one sample per group and window at the group's path, at the window's start. It must differ from `source.metric`. Declared if missing; an error if declared with another frequency (or another aggregation, when `aggregation` is given). |
 //! | `sink.frequency` | Optional, the sink metric's frequency in seconds; defaults to `slide`. It must divide `slide`, so every window start is a slot of its own. |
-//! | `sink.aggregation` | Optional, how the sink metric combines children (`"sum"`, `"avg"`, `"none"`); defaults to `"sum"` for `count`/`sum` and `"avg"` otherwise. |
+//! | `sink.aggregation` | Optional, how the sink metric combines children (`"sum"`, `"avg"`, `"max"`, `"min"`, `"none"`); defaults to `"sum"` for `count`/`sum` and `"avg"` otherwise. |
 //! | `parallelism` | Optional, subtasks per operator, `1..=64`; defaults to 1. |
 //! | `checkpoint_interval_secs` | Optional, seconds between checkpoints (`> 0`); for the runtime that runs the graph. |
 //!
@@ -525,21 +525,14 @@ mod aggregation {
     pub fn serialize<S: Serializer>(a: &Option<Aggregation>, s: S) -> Result<S::Ok, S::Error> {
         match a {
             None => s.serialize_none(),
-            Some(Aggregation::None) => s.serialize_str("none"),
-            Some(Aggregation::Sum) => s.serialize_str("sum"),
-            Some(Aggregation::Avg) => s.serialize_str("avg"),
+            Some(a) => s.serialize_str(a.name()),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Aggregation>, D::Error> {
-        match Option::<String>::deserialize(d)?.as_deref() {
+        match Option::<String>::deserialize(d)? {
             None => Ok(None),
-            Some("none") => Ok(Some(Aggregation::None)),
-            Some("sum") => Ok(Some(Aggregation::Sum)),
-            Some("avg") => Ok(Some(Aggregation::Avg)),
-            Some(other) => Err(de::Error::custom(format!(
-                "sink.aggregation: unknown aggregation {other:?} (expected \"sum\", \"avg\" or \"none\")"
-            ))),
+            Some(name) => name.parse().map(Some).map_err(|e| de::Error::custom(format_args!("sink.aggregation: {e}"))),
         }
     }
 }

@@ -297,6 +297,33 @@ mod tests {
     }
 
     #[test]
+    fn max_and_min_round_trip_and_other_aggregation_bytes_are_refused() {
+        let mut m = sample();
+        m.metrics = vec![
+            MetricEntry {
+                name: "backpressure".into(),
+                config: MetricConfig { frequency: 60, aggregation: Aggregation::Max },
+            },
+            MetricEntry { name: "idle".into(), config: MetricConfig { frequency: 60, aggregation: Aggregation::Min } },
+        ];
+        let bytes = m.encode();
+        // Metric table at 56: name_len, 12 name bytes, frequency, then the aggregation byte.
+        let at = 56 + 1 + 12 + 8;
+        assert_eq!(bytes[at], 3, "Max");
+        assert_eq!(bytes[at + 1 + 4 + 8 + 1], 4, "Min");
+        assert_eq!(Manifest::decode(Path::new("M"), &bytes).ok(), Some(m));
+        for b in [5u8, 6, 0x80, 0xff] {
+            let mut bad = bytes.clone();
+            bad[at] = b;
+            let l = bad.len();
+            let crc = crc32fast::hash(&bad[..l - 4]);
+            bad[l - 4..].copy_from_slice(&crc.to_le_bytes());
+            let e = Manifest::decode(Path::new("M"), &bad).expect_err("unknown aggregation");
+            assert!(e.to_string().contains(&format!("unknown aggregation {b}")), "{e}");
+        }
+    }
+
+    #[test]
     fn any_flipped_byte_is_refused() {
         let bytes = sample().encode();
         for i in 0..bytes.len() {

@@ -185,15 +185,20 @@ fn aggregation_byte(a: Aggregation) -> u8 {
         Aggregation::None => 0,
         Aggregation::Sum => 1,
         Aggregation::Avg => 2,
+        Aggregation::Max => 3,
+        Aggregation::Min => 4,
     }
 }
 
-/// Decodes an aggregation byte.
+/// Decodes an aggregation byte (`format/wal.md`, `format/manifest.md`): 0 None, 1 Sum, 2 Avg, 3 Max, 4 Min;
+/// any other byte is refused.
 pub fn aggregation_from(b: u8) -> Result<Aggregation, CorruptionKind> {
     Ok(match b {
         0 => Aggregation::None,
         1 => Aggregation::Sum,
         2 => Aggregation::Avg,
+        3 => Aggregation::Max,
+        4 => Aggregation::Min,
         other => return Err(bad(format!("unknown aggregation {other}"))),
     })
 }
@@ -409,6 +414,30 @@ mod tests {
         let mut buf = Vec::new();
         let k = encode(&mut buf, &d);
         assert_eq!(decode(k, &buf), Ok(d));
+    }
+
+    #[test]
+    fn every_aggregation_byte_round_trips_and_others_are_refused() {
+        for (i, a) in Aggregation::ALL.into_iter().enumerate() {
+            assert_eq!(aggregation_to(a), i as u8, "{a:?}");
+            assert_eq!(aggregation_from(i as u8), Ok(a));
+            let p = Payload::DeclareMetric {
+                id: 1,
+                name: "m".into(),
+                config: MetricConfig { frequency: 10, aggregation: a },
+            };
+            let mut buf = Vec::new();
+            let k = encode(&mut buf, &p);
+            assert_eq!(buf.last(), Some(&(i as u8)), "the aggregation is the payload's last byte");
+            assert_eq!(decode(k, &buf), Ok(p));
+        }
+        for b in 5..=u8::MAX {
+            assert!(aggregation_from(b).is_err(), "byte {b}");
+            let mut buf = Vec::new();
+            encode_declare_metric(&mut buf, 0, "x", MetricConfig { frequency: 60, aggregation: Aggregation::Sum });
+            *buf.last_mut().expect("payload") = b;
+            assert!(decode(Kind::DeclareMetric as u8, &buf).is_err(), "byte {b}");
+        }
     }
 
     #[test]
