@@ -128,7 +128,7 @@ impl JobMetric {
     /// maximum.
     pub fn aggregation(self) -> Aggregation {
         match self {
-            JobMetric::Backpressure => Aggregation::Avg, // TEMP-MAX
+            JobMetric::Backpressure => Aggregation::Max,
             _ => Aggregation::Sum,
         }
     }

@@ -112,4 +112,31 @@ mod tests {
         assert!(empty.operators[0].metrics.iter().all(|m| m.subtasks.iter().all(|s| s.points.is_empty())));
         assert!(report(&db, "bad/job", 0, 1).is_err());
     }
+
+    #[test]
+    fn an_operator_level_query_sums_rates_and_takes_the_largest_backpressure() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(tmp.path(), Options { checkpoint_interval: None, ..Options::default() }).expect("open");
+        declare(&db).expect("declare");
+        let mut b = Batch::new();
+        let values = vec![
+            ("map".to_owned(), 0, JobMetric::MessagesRecv, 5.0),
+            ("map".to_owned(), 1, JobMetric::MessagesRecv, 10.0),
+            ("map".to_owned(), 0, JobMetric::Backpressure, 0.9),
+            ("map".to_owned(), 1, JobMetric::Backpressure, 0.2),
+        ];
+        push_tick(&mut b, "j", 1000, &values);
+        db.write(&b).expect("write");
+        let op =
+            Selector::new(Namespace::Job, vec![SelectorElement::Name("j".into()), SelectorElement::Name("map".into())])
+                .expect("selector");
+        let read = |m: JobMetric| db.query(&op, m.stored(), 1000, 1002, crate::ReadOptions::default()).expect("query");
+        let recv = read(JobMetric::MessagesRecv);
+        assert_eq!((recv.values.clone(), recv.series), (vec![15.0], 2));
+        assert_eq!(read(JobMetric::Backpressure).values, vec![0.9]);
+        // The job level too.
+        let job = selector("j").expect("selector");
+        let bp = db.query(&job, JobMetric::Backpressure.stored(), 1000, 1002, crate::ReadOptions::default());
+        assert_eq!(bp.expect("query").values, vec![0.9]);
+    }
 }
