@@ -20,8 +20,11 @@
 //! - InfluxDB 1.x (`influxd`): `/write?db=bench&precision=s`; the cache is snapshotted to TSM after 10 s cold
 //!   and fully compacted after 30 s; queries: InfluxQL `GROUP BY time(60s)`.
 //! - silt (`silt serve`, built in release mode by cargo with this bench): `/api/write`, the config declares
-//!   the metrics (hwthread metrics sum, node metrics avg) with `retention-in-memory` 1h (older pages are
-//!   compacted into blocks) and `checkpoint-interval` 10s; queries: `/api/query`.
+//!   the metrics (hwthread metrics sum, node metrics avg) with cc-metric-store's `retention-in-memory` of
+//!   48h (so the day stays in the head: a shorter one would compact pages while the backfill still writes
+//!   into them, and silt refuses samples for sealed pages as too old) and `checkpoint-interval` 10s (the
+//!   flush: a checkpoint drops the WAL segments below it); queries: `/api/query` (the all-host average is
+//!   a query without `host`, silt's extension of cc-metric-store's API).
 //!
 //! Run: `benches/peers/run.sh` (installs the peers, then `cargo bench --bench peers`). Environment:
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
@@ -244,7 +247,7 @@ impl Server {
                 metrics.pop();
                 let config = format!(
                     r#"{{"main": {{"addr": "{addr}"}}, "metrics": {{{metrics}}},
-                        "metric-store": {{"retention-in-memory": "1h", "memory-cap": 0, "checkpoint-interval": "10s",
+                        "metric-store": {{"retention-in-memory": "48h", "memory-cap": 0, "checkpoint-interval": "10s",
                                           "checkpoints": {{"directory": "{}"}}}}}}"#,
                     data.display()
                 );
