@@ -102,6 +102,24 @@ fn serve_refuses_what_it_cannot_honour() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a silt data directory"));
+    // --durability takes sync, none and an interval, and refuses anything else with the accepted forms.
+    for ok in ["sync", "none", "100ms"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_silt"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--durability", ok, "--data"])
+            .arg(&foreign)
+            .output()
+            .expect("run");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a silt data directory"), "{ok}");
+    }
+    for bad in ["0ms", "always", "100"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_silt"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--durability", bad, "--data"])
+            .arg(&foreign)
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("expected sync, none"), "{bad}");
+    }
     // --metric takes every aggregation name (the same directory: the parse passed, the data directory did
     // not) and refuses others, listing the names.
     let out = Command::new(env!("CARGO_BIN_EXE_silt"))

@@ -28,12 +28,14 @@
 //!
 //! Run: `benches/peers/run.sh` (installs the peers, then `cargo bench --bench peers`). Environment:
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
-//! `silt,victoria-metrics,influxdb`; those not installed are skipped), `PEERS_QUERY_RUNS` (21),
+//! `silt,silt-100ms,victoria-metrics,influxdb`; `silt-100ms` is `silt serve --durability 100ms`; those
+//! not installed are skipped), `PEERS_QUERY_RUNS` (21),
 //! `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
 //! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
 
 #[path = "../support/http.rs"]
 mod http;
+mod workload;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -42,134 +44,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{peak_rss_bytes, process_cpu_seconds, thread_cpu_seconds, Client};
-use rand::{Rng, SeedableRng};
+use workload::{push_fixed, Writer, FREQ, HW, NODE, THREADS};
 
 const WRITERS: usize = 4;
-const THREADS: usize = 128;
-const FREQ: i64 = 60;
-
-/// A metric's values: a random walk in integer units of `10^-dec`, within `[lo, hi]`, moving by at most
-/// `step` units per sample, and only with probability `moves`.
-struct Shape {
-    name: &'static str,
-    lo: i64,
-    hi: i64,
-    step: i64,
-    dec: u32,
-    moves: f64,
-}
-
-const fn shape(name: &'static str, lo: i64, hi: i64, step: i64, dec: u32, moves: f64) -> Shape {
-    Shape { name, lo, hi, step, dec, moves }
-}
-
-const HW: [Shape; 10] = [
-    shape("cpu_load", 0, 100, 8, 2, 1.0),
-    shape("cpu_user", 0, 1000, 40, 1, 1.0),
-    shape("flops_any", 0, 500_000, 5_000, 2, 1.0),
-    shape("flops_dp", 0, 250_000, 2_500, 2, 1.0),
-    shape("flops_sp", 0, 500_000, 5_000, 2, 1.0),
-    shape("ipc", 0, 4_000, 100, 3, 1.0),
-    shape("clock", 1_000, 3_500, 100, 0, 0.1),
-    shape("cpu_power", 0, 3_000, 50, 1, 1.0),
-    shape("mem_bw", 0, 20_000, 500, 2, 1.0),
-    shape("vectorization_ratio", 0, 1_000, 30, 1, 1.0),
-];
-
-const NODE: [Shape; 10] = [
-    shape("mem_used", 0, 25_600, 200, 2, 1.0),
-    shape("mem_cached", 0, 6_400, 50, 2, 1.0),
-    shape("net_bytes_in", 0, 1_000_000_000, 20_000_000, 0, 1.0),
-    shape("net_bytes_out", 0, 1_000_000_000, 20_000_000, 0, 1.0),
-    shape("ib_recv", 0, 1_000_000_000, 50_000_000, 0, 1.0),
-    shape("ib_xmit", 0, 1_000_000_000, 50_000_000, 0, 1.0),
-    shape("lustre_read_bw", 0, 500_000, 10_000, 2, 1.0),
-    shape("lustre_write_bw", 0, 500_000, 10_000, 2, 1.0),
-    shape("nfs_ops", 0, 10_000, 300, 0, 1.0),
-    shape("cpu_temp", 30, 90, 2, 0, 0.3),
-];
-
-/// Appends `v` (in units of `10^-dec`) in decimal.
-fn push_fixed(out: &mut Vec<u8>, v: i64, dec: u32) {
-    let mut digits = [0u8; 24];
-    let neg = v < 0;
-    let mut n = v.unsigned_abs();
-    let mut i = digits.len();
-    let mut written = 0;
-    while n > 0 || written <= dec {
-        if written == dec && dec > 0 {
-            i -= 1;
-            digits[i] = b'.';
-        }
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        written += 1;
-    }
-    if neg {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// The series state of the hosts one writer sends, and its line prefixes.
-struct Writer {
-    hosts: Vec<usize>,
-    /// Per host: `[thread][metric]` then node metrics, current values.
-    values: Vec<Vec<i64>>,
-    /// Per host: the line prefixes (measurement and tags, up to the space before `value=`), same order.
-    prefixes: Vec<Vec<Vec<u8>>>,
-    rng: rand::rngs::StdRng,
-}
-
-impl Writer {
-    fn new(w: usize, hosts: usize) -> Writer {
-        let hosts: Vec<usize> = (w..hosts).step_by(WRITERS).collect();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5117 + w as u64);
-        let mut values = Vec::new();
-        let mut prefixes = Vec::new();
-        for &h in &hosts {
-            let mut v = Vec::with_capacity(THREADS * HW.len() + NODE.len());
-            let mut p = Vec::with_capacity(v.capacity());
-            for t in 0..THREADS {
-                for s in &HW {
-                    v.push(rng.gen_range(s.lo..=s.hi));
-                    p.push(format!("{},cluster=bench,hostname=n{h:04},type=hwthread,type-id={t}", s.name).into_bytes());
-                }
-            }
-            for s in &NODE {
-                v.push(rng.gen_range(s.lo..=s.hi));
-                p.push(format!("{},cluster=bench,hostname=n{h:04},type=node", s.name).into_bytes());
-            }
-            values.push(v);
-            prefixes.push(p);
-        }
-        Writer { hosts, values, prefixes, rng }
-    }
-
-    /// The body of host `i` (of this writer) at time `ts`, advancing its values.
-    fn body(&mut self, i: usize, ts: i64, out: &mut Vec<u8>) {
-        out.clear();
-        let mut ts_text = Vec::new();
-        push_fixed(&mut ts_text, ts, 0);
-        let shapes = HW.iter().cycle().take(THREADS * HW.len()).chain(NODE.iter());
-        for ((v, p), s) in self.values[i].iter_mut().zip(&self.prefixes[i]).zip(shapes) {
-            if s.moves >= 1.0 || self.rng.gen_bool(s.moves) {
-                *v = (*v + self.rng.gen_range(-s.step..=s.step)).clamp(s.lo, s.hi);
-            }
-            out.extend_from_slice(p);
-            out.extend_from_slice(b" value=");
-            push_fixed(out, *v, s.dec);
-            out.push(b' ');
-            out.extend_from_slice(&ts_text);
-            out.push(b'\n');
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
+    /// `silt serve` as it ships: a write is acknowledged after its WAL fsync.
     Silt,
+    /// `silt serve --durability 100ms`: acknowledged once written to the OS, fsynced within 100 ms (closer
+    /// to what the peers do: VictoriaMetrics flushes about once a second).
+    SiltInterval,
     Victoria,
     Influx,
 }
@@ -178,6 +63,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Silt => "silt",
+            System::SiltInterval => "silt-100ms",
             System::Victoria => "victoria-metrics",
             System::Influx => "influxdb",
         }
@@ -185,7 +71,7 @@ impl System {
 
     fn write_path(self) -> &'static str {
         match self {
-            System::Silt => "/api/write",
+            System::Silt | System::SiltInterval => "/api/write",
             System::Victoria => "/write?precision=s",
             System::Influx => "/write?db=bench&precision=s",
         }
@@ -193,7 +79,7 @@ impl System {
 
     fn installed(self) -> bool {
         match self {
-            System::Silt => true,
+            System::Silt | System::SiltInterval => true,
             System::Victoria => which("victoria-metrics"),
             System::Influx => which("influxd"),
         }
@@ -239,7 +125,7 @@ impl Server {
         std::fs::create_dir_all(&data).expect("data dir");
         let log = std::fs::File::create(dir.join("server.log")).expect("log");
         let mut cmd = match system {
-            System::Silt => {
+            System::Silt | System::SiltInterval => {
                 let mut metrics = String::new();
                 for (s, agg) in HW.iter().map(|s| (s, "sum")).chain(NODE.iter().map(|s| (s, "avg"))) {
                     let _ = write!(metrics, r#""{}": {{"frequency": {FREQ}, "aggregation": "{agg}"}},"#, s.name);
@@ -255,6 +141,9 @@ impl Server {
                 std::fs::write(&path, config).expect("config");
                 let mut c = Command::new(env!("CARGO_BIN_EXE_silt"));
                 c.arg("serve").arg("--config").arg(path).env("RUST_LOG", "warn");
+                if system == System::SiltInterval {
+                    c.args(["--durability", "100ms"]);
+                }
                 c
             }
             System::Victoria => {
@@ -301,7 +190,7 @@ impl Server {
 
     fn wait_ready(&self) {
         let path = match self.system {
-            System::Silt => "/api/healthcheck",
+            System::Silt | System::SiltInterval => "/api/healthcheck",
             System::Victoria => "/health",
             System::Influx => "/ping",
         };
@@ -349,7 +238,7 @@ impl Server {
         };
         let end = to - FREQ; // the last sample's time; ranges below are [from, to)
         match self.system {
-            System::Silt => {
+            System::Silt | System::SiltInterval => {
                 let q = |body: &str| format!(r#"{{"cluster":"bench","from":{from},"to":{to},"queries":[{body}]}}"#);
                 vec![
                     (
@@ -442,7 +331,9 @@ struct Figures {
 fn points_in(system: System, body: &[u8]) -> usize {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
     match system {
-        System::Silt => v["results"][0][0]["data"].as_array().map_or(0, |a| a.iter().filter(|x| !x.is_null()).count()),
+        System::Silt | System::SiltInterval => {
+            v["results"][0][0]["data"].as_array().map_or(0, |a| a.iter().filter(|x| !x.is_null()).count())
+        }
         System::Victoria => v["data"]["result"][0]["values"].as_array().map_or(0, Vec::len),
         System::Influx => v["results"][0]["series"][0]["values"].as_array().map_or(0, Vec::len),
     }
@@ -462,7 +353,7 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
         .map(|w| {
             std::thread::spawn(move || {
                 let cpu = thread_cpu_seconds();
-                let mut gen = Writer::new(w, hosts);
+                let mut gen = Writer::new(w, WRITERS, hosts);
                 let mut client = Client::connect(addr);
                 let mut body = Vec::with_capacity(1 << 17);
                 for step in 0..steps {
@@ -480,6 +371,16 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
     let samples = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64;
     server.flush();
     let cpu = process_cpu_seconds(&pid) - cpu0;
+    if matches!(system, System::Silt | System::SiltInterval) {
+        // Every sample was stored, none refused (the query answers below show each peer's completeness).
+        let text = String::from_utf8_lossy(&Client::connect(addr).ok("GET", "/metrics", b"")).into_owned();
+        let stored: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"silt_samples_total{outcome="stored"} "#))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert_eq!(stored as u64, samples, "{}: samples stored", system.name());
+    }
     let bytes = disk_bytes(&server.data);
     let (from, to) = (t0, t0 + steps * FREQ);
     let mut client = Client::connect(addr);
@@ -527,7 +428,8 @@ fn table(figs: &[Figures], hosts: usize, steps: i64) -> String {
          for the rest).\n",
         figs.first().map_or(0, |f| f.samples)
     );
-    let peers: Vec<&Figures> = figs.iter().filter(|f| f.system != System::Silt).collect();
+    let peers: Vec<&Figures> =
+        figs.iter().filter(|f| !matches!(f.system, System::Silt | System::SiltInterval)).collect();
     let best = |f: &dyn Fn(&Figures) -> f64, higher: bool| -> Option<f64> {
         peers.iter().map(|p| f(p)).reduce(|a, b| if (a > b) == higher { a } else { b })
     };
@@ -586,11 +488,11 @@ fn main() {
     let steps = if full { env_or("PEERS_STEPS", 1440i64) } else { 3 };
     let runs = if full { env_or("PEERS_QUERY_RUNS", 21usize) } else { 3 };
     let wanted = if full {
-        std::env::var("PEERS_SYSTEMS").unwrap_or_else(|_| "silt,victoria-metrics,influxdb".into())
+        std::env::var("PEERS_SYSTEMS").unwrap_or_else(|_| "silt,silt-100ms,victoria-metrics,influxdb".into())
     } else {
         "silt".into()
     };
-    let systems: Vec<System> = [System::Silt, System::Victoria, System::Influx]
+    let systems: Vec<System> = [System::Silt, System::SiltInterval, System::Victoria, System::Influx]
         .into_iter()
         .filter(|s| wanted.split(',').any(|w| w.trim() == s.name()))
         .filter(|s| {

@@ -140,6 +140,25 @@ struct ServeArgs {
     /// Worker slots (threads) of the stream engine [default: the number of cores, at least 2].
     #[arg(long)]
     stream_slots: Option<usize>,
+    /// When a write is acknowledged: `sync` (after its WAL fsync, shared by the writes that arrive
+    /// together), `<N>ms` (once written to the OS, fsync at most N ms later: a crash of the machine may
+    /// lose the last N ms, a crash of silt alone loses nothing), or `none` (fsync only at checkpoints)
+    /// [default: sync].
+    #[arg(long, value_parser = parse_durability)]
+    durability: Option<silt::Durability>,
+}
+
+fn parse_durability(s: &str) -> Result<silt::Durability, String> {
+    match s {
+        "sync" => Ok(silt::Durability::Sync),
+        "none" => Ok(silt::Durability::None),
+        _ => s
+            .strip_suffix("ms")
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .map(silt::Durability::IntervalMs)
+            .ok_or_else(|| format!("{s:?}: expected sync, none, or a positive interval such as 100ms")),
+    }
 }
 
 fn parse_metric(s: &str) -> Result<(String, silt::MetricConfig), String> {
@@ -177,7 +196,10 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         data_dir: args.data.clone().unwrap_or_else(|| config.data_dir()),
         addr,
         metrics,
-        db: config.db_options(),
+        db: match args.durability {
+            Some(durability) => silt::Options { durability, ..config.db_options() },
+            None => config.db_options(),
+        },
         jwt_public_key: config.main.jwt_public_key.clone(),
         nats: config.nats.clone().map(|n| (n, config.metric_store.nats_subscriptions.clone())),
         tls: config.main.tls_files().map(|(c, k)| (c.to_owned(), k.to_owned())),

@@ -1,0 +1,175 @@
+//! The peer benchmark's workload (`benches/peers/`) without HTTP, so that the cost of the HTTP and parsing
+//! layers shows as the difference (issue #9).
+//!
+//! - `peers_embedded/rust_api`: one step of every host (105,780 samples) per iteration, from 4 writer
+//!   threads (each its share of the hosts, as in the HTTP run), one `Batch` per host by interned series id,
+//!   the timestamp advancing each iteration.
+//! - `peers_embedded/line_protocol`: the same, as line protocol through `LineWriter` (parsing and the
+//!   series cache, no HTTP), one body per host as the HTTP run sends them.
+//!
+//! Both under the durability `silt serve` uses (`Sync`: an fsync per batch, group-committed). After
+//! criterion it prints what a day of the workload takes on disk once compacted into blocks, for a few hosts
+//! (the floor of silt's bytes per sample with today's block codec).
+//!
+//! Run: `cargo bench --bench peers_embedded`. Under `cargo test --benches` it runs each once on 2 hosts.
+
+#[path = "peers/workload.rs"]
+mod workload;
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use silt::ingest::lineproto::Precision;
+use silt::ingest::writer::LineWriter;
+use silt::{Aggregation, Batch, Db, HostKey, MetricConfig, Options, SeriesId};
+use workload::{Writer, FREQ, HW, NODE, THREADS};
+
+/// Concurrent writers, as in the HTTP run.
+const WRITERS: usize = 4;
+
+fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn hosts() -> usize {
+    if full_run() {
+        82
+    } else {
+        2
+    }
+}
+
+fn open(dir: &std::path::Path) -> Db {
+    let db = Db::open(dir, Options { checkpoint_interval: None, ..Options::default() }).expect("open");
+    for (s, agg) in HW.iter().map(|s| (s, Aggregation::Sum)).chain(NODE.iter().map(|s| (s, Aggregation::Avg))) {
+        db.declare_metric(s.name, MetricConfig { frequency: FREQ, aggregation: agg }).expect("declare");
+    }
+    db
+}
+
+/// Every series of every host, interned, in the order [`Writer::step`] visits them.
+fn intern(db: &Db, hosts: usize) -> Vec<Vec<SeriesId>> {
+    (0..hosts)
+        .map(|h| {
+            let host = HostKey::new("bench", &format!("n{h:04}")).expect("key");
+            let mut ids = Vec::new();
+            for t in 0..THREADS {
+                let k = host.clone().component("hwthread", t).expect("key");
+                ids.extend(HW.iter().map(|s| db.series_id(&k, s.name).expect("intern")));
+            }
+            let node = host.clone();
+            ids.extend(NODE.iter().map(|s| db.series_id(&node, s.name).expect("intern")));
+            ids
+        })
+        .collect()
+}
+
+fn ingest(c: &mut Criterion) {
+    let hosts = hosts();
+    let per_step = (hosts * (THREADS * HW.len() + NODE.len())) as u64;
+    let mut g = c.benchmark_group("peers_embedded");
+    g.throughput(Throughput::Elements(per_step)).sample_size(10).measurement_time(Duration::from_secs(10));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    let ids = intern(&db, hosts);
+    let mut gens: Vec<Writer> = (0..WRITERS).map(|w| Writer::new(w, WRITERS, hosts)).collect();
+    let mut ts = 1_700_000_000i64;
+    let scale = |dec: u32| 10f64.powi(-(dec as i32));
+    g.bench_function("rust_api", |b| {
+        b.iter(|| {
+            ts += FREQ;
+            let (db, ids) = (&db, &ids);
+            std::thread::scope(|sc| {
+                for gen in gens.iter_mut() {
+                    sc.spawn(move || {
+                        let mut batch = Batch::new();
+                        for i in 0..gen.hosts.len() {
+                            let host_ids = &ids[gen.hosts[i]];
+                            batch.clear();
+                            gen.step(i, |k, _, v, dec| batch.push_id(host_ids[k], ts, v as f64 * scale(dec)));
+                            db.write(&batch).expect("write");
+                        }
+                    });
+                }
+            });
+        })
+    });
+
+    report_syncs("rust_api", &db);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    let lines = LineWriter::new();
+    let mut gens: Vec<Writer> = (0..WRITERS).map(|w| Writer::new(w, WRITERS, hosts)).collect();
+    let mut ts = 1_700_000_000i64;
+    g.bench_function("line_protocol", |b| {
+        b.iter(|| {
+            ts += FREQ;
+            let (db, lines) = (&db, &lines);
+            std::thread::scope(|sc| {
+                for gen in gens.iter_mut() {
+                    sc.spawn(move || {
+                        let mut body = Vec::new();
+                        for i in 0..gen.hosts.len() {
+                            gen.body(i, ts, &mut body);
+                            let r = lines.write(db, &body, None, Precision::Auto, ts).expect("write");
+                            assert!(r.error.is_none());
+                        }
+                    });
+                }
+            });
+        })
+    });
+    report_syncs("line_protocol", &db);
+    g.finish();
+}
+
+/// WAL fsyncs so far: how many, their mean time, and samples per fsync (what group commit achieved).
+fn report_syncs(what: &str, db: &Db) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = db.engine().stats();
+    let syncs = st.wal_syncs.load(Relaxed).max(1);
+    println!(
+        "peers_embedded/{what}: {syncs} WAL fsyncs, mean {:.2} ms, {:.0} samples per fsync",
+        st.wal_sync_nanos.load(Relaxed) as f64 / syncs as f64 / 1e6,
+        st.samples_stored.load(Relaxed) as f64 / syncs as f64
+    );
+}
+
+/// A day of `hosts` hosts, compacted into blocks: bytes of the block files per sample.
+fn compacted_bytes_per_sample(hosts: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    let ids = intern(&db, hosts);
+    let mut gen = Writer::new(0, 1, hosts);
+    let steps = 1440i64;
+    let t0 = 1_700_000_000i64;
+    let scale = |dec: u32| 10f64.powi(-(dec as i32));
+    for step in 0..steps {
+        for (i, host_ids) in ids.iter().enumerate() {
+            let mut batch = Batch::new();
+            gen.step(i, |k, _, v, dec| batch.push_id(host_ids[k], t0 + step * FREQ, v as f64 * scale(dec)));
+            db.write(&batch).expect("write");
+        }
+    }
+    let all = silt::Selector::all_hosts("bench").expect("selector");
+    // Every page whose slots all lie before the end: the day's full pages (a partly filled page stays).
+    db.compact_selector(&all, t0 + steps * FREQ + 512 * FREQ).expect("compact");
+    let blocks: u64 = std::fs::read_dir(dir.path().join("blocks"))
+        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    let samples = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64;
+    println!(
+        "peers_embedded: a day of {hosts} hosts ({samples} samples) compacted: {blocks} bytes of blocks, {:.3} bytes \
+         per sample",
+        blocks as f64 / samples as f64
+    );
+}
+
+fn compaction(_: &mut Criterion) {
+    compacted_bytes_per_sample(if full_run() { 4 } else { 1 });
+}
+
+criterion_group!(benches, ingest, compaction);
+criterion_main!(benches);
