@@ -323,3 +323,36 @@ async fn a_query_without_host_aggregates_the_cluster() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(b.contains("needs a host"), "{b}");
 }
+
+/// A sample the store refuses as too old (its range was freed) is never acknowledged with a 200: the answer
+/// is a 400 that counts it, and the body's other samples are stored (cc-metric-store answers 400 for a write
+/// "from past").
+#[tokio::test]
+async fn samples_refused_as_too_old_are_a_400_that_counts_them() {
+    let st = state();
+    let mut lines = String::new();
+    for i in 0..1024 {
+        lines.push_str(&format!("load,cluster=emmy,hostname=n1 value=1 {}\n", T + i * 10));
+    }
+    assert_eq!(call(&st, Method::POST, "/api/write", lines).await.0, StatusCode::OK);
+    let (s, _) = call(&st, Method::POST, &format!("/api/free?to={}", T + 5200), r#"[["emmy","n1"]]"#).await;
+    assert_eq!(s, StatusCode::OK);
+    // One sample into the freed first page, one after everything.
+    let lines = format!(
+        "load,cluster=emmy,hostname=n1 value=7 {}\nload,cluster=emmy,hostname=n1 value=9 {}\n",
+        T + 10,
+        T + 10240
+    );
+    let (s, b) = call(&st, Method::POST, "/api/write", lines).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+    assert!(v["error"].as_str().expect("error").starts_with("1 of 2 samples were not stored"), "{b}");
+    let q = format!(
+        r#"{{"cluster":"emmy","from":{},"to":{},"queries":[{{"metric":"load","host":"n1"}}]}}"#,
+        T + 10240,
+        T + 10250
+    );
+    let (s, b) = call(&st, Method::GET, "/api/query", q).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.contains(r#""data":[9.000]"#), "the other sample was stored: {b}");
+}

@@ -200,6 +200,17 @@ async fn write(
     blocking(move || {
         // Lines before a bad one are stored, as cc-metric-store does.
         let report = st.lines.write(&st.db, &body, p.cluster.as_deref(), Precision::Auto, unix_now())?;
+        // Samples the store refused (older than what it keeps for their series, or out of range) are never
+        // acknowledged with a 200: cc-metric-store answers 400 for a write "from past" too. The other
+        // samples were stored.
+        let refused = report.ack.map_or(0, |a| a.outcome.too_old + a.outcome.out_of_range);
+        if refused > 0 && report.error.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "{refused} of {} samples were not stored: older than the data kept for their series (freed or \
+                 compacted) or out of range; the others were stored",
+                report.added
+            )));
+        }
         match report.error {
             None => Ok(StatusCode::OK.into_response()),
             // A line over the limit is too large, not malformed (cc-metric-store's reader gives up on it).

@@ -148,9 +148,13 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, state: &AppState) {
             state.lines.write(&state.db, &job.payload, job.cluster.as_deref(), Precision::Auto, crate::db::unix_now());
         match report {
             Ok(r) => {
-                state.metrics.nats_message(r.error.is_none());
+                let refused = r.ack.map_or(0, |a| a.outcome.too_old + a.outcome.out_of_range);
+                state.metrics.nats_message(r.error.is_none() && refused == 0);
                 if let Some((line, e)) = r.error {
                     tracing::warn!(subject = %job.subject, line, error = %e, "NATS message: bad line");
+                }
+                if refused > 0 {
+                    tracing::warn!(subject = %job.subject, refused, "NATS message: samples older than the data kept");
                 }
             }
             Err(e) => {
