@@ -10,7 +10,7 @@ use crate::keys::{validate_name, Key};
 use crate::query::index::Index;
 use crate::query::selector::Selector;
 use crate::query::{self, DebugLevel, NodeHealth, QueryResult, ReadOptions, StatsResult};
-use crate::storage::engine::{Engine, EngineOptions, RecoveryReport};
+use crate::storage::engine::{Engine, EngineOptions, RecoveryReport, WritePause};
 use crate::storage::head::DEFAULT_PAGES_PER_FILE;
 use crate::storage::io::{StdVfs, Vfs};
 use crate::storage::wal::payload::Sample;
@@ -381,10 +381,10 @@ impl Db {
                 }
             }
         }
-        // Write taps (crate::tap): one relaxed load when there are none; delivered only if the write succeeds.
-        let tapped = self.inner.taps.select(&self.inner.engine, &samples);
-        let ack = self.inner.engine.write(samples, unknown)?;
-        if let Some(t) = tapped {
+        let (ack, samples) = self.inner.engine.write_returning(samples, unknown)?;
+        // Write taps (crate::tap): one relaxed load when there are none. Selected after the engine applied the
+        // write, so a write that misses a tap made meanwhile was applied before it (see `Db::pause_writes`).
+        if let Some(t) = self.inner.taps.select(&self.inner.engine, &samples) {
             t.deliver(ack.lsn);
         }
         let cap = self.inner.memory_cap_bytes;
@@ -501,6 +501,72 @@ impl Db {
         let (m, _) = self.inner.engine.metric(metric).ok_or_else(|| Error::UnknownMetric(metric.to_owned()))?;
         let Some(id) = self.inner.engine.lookup_series(m, &key.path().to_bytes()) else { return Ok(0) };
         Ok(self.inner.engine.free(vec![(id, before)])?)
+    }
+
+    /// Pauses the engine's writer once every write sent to it before the call is applied, until the returned
+    /// guard is dropped: a read of this database while the guard is held sees exactly the writes whose
+    /// acknowledgement LSN is at most [`WritePause::lsn`]. Ingest waits meanwhile, so hold it briefly, and
+    /// never write, sync or checkpoint while holding it (that would wait for the paused writer for ever).
+    ///
+    /// With a write tap ([`Db::tap`]) made before the pause, every write is either applied before the pause
+    /// or delivered to the tap (write taps select their samples after the engine applied the write), and a
+    /// tap batch whose [`crate::tap::TapBatch::lsn`] is at most the pause's LSN is one the read saw: the
+    /// stream engine's live source uses this to replay from the store without a gap or a duplicate.
+    pub(crate) fn pause_writes(&self) -> Result<WritePause, Error> {
+        Ok(self.inner.engine.pause()?)
+    }
+
+    /// Every series of the metric with id `metric` at or below the selector's levels (at any depth, as
+    /// [`Db::tap`] selects them), and how many series the registry held when they were listed: the ones
+    /// defined since are in `self.engine().series_since(n)`.
+    pub(crate) fn series_of(&self, sel: &Selector, metric: u32) -> (Vec<(SeriesId, crate::keys::SeriesPath)>, usize) {
+        let (ids, seen) = query::series_of_metric(&self.inner.engine, &self.inner.index, sel, metric);
+        let paths = ids
+            .into_iter()
+            .filter_map(|id| {
+                let (_, bytes) = self.inner.engine.series_info(id)?;
+                let (path, _) = crate::keys::SeriesPath::decode(&bytes).ok()?;
+                Some((id, path))
+            })
+            .collect();
+        (paths, seen)
+    }
+
+    /// The nominal time of the newest stored slot of series `id` (of frequency `f`), from the head, else
+    /// from the blocks (which hold only what is older than the head's pages); `None` if it holds nothing.
+    pub(crate) fn stored_last(&self, id: SeriesId, f: i64) -> Option<i64> {
+        let engine = &self.inner.engine;
+        engine.head().last_time(id).or_else(|| {
+            let blocks = engine.blocks();
+            let ends = blocks.iter().flat_map(|b| b.chunks_of(id)).filter(|c| c.count > 0 && c.frequency == f);
+            ends.map(|c| c.end() - f + f / 2).max()
+        })
+    }
+
+    /// The nominal time of the oldest stored slot of series `id` (of frequency `f`), from the blocks, else
+    /// from the head; `None` if it holds nothing.
+    pub(crate) fn stored_first(&self, id: SeriesId, f: i64) -> Option<i64> {
+        let engine = &self.inner.engine;
+        let blocks = engine.blocks();
+        let starts = blocks.iter().flat_map(|b| b.chunks_of(id)).filter(|c| c.count > 0 && c.frequency == f);
+        starts
+            .map(|c| c.start + f / 2)
+            .min()
+            .or_else(|| engine.head().pages(id).and_then(|(p, _)| p.first().map(|p| p.start + f / 2)))
+    }
+
+    /// Series `id` (of frequency `f`) at `t0 + k*f` for `k` in `0..n` into `out` (cleared first): the value
+    /// of the slot holding each time, NaN where it holds none, from the head and the blocks.
+    pub(crate) fn sample_series(
+        &self,
+        id: SeriesId,
+        f: i64,
+        t0: i64,
+        n: usize,
+        out: &mut Vec<f64>,
+    ) -> Result<(), Error> {
+        query::sample_series(&self.inner.engine, id, f, t0, n, out)?;
+        Ok(())
     }
 
     /// Checkpoints now: the head is made durable and the WAL below the returned LSN is dropped.

@@ -13,6 +13,13 @@
 //! several threads at once arrive in the order their calls finished with the engine, which need not be
 //! their log order ([`TapBatch::lsn`] gives that).
 //!
+//! "After the tap was made" is decided once the engine has applied the write: `Db::write` selects a
+//! write's samples for the taps after the engine answered it. So a write a tap does not get was applied
+//! before the tap was registered. A reader that registers a tap, then pauses the writer (`Db::pause_writes`)
+//! and reads the store, has every write either in the read (those at or below the pause's LSN) or in the
+//! tap (those above it, applied after the pause), and tells by [`TapBatch::lsn`] which tap batches the read
+//! already saw: nothing falls between the two (the stream engine's live source replays from the store so).
+//!
 //! # Cost
 //!
 //! With no tap, `Db::write` pays one relaxed atomic load. With taps, each write takes one lock per tap
@@ -65,7 +72,7 @@ impl TapShare {
 
     /// Whether this share takes the series with the encoded path `path`. The hash is of the canonical bytes,
     /// so it does not depend on interning order (series ids of one host's metrics interleave).
-    fn takes(&self, path: &[u8]) -> bool {
+    pub(crate) fn takes(&self, path: &[u8]) -> bool {
         if self.count <= 1 {
             return true;
         }
@@ -249,7 +256,7 @@ impl TapShared {
 
 /// Whether a selector covers a path: same namespace, and each element matches the segment at its level
 /// (the path may go deeper), as [`Db::series_under`] selects.
-fn covers(sel: &Selector, path: &SeriesPath) -> bool {
+pub(crate) fn covers(sel: &Selector, path: &SeriesPath) -> bool {
     let (elements, segments) = (sel.elements(), path.segments());
     path.namespace() == sel.namespace()
         && segments.len() >= elements.len()
@@ -479,6 +486,47 @@ mod tests {
         assert!(!covers(&job, &path("c", "h1", None)));
         let deep = Selector::exact(&path("c", "h1", Some(2)));
         assert!(!covers(&deep, &path("c", "h1", None)));
+    }
+
+    #[test]
+    fn a_write_applied_after_the_tap_was_made_is_tapped_and_a_pause_reads_up_to_its_lsn() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = crate::Options { checkpoint_interval: None, ..crate::Options::default() };
+        let db = std::sync::Arc::new(Db::open(tmp.path(), opts).expect("open"));
+        let cfg = crate::MetricConfig { frequency: 10, aggregation: crate::Aggregation::Avg };
+        db.declare_metric("load", cfg).expect("declare");
+        let key = HostKey::new("c", "h0").expect("key");
+        fn write(db: &Db, t: i64) -> crate::WriteAck {
+            let mut b = crate::Batch::new();
+            b.push(&HostKey::new("c", "h0").expect("key"), "load", t, t as f64);
+            db.write(&b).expect("write")
+        }
+        let first = write(&db, 1000);
+        // A write that reaches the engine while its writer is paused is applied after the tap below is made,
+        // so the tap gets it, although the write was called before.
+        let pause = db.pause_writes().expect("pause");
+        assert_eq!(pause.lsn(), first.lsn);
+        let writer = {
+            let db = db.clone();
+            std::thread::spawn(move || write(&db, 1010))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let sel = Selector::new(Namespace::Host, vec![]).expect("selector");
+        let tap = db.tap("load", &sel, 100).expect("tap");
+        assert!(tap.try_recv().is_none(), "not applied yet");
+        assert!(!writer.is_finished(), "a write waits while the writer is paused");
+        drop(pause);
+        let second = writer.join().expect("writer");
+        let b = tap.recv_timeout(Duration::from_secs(10)).expect("the write was applied after the tap was made");
+        assert_eq!((b.lsn(), b.len()), (second.lsn, 1));
+        // A pause sees exactly the writes up to its LSN.
+        let pause = db.pause_writes().expect("pause");
+        assert_eq!(pause.lsn(), second.lsn);
+        let r = db.read(&key, "load", 1000, 1020).expect("read");
+        assert_eq!(r.values, vec![1000.0, 1010.0]);
+        drop(pause);
+        // And the writer goes on after it.
+        assert!(write(&db, 1020).lsn > second.lsn);
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl Index {
         engine.series_count() == self.seen
     }
 
+    /// How many series of the registry (ids `0..n`) it holds.
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
     /// Adds the series registered since the last refresh.
     pub fn refresh(&mut self, engine: &Engine) {
         if engine.series_count() == self.seen {

@@ -466,6 +466,47 @@ pub fn compact(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i
     free_ids(engine, selected(engine, index, sel), before, true)
 }
 
+/// Every series of metric `metric` at or below the levels `sel` names, at any depth (as write taps select
+/// them, unlike [`read`], which stops at the first level holding the metric), and how many series of the
+/// registry (ids `0..n`) the index held when it listed them.
+pub(crate) fn series_of_metric(
+    engine: &Engine,
+    index: &RwLock<Index>,
+    sel: &Selector,
+    metric: u32,
+) -> (Vec<SeriesId>, usize) {
+    fn walk(l: &index::Level, metric: u32, out: &mut Vec<SeriesId>) {
+        out.extend(l.metrics.get(&metric));
+        for c in l.children.values() {
+            walk(c, metric, out);
+        }
+    }
+    refresh(engine, index);
+    let idx = index.read();
+    let mut out = Vec::new();
+    for l in idx.select(sel) {
+        walk(l, metric, &mut out);
+    }
+    (out, idx.seen())
+}
+
+/// One series at `t0 + k*F` for `k` in `0..n` into `out` (cleared first, NaN where it has no value), from
+/// the head and the blocks.
+pub(crate) fn sample_series(
+    engine: &Engine,
+    id: SeriesId,
+    f: i64,
+    t0: i64,
+    n: usize,
+    out: &mut Vec<f64>,
+) -> Result<(), QueryError> {
+    if source::sample_into(engine, id, f, t0, n, out)?.is_none() {
+        out.clear();
+        out.resize(n, f64::NAN);
+    }
+    Ok(())
+}
+
 /// Every series at or below the levels `sel` names, any metric.
 pub fn series_under(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<SeriesId> {
     selected(engine, index, sel)

@@ -12,6 +12,10 @@
 //! `IntervalMs`/`None` the batch is written to the OS, applied and answered at once; the fsync follows within
 //! the interval, or at the next checkpoint. The [`WriteAck`] says which applied.
 //!
+//! **Pause.** [`Engine::pause`] stops the writer thread between two groups, after every write logged so far is
+//! applied, until its guard is dropped: a reader then sees the head exactly at one LSN (the stream engine's
+//! live source replays from the store so).
+//!
 //! **Failure.** A failed WAL write or fsync makes the engine read-only ([`StorageError::PreviousIo`]): the
 //! state of what that write covered is unknown, so it is never retried as if it were safe.
 //!
@@ -395,13 +399,17 @@ pub const MAX_PATH_BYTES: usize = 4096;
 
 type Reply<T> = Sender<Result<T, StorageError>>;
 
+/// What a write is answered with: its acknowledgement, and the samples it applied handed back (empty for
+/// other operations), so that the caller can use them after the write without having copied them.
+type Written = (WriteAck, Vec<Sample>);
+
 enum Cmd {
     /// Records to log and apply. `samples` are applied after logging; `defs`/`declare` too.
     Write {
         records: Vec<(u8, Vec<u8>)>,
         op: Op,
         unknown: u64,
-        reply: Option<Reply<WriteAck>>,
+        reply: Option<Reply<Written>>,
     },
     Checkpoint {
         reply: Reply<Lsn>,
@@ -413,6 +421,27 @@ enum Cmd {
     Shutdown {
         reply: Reply<()>,
     },
+    /// Stop applying writes: answer with the LSN of the last record applied (every record logged before
+    /// it is applied by then), then wait until `resume` is dropped (see [`Engine::pause`]).
+    Pause {
+        reply: Reply<Lsn>,
+        resume: Receiver<()>,
+    },
+}
+
+/// The writer thread paused by [`Engine::pause`]: every record up to [`WritePause::lsn`] is applied and
+/// none after it is until this is dropped.
+#[must_use = "the writer resumes when this is dropped"]
+pub struct WritePause {
+    lsn: Lsn,
+    _resume: Sender<()>,
+}
+
+impl WritePause {
+    /// The LSN of the last record applied before the pause (0 if none was ever logged).
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
 }
 
 enum Op {
@@ -885,11 +914,21 @@ impl Engine {
     /// Writes samples (every id must come from [`Engine::intern`]); `unknown_metric` samples the caller could
     /// not resolve are counted in the outcome. Acknowledged under the database's durability.
     pub fn write(&self, samples: Vec<Sample>, unknown_metric: u64) -> Result<WriteAck, StorageError> {
+        self.write_returning(samples, unknown_metric).map(|(ack, _)| ack)
+    }
+
+    /// [`Engine::write`], handing the samples back once they are applied (`Db::write` gives them to the
+    /// write taps then).
+    pub fn write_returning(
+        &self,
+        samples: Vec<Sample>,
+        unknown_metric: u64,
+    ) -> Result<(WriteAck, Vec<Sample>), StorageError> {
         self.check_failed()?;
         if samples.is_empty() {
             let outcome = WriteOutcome { unknown_metric, ..WriteOutcome::default() };
             self.shared.stats.samples_unknown_metric.fetch_add(unknown_metric, Ordering::Relaxed);
-            return Ok(WriteAck { lsn: Lsn(0), durability: self.shared.durability, outcome });
+            return Ok((WriteAck { lsn: Lsn(0), durability: self.shared.durability, outcome }, samples));
         }
         // A sample takes at most 5 + 10 + 8 bytes.
         let per_record = ((self.shared.max_payload - 12) / 23).max(1);
@@ -905,7 +944,8 @@ impl Engine {
     /// Frees, per series, the pages whose every slot lies before the time. Returns the pages freed.
     pub fn free(&self, items: Vec<(SeriesId, i64)>) -> Result<u64, StorageError> {
         let records = self.range_records(payload::Kind::Free, &items)?;
-        let ack = self.call(|reply| Cmd::Write { records, op: Op::Free(items), unknown: 0, reply: Some(reply) })?;
+        let (ack, _) =
+            self.call(|reply| Cmd::Write { records, op: Op::Free(items), unknown: 0, reply: Some(reply) })?;
         Ok(ack.outcome.stored)
     }
 
@@ -914,7 +954,8 @@ impl Engine {
     /// write. Returns the pages sealed.
     pub fn seal(&self, items: Vec<(SeriesId, i64)>) -> Result<u64, StorageError> {
         let records = self.range_records(payload::Kind::Seal, &items)?;
-        let ack = self.call(|reply| Cmd::Write { records, op: Op::Seal(items), unknown: 0, reply: Some(reply) })?;
+        let (ack, _) =
+            self.call(|reply| Cmd::Write { records, op: Op::Seal(items), unknown: 0, reply: Some(reply) })?;
         Ok(ack.outcome.stored)
     }
 
@@ -1032,6 +1073,18 @@ impl Engine {
             return Ok(());
         }
         self.call(|reply| Cmd::Sync { reply })
+    }
+
+    /// Pauses the writer thread once every write sent before this call is applied, and keeps it paused
+    /// (writes wait in its channel; their callers block) until the returned [`WritePause`] is dropped.
+    /// While it is held, a read of the head or the blocks sees exactly the writes up to
+    /// [`WritePause::lsn`]. Hold it briefly, and never while waiting on the writer (a write, a sync, a
+    /// checkpoint): that would deadlock.
+    pub fn pause(&self) -> Result<WritePause, StorageError> {
+        self.check_failed()?;
+        let (resume_tx, resume_rx) = bounded(0);
+        let lsn = self.call(|reply| Cmd::Pause { reply, resume: resume_rx })?;
+        Ok(WritePause { lsn, _resume: resume_tx })
     }
 
     /// Reads the state blob `name` (`storage::state`); `None` if there is none.
@@ -1252,13 +1305,22 @@ impl Writer {
                     let _ = reply.send(r);
                     shutdown = true;
                 }
+                Cmd::Pause { reply, resume } => {
+                    // Every write logged so far was applied above (or in an earlier group).
+                    let lsn = Lsn(self.wal.next_lsn().0.saturating_sub(1));
+                    if reply.send(Ok(lsn)).is_ok() {
+                        // Returns when the `WritePause` is dropped (its sender goes).
+                        let _ = resume.recv();
+                    }
+                }
                 Cmd::Write { .. } => {}
             }
         }
         shutdown
     }
 
-    fn apply(&mut self, op: Op, unknown: u64, lsn: Lsn) -> Result<WriteAck, StorageError> {
+    fn apply(&mut self, op: Op, unknown: u64, lsn: Lsn) -> Result<Written, StorageError> {
+        let mut applied = Vec::new();
         let mut outcome = WriteOutcome { unknown_metric: unknown, ..WriteOutcome::default() };
         match op {
             Op::Declare { id, name, config } => {
@@ -1276,6 +1338,7 @@ impl Writer {
                 for s in &samples {
                     outcome.count(self.head.apply(s.series, s.ts, s.value)?);
                 }
+                applied = samples;
                 let st = &self.shared.stats;
                 st.samples_stored.fetch_add(outcome.stored, Ordering::Relaxed);
                 st.samples_too_old.fetch_add(outcome.too_old + outcome.out_of_range, Ordering::Relaxed);
@@ -1292,7 +1355,7 @@ impl Writer {
                 }
             }
         }
-        Ok(WriteAck { lsn, durability: self.shared.durability, outcome })
+        Ok((WriteAck { lsn, durability: self.shared.durability, outcome }, applied))
     }
 
     /// Takes the state for a checkpoint at the current LSN: seals the WAL segment and starts the next, so

@@ -9,7 +9,8 @@
 //!   channel sinks.
 //! - [`store`]: a scan of stored series as a source, and a sink that writes rows back as samples.
 //! - [`live`]: the live ingest stream as a source (every accepted write of a metric under a selector, read
-//!   from a [`crate::tap::WriteTap`]), partitioned by series, with a bounded-out-of-orderness watermark.
+//!   from a [`crate::tap::WriteTap`]), partitioned by series, with a bounded-out-of-orderness watermark;
+//!   restored from a checkpoint, it replays from the store the acknowledged samples it had not emitted.
 //! - [`spec`]: the declarative form of a rollup (JSON): validation, and the graph it builds.
 //! - [`runtime`]: tasks on worker slots (Arroyo's slot-filling), bounded queues counted in rows, watermarks
 //!   (the minimum over a task's live senders, ended and idle ones left out), aligned checkpoint barriers,

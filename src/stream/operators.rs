@@ -28,7 +28,7 @@ pub trait Source: Send {
     /// The next batch, if there is one now.
     fn poll(&mut self) -> Result<SourcePoll, StreamError>;
     /// The event time up to which this source has emitted everything (a watermark), asked after every
-    /// batch; `None` if it tracks none.
+    /// batch and after an idle poll; `None` if it tracks none.
     fn watermark(&self) -> Option<i64> {
         None
     }

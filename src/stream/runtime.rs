@@ -794,6 +794,12 @@ impl Task {
                     tokio::task::yield_now().await;
                 }
                 SourcePoll::Idle => {
+                    // A watermark may move without a batch (a live source ending its replay from the store).
+                    if let Some(w) = src.watermark().filter(|&w| last_wm.is_none_or(|l| w > l)) {
+                        last_wm = Some(w);
+                        self.watermarks.current = Some(w);
+                        self.advance(w).await?;
+                    }
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if !idle_said && since.elapsed() >= self.idle_after {
                         idle_said = true;
