@@ -146,6 +146,7 @@ fn tick(shared: &Shared, time_ms: i64) {
         let infos = engine.list();
         // Forget the rings of pipelines that are gone.
         st.jobs.retain(|j, _| infos.iter().any(|i| &i.name == j));
+        st.shapes.retain(|j, _| infos.iter().any(|i| &i.name == j));
         for info in infos {
             let Some(probe) = engine.get(&info.name).and_then(|h| h.probe()) else { continue };
             let subtasks = probe.read();
