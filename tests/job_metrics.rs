@@ -236,7 +236,7 @@ fn job_metrics_history_survives_a_restart() {
         streams.shutdown(Duration::from_secs(10));
         drop(c);
         drop(streams);
-        Arc::try_unwrap(db).ok().expect("the only handle").close().expect("close");
+        Arc::try_unwrap(db).unwrap_or_else(|_| panic!("the only handle")).close().expect("close");
         r
     };
     assert_eq!(before.operators.len(), 3);
