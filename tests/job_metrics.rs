@@ -93,6 +93,12 @@ fn graph(rate: f64, batch: usize, sink: NodeKind, sinks: usize) -> LogicalGraph 
     g
 }
 
+/// A sink that sends every batch to the returned receiver.
+fn channel_sink() -> (NodeKind, crossbeam_channel::Receiver<(usize, RecordBatch)>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    (NodeKind::Operator(Arc::new(move |s, _| Box::new(ChannelSink { subtask: s, tx: tx.clone() }))), rx)
+}
+
 fn open(dir: &std::path::Path) -> Arc<Db> {
     Arc::new(Db::open(dir, Options { checkpoint_interval: None, ..Options::default() }).expect("open"))
 }
@@ -136,8 +142,7 @@ fn rates_follow_the_injected_load() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let db = open(tmp.path());
     let streams = engine(&db);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let sink = NodeKind::Operator(Arc::new(move |s, _| Box::new(ChannelSink { subtask: s, tx: tx.clone() })));
+    let (sink, rx) = channel_sink();
     // 4000 rows/s in batches of 40: 100 batches/s.
     submit(&streams, "load", graph(4000.0, 40, sink, 1), 1 << 16);
     let c = Collector::new(db.clone(), Some(streams.clone()), Vec::new()).expect("collector");
@@ -222,8 +227,7 @@ fn job_metrics_history_survives_a_restart() {
     let before = {
         let db = open(tmp.path());
         let streams = engine(&db);
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        let sink = NodeKind::Operator(Arc::new(move |s, _| Box::new(ChannelSink { subtask: s, tx: tx.clone() })));
+        let (sink, _rx) = channel_sink();
         submit(&streams, "kept", graph(2000.0, 20, sink, 1), 1 << 16);
         let c = Collector::new(db.clone(), Some(streams.clone()), Vec::new()).expect("collector");
         // Ticks 2 s apart in the store's time (each in its own slot), driven by hand.

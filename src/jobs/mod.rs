@@ -91,32 +91,12 @@ impl JobMetric {
 
     /// Its name in reports and on `/metrics` (Arroyo's names).
     pub fn name(self) -> &'static str {
-        match self {
-            JobMetric::MessagesRecv => "messages_recv",
-            JobMetric::MessagesSent => "messages_sent",
-            JobMetric::BytesRecv => "bytes_recv",
-            JobMetric::BytesSent => "bytes_sent",
-            JobMetric::BatchesRecv => "batches_recv",
-            JobMetric::BatchesSent => "batches_sent",
-            JobMetric::Backpressure => "backpressure",
-            JobMetric::QueueSize => "queue_size",
-            JobMetric::QueueRemaining => "queue_remaining",
-        }
+        NAMES[self as usize].0
     }
 
     /// Its metric name in the store: `job_<name>`.
     pub fn stored(self) -> &'static str {
-        match self {
-            JobMetric::MessagesRecv => "job_messages_recv",
-            JobMetric::MessagesSent => "job_messages_sent",
-            JobMetric::BytesRecv => "job_bytes_recv",
-            JobMetric::BytesSent => "job_bytes_sent",
-            JobMetric::BatchesRecv => "job_batches_recv",
-            JobMetric::BatchesSent => "job_batches_sent",
-            JobMetric::Backpressure => "job_backpressure",
-            JobMetric::QueueSize => "job_queue_size",
-            JobMetric::QueueRemaining => "job_queue_remaining",
-        }
+        NAMES[self as usize].1
     }
 
     /// The metric with this stored name.
@@ -133,6 +113,19 @@ impl JobMetric {
         }
     }
 }
+
+/// Each [`JobMetric`]'s report name and stored name, in declaration order.
+const NAMES: [(&str, &str); 9] = [
+    ("messages_recv", "job_messages_recv"),
+    ("messages_sent", "job_messages_sent"),
+    ("bytes_recv", "job_bytes_recv"),
+    ("bytes_sent", "job_bytes_sent"),
+    ("batches_recv", "job_batches_recv"),
+    ("batches_sent", "job_batches_sent"),
+    ("backpressure", "job_backpressure"),
+    ("queue_size", "job_queue_size"),
+    ("queue_remaining", "job_queue_remaining"),
+];
 
 /// One value at a time (unix seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
