@@ -32,7 +32,10 @@ pub struct Options {
     /// The file system; default the real one. Tests pass a `storage::io::sim::SimVfs`.
     pub vfs: Arc<dyn Vfs>,
     /// How long data stays in the head (cc-metric-store's `retention-in-memory`): older pages are freed,
-    /// except below the levels [`Db::set_retention_keep`] names. `None` (default): kept until freed.
+    /// except below the levels [`Db::set_retention_keep`] names. `None` (default): kept until freed. With
+    /// [`Options::compaction`], each series' newest page stays in the head whatever its age, so that a
+    /// writer catching up on a backlog keeps filling it (only pages a newer one follows are compacted and
+    /// sealed).
     pub retention: Option<Duration>,
     /// Most bytes of head pages in use; past it the oldest pages go first. 0 (default): no cap.
     pub memory_cap_bytes: u64,
@@ -223,7 +226,9 @@ impl Inner {
             // Compact in hourly steps, so that blocks gather an hour of pages rather than a few per pass.
             before = before.div_euclid(COMPACTION_STEP) * COMPACTION_STEP;
         }
-        let n = query::free_except(&self.engine, &self.index, &keep, before, self.compaction)?;
+        // Compacting retention spares each series' newest page: a backfill far behind the clock keeps filling
+        // it instead of having its next samples refused by the seal.
+        let n = query::free_except(&self.engine, &self.index, &keep, before, self.compaction, self.compaction)?;
         if self.compaction {
             self.engine.merge_blocks(MERGE_TARGET_BYTES)?;
         }
@@ -245,7 +250,7 @@ impl Inner {
         }
         let excess = ((used - self.memory_cap_bytes).div_ceil(page)) as usize;
         let Some(cutoff) = query::oldest_pages_cutoff(&self.engine, &self.index, excess) else { return Ok(0) };
-        let freed = query::free_except(&self.engine, &self.index, &[], cutoff, self.compaction)?;
+        let freed = query::free_except(&self.engine, &self.index, &[], cutoff, self.compaction, false)?;
         if self.compaction {
             self.engine.merge_blocks(MERGE_TARGET_BYTES)?;
         }
@@ -453,7 +458,7 @@ impl Db {
 
     /// Frees pages older than `before` everywhere except at or below the levels the `keep` selectors name.
     pub fn free_except(&self, keep: &[Selector], before: i64) -> Result<u64, Error> {
-        Ok(query::free_except(&self.inner.engine, &self.inner.index, keep, before, false)?)
+        Ok(query::free_except(&self.inner.engine, &self.inner.index, keep, before, false, false)?)
     }
 
     /// cc-metric-store's health check of `nodes` of `cluster` against the `metrics` expected there, at `now`.

@@ -21,9 +21,9 @@
 //!   and fully compacted after 30 s; queries: InfluxQL `GROUP BY time(60s)`.
 //! - silt (`silt serve`, built in release mode by cargo with this bench): `/api/write`, the config declares
 //!   the metrics (hwthread metrics sum, node metrics avg) with cc-metric-store's `retention-in-memory` of
-//!   48h (so the day stays in the head: a shorter one would compact pages while the backfill still writes
-//!   into them, and silt refuses samples for sealed pages as too old) and `checkpoint-interval` 10s (the
-//!   flush: a checkpoint drops the WAL segments below it); queries: `/api/query` (the all-host average is
+//!   48h (`PEERS_SILT_RETENTION` sets another: with `1h`, pages that a newer one follows are compacted into
+//!   blocks as the backfill goes) and `checkpoint-interval` 10s (the flush: a checkpoint drops the WAL
+//!   segments below it); queries: `/api/query` (the all-host average is
 //!   a query without `host`, silt's extension of cc-metric-store's API).
 //!
 //! Run: `benches/peers/run.sh` (installs the peers, then `cargo bench --bench peers`). Environment:
@@ -133,9 +133,10 @@ impl Server {
                 metrics.pop();
                 let config = format!(
                     r#"{{"main": {{"addr": "{addr}"}}, "metrics": {{{metrics}}},
-                        "metric-store": {{"retention-in-memory": "48h", "memory-cap": 0, "checkpoint-interval": "10s",
+                        "metric-store": {{"retention-in-memory": "{retention}", "memory-cap": 0, "checkpoint-interval": "10s",
                                           "checkpoints": {{"directory": "{}"}}}}}}"#,
-                    data.display()
+                    data.display(),
+                    retention = std::env::var("PEERS_SILT_RETENTION").unwrap_or_else(|_| "48h".into()),
                 );
                 let path = dir.join("config.json");
                 std::fs::write(&path, config).expect("config");

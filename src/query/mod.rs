@@ -457,13 +457,13 @@ fn combined_stats(
 /// Frees, in every series at or below the levels `sel` names (any metric), the pages whose every slot lies
 /// before `before`. Returns the pages freed.
 pub fn free(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i64) -> Result<u64, QueryError> {
-    free_ids(engine, selected(engine, index, sel), before, false)
+    free_ids(engine, selected(engine, index, sel), before, false, false)
 }
 
 /// Compacts into one block, in every series at or below the levels `sel` names, the pages whose every slot
 /// lies before `before`, and frees them from the head. Returns the pages compacted.
 pub fn compact(engine: &Engine, index: &RwLock<Index>, sel: &Selector, before: i64) -> Result<u64, QueryError> {
-    free_ids(engine, selected(engine, index, sel), before, true)
+    free_ids(engine, selected(engine, index, sel), before, true, false)
 }
 
 /// Every series of metric `metric` at or below the levels `sel` names, at any depth (as write taps select
@@ -521,19 +521,29 @@ fn selected(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<Serie
     ids
 }
 
-fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64, compact: bool) -> Result<u64, QueryError> {
+fn free_ids(
+    engine: &Engine,
+    ids: Vec<SeriesId>,
+    before: i64,
+    compact: bool,
+    spare_newest: bool,
+) -> Result<u64, QueryError> {
     let head = engine.head();
+    let span = |f: i64| crate::storage::head::file::PAGE_SLOTS as i64 * f;
     let items: Vec<(SeriesId, i64)> = ids
         .into_iter()
-        // Only series with a whole page before `before`: nothing else would be freed or compacted.
-        .filter(|&id| {
-            head.pages(id).is_some_and(|(p, f)| {
-                p.first().is_some_and(|p| {
-                    p.start.saturating_add(crate::storage::head::file::PAGE_SLOTS as i64 * f) <= before
-                })
-            })
+        .filter_map(|id| {
+            let (pages, f) = head.pages(id)?;
+            // With `spare_newest`, the series' newest page and what follows it stay: a writer may still be
+            // filling it (a collector catching up on a backlog writes far behind the clock), and a seal there
+            // would refuse its next samples.
+            let before = match (spare_newest, pages.last()) {
+                (true, Some(newest)) => before.min(newest.start),
+                _ => before,
+            };
+            // Only series with a whole page before `before`: nothing else would be freed or compacted.
+            pages.first().filter(|p| p.start.saturating_add(span(f)) <= before).map(|_| (id, before))
         })
-        .map(|id| (id, before))
         .collect();
     if items.is_empty() {
         return Ok(0);
@@ -547,12 +557,15 @@ fn free_ids(engine: &Engine, ids: Vec<SeriesId>, before: i64, compact: bool) -> 
 /// Frees pages older than `before` in every series of every namespace except those at or below the levels
 /// the `keep` selectors name (cc-metric-store keeps the nodes of running jobs past retention). With
 /// `compact`, the pages are first compacted into a block (see `Engine::compact`), so they stay readable.
+/// With `spare_newest`, each series' newest page is left alone (and nothing at or after its start is
+/// sealed), so that a writer filling it, however far behind the clock, is never refused.
 pub fn free_except(
     engine: &Engine,
     index: &RwLock<Index>,
     keep: &[Selector],
     before: i64,
     compact: bool,
+    spare_newest: bool,
 ) -> Result<u64, QueryError> {
     refresh(engine, index);
     let idx = index.read();
@@ -572,7 +585,7 @@ pub fn free_except(
     }
     drop(idx);
     ids.retain(|id| !kept.contains(id));
-    free_ids(engine, ids, before, compact)
+    free_ids(engine, ids, before, compact, spare_newest)
 }
 
 /// The names of the children of the levels a selector names, sorted, without repeats (cc-metric-store's
