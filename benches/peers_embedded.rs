@@ -7,7 +7,8 @@
 //! - `peers_embedded/line_protocol`: the same, as line protocol through `LineWriter` (parsing and the
 //!   series cache, no HTTP), one body per host as the HTTP run sends them.
 //!
-//! Both under the durability `silt serve` uses (`Sync`: an fsync per batch, group-committed). After
+//! Each under the durability `silt serve` uses (`sync`: an fsync per batch, group-committed) and under
+//! `100ms` (the `silt-100ms` column of the HTTP run), with a checkpoint every 10 s as the server has. After
 //! criterion it prints what a day of the workload takes on disk once compacted into blocks, for a few hosts
 //! (the floor of silt's bytes per sample with today's block codec).
 //!
@@ -21,7 +22,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use silt::ingest::lineproto::Precision;
 use silt::ingest::writer::LineWriter;
-use silt::{Aggregation, Batch, Db, HostKey, MetricConfig, Options, SeriesId};
+use silt::{Aggregation, Batch, Db, Durability, HostKey, MetricConfig, Options, SeriesId};
 use workload::{Writer, FREQ, HW, NODE, THREADS};
 
 /// Concurrent writers, as in the HTTP run.
@@ -39,8 +40,10 @@ fn hosts() -> usize {
     }
 }
 
-fn open(dir: &std::path::Path) -> Db {
-    let db = Db::open(dir, Options { checkpoint_interval: None, ..Options::default() }).expect("open");
+fn open(dir: &std::path::Path, durability: Durability) -> Db {
+    // As the HTTP run's server: a checkpoint every 10 s.
+    let options = Options { durability, checkpoint_interval: Some(Duration::from_secs(10)), ..Options::default() };
+    let db = Db::open(dir, options).expect("open");
     for (s, agg) in HW.iter().map(|s| (s, Aggregation::Sum)).chain(NODE.iter().map(|s| (s, Aggregation::Avg))) {
         db.declare_metric(s.name, MetricConfig { frequency: FREQ, aggregation: agg }).expect("declare");
     }
@@ -70,58 +73,60 @@ fn ingest(c: &mut Criterion) {
     let mut g = c.benchmark_group("peers_embedded");
     g.throughput(Throughput::Elements(per_step)).sample_size(10).measurement_time(Duration::from_secs(10));
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = open(dir.path());
-    let ids = intern(&db, hosts);
-    let mut gens: Vec<Writer> = (0..WRITERS).map(|w| Writer::new(w, WRITERS, hosts)).collect();
-    let mut ts = 1_700_000_000i64;
-    let scale = |dec: u32| 10f64.powi(-(dec as i32));
-    g.bench_function("rust_api", |b| {
-        b.iter(|| {
-            ts += FREQ;
-            let (db, ids) = (&db, &ids);
-            std::thread::scope(|sc| {
-                for gen in gens.iter_mut() {
-                    sc.spawn(move || {
-                        let mut batch = Batch::new();
-                        for i in 0..gen.hosts.len() {
-                            let host_ids = &ids[gen.hosts[i]];
-                            batch.clear();
-                            gen.step(i, |k, _, v, dec| batch.push_id(host_ids[k], ts, v as f64 * scale(dec)));
-                            db.write(&batch).expect("write");
-                        }
-                    });
-                }
-            });
-        })
-    });
+    for (name, durability) in [("sync", Durability::Sync), ("100ms", Durability::IntervalMs(100))] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path(), durability);
+        let ids = intern(&db, hosts);
+        let mut gens: Vec<Writer> = (0..WRITERS).map(|w| Writer::new(w, WRITERS, hosts)).collect();
+        let mut ts = 1_700_000_000i64;
+        let scale = |dec: u32| 10f64.powi(-(dec as i32));
+        g.bench_function(format!("rust_api/{name}"), |b| {
+            b.iter(|| {
+                ts += FREQ;
+                let (db, ids) = (&db, &ids);
+                std::thread::scope(|sc| {
+                    for gen in gens.iter_mut() {
+                        sc.spawn(move || {
+                            let mut batch = Batch::new();
+                            for i in 0..gen.hosts.len() {
+                                let host_ids = &ids[gen.hosts[i]];
+                                batch.clear();
+                                gen.step(i, |k, _, v, dec| batch.push_id(host_ids[k], ts, v as f64 * scale(dec)));
+                                db.write(&batch).expect("write");
+                            }
+                        });
+                    }
+                });
+            })
+        });
 
-    report_syncs("rust_api", &db);
+        report_syncs(&format!("rust_api/{name}"), &db);
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = open(dir.path());
-    let lines = LineWriter::new();
-    let mut gens: Vec<Writer> = (0..WRITERS).map(|w| Writer::new(w, WRITERS, hosts)).collect();
-    let mut ts = 1_700_000_000i64;
-    g.bench_function("line_protocol", |b| {
-        b.iter(|| {
-            ts += FREQ;
-            let (db, lines) = (&db, &lines);
-            std::thread::scope(|sc| {
-                for gen in gens.iter_mut() {
-                    sc.spawn(move || {
-                        let mut body = Vec::new();
-                        for i in 0..gen.hosts.len() {
-                            gen.body(i, ts, &mut body);
-                            let r = lines.write(db, &body, None, Precision::Auto, ts).expect("write");
-                            assert!(r.error.is_none());
-                        }
-                    });
-                }
-            });
-        })
-    });
-    report_syncs("line_protocol", &db);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path(), durability);
+        let lines = LineWriter::new();
+        let mut gens: Vec<Writer> = (0..WRITERS).map(|w| Writer::new(w, WRITERS, hosts)).collect();
+        let mut ts = 1_700_000_000i64;
+        g.bench_function(format!("line_protocol/{name}"), |b| {
+            b.iter(|| {
+                ts += FREQ;
+                let (db, lines) = (&db, &lines);
+                std::thread::scope(|sc| {
+                    for gen in gens.iter_mut() {
+                        sc.spawn(move || {
+                            let mut body = Vec::new();
+                            for i in 0..gen.hosts.len() {
+                                gen.body(i, ts, &mut body);
+                                let r = lines.write(db, &body, None, Precision::Auto, ts).expect("write");
+                                assert!(r.error.is_none());
+                            }
+                        });
+                    }
+                });
+            })
+        });
+        report_syncs(&format!("line_protocol/{name}"), &db);
+    }
     g.finish();
 }
 
@@ -140,7 +145,7 @@ fn report_syncs(what: &str, db: &Db) {
 /// A day of `hosts` hosts, compacted into blocks: bytes of the block files per sample.
 fn compacted_bytes_per_sample(hosts: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = open(dir.path());
+    let db = open(dir.path(), Durability::IntervalMs(100));
     let ids = intern(&db, hosts);
     let mut gen = Writer::new(0, 1, hosts);
     let steps = 1440i64;

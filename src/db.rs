@@ -33,9 +33,9 @@ pub struct Options {
     pub vfs: Arc<dyn Vfs>,
     /// How long data stays in the head (cc-metric-store's `retention-in-memory`): older pages are freed,
     /// except below the levels [`Db::set_retention_keep`] names. `None` (default): kept until freed. With
-    /// [`Options::compaction`], each series' newest page stays in the head whatever its age, so that a
-    /// writer catching up on a backlog keeps filling it (only pages a newer one follows are compacted and
-    /// sealed).
+    /// [`Options::compaction`], a series' newest page stays in the head whatever its age until it is full,
+    /// so that a writer catching up on a backlog keeps filling it: only full pages are compacted and sealed.
+    /// (A series that stopped mid-page keeps that page in the head until the memory cap or a free takes it.)
     pub retention: Option<Duration>,
     /// Most bytes of head pages in use; past it the oldest pages go first. 0 (default): no cap.
     pub memory_cap_bytes: u64,
@@ -226,8 +226,8 @@ impl Inner {
             // Compact in hourly steps, so that blocks gather an hour of pages rather than a few per pass.
             before = before.div_euclid(COMPACTION_STEP) * COMPACTION_STEP;
         }
-        // Compacting retention spares each series' newest page: a backfill far behind the clock keeps filling
-        // it instead of having its next samples refused by the seal.
+        // Compacting retention spares each series' newest page until it is full: a backfill far behind the
+        // clock keeps filling it instead of having its next samples refused by the seal.
         let n = query::free_except(&self.engine, &self.index, &keep, before, self.compaction, self.compaction)?;
         if self.compaction {
             self.engine.merge_blocks(MERGE_TARGET_BYTES)?;

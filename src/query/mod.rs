@@ -534,10 +534,14 @@ fn free_ids(
         .into_iter()
         .filter_map(|id| {
             let (pages, f) = head.pages(id)?;
-            // With `spare_newest`, the series' newest page and what follows it stay: a writer may still be
-            // filling it (a collector catching up on a backlog writes far behind the clock), and a seal there
-            // would refuse its next samples.
+            // With `spare_newest`, nothing after the series' newest written slot is sealed, and a newest page
+            // that is not full stays: a writer may still be filling it (a collector catching up on a backlog
+            // writes far behind the clock), and a seal there would refuse its next samples. A full newest page
+            // goes (its writer has moved on to the next page's range, which stays open).
             let before = match (spare_newest, pages.last()) {
+                (true, Some(newest)) if head.page_len(newest) as usize >= crate::storage::head::file::PAGE_SLOTS => {
+                    before.min(newest.start.saturating_add(span(f)))
+                }
                 (true, Some(newest)) => before.min(newest.start),
                 _ => before,
             };
@@ -557,8 +561,8 @@ fn free_ids(
 /// Frees pages older than `before` in every series of every namespace except those at or below the levels
 /// the `keep` selectors name (cc-metric-store keeps the nodes of running jobs past retention). With
 /// `compact`, the pages are first compacted into a block (see `Engine::compact`), so they stay readable.
-/// With `spare_newest`, each series' newest page is left alone (and nothing at or after its start is
-/// sealed), so that a writer filling it, however far behind the clock, is never refused.
+/// With `spare_newest`, a series' newest page is left alone unless it is full, and nothing after it is
+/// sealed, so that a writer filling it, however far behind the clock, is never refused.
 pub fn free_except(
     engine: &Engine,
     index: &RwLock<Index>,

@@ -246,6 +246,11 @@ impl Head {
         Some((f.clone(), no % self.pages_per_file))
     }
 
+    /// How many slots of a page are defined: one past its last written slot (0 for an unknown page).
+    pub fn page_len(&self, page: &PageRef) -> u32 {
+        self.file_of(page.no).map_or(0, |(f, p)| f.len(p).load(Ordering::Acquire))
+    }
+
     /// The page list of a series (oldest first) and its frequency, or `None` for an unknown id.
     pub fn pages(&self, id: SeriesId) -> Option<(Arc<[PageRef]>, i64)> {
         let s = self.series.read().get(id.0 as usize)?.clone();
