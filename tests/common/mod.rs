@@ -13,9 +13,28 @@ pub struct Server {
     pub addr: SocketAddr,
 }
 
-/// Starts `silt <args>` and waits for the address it logs (`addr=…`).
+/// Makes `cmd`'s process get SIGKILL when the thread that spawns it ends, so that a test that fails (panics)
+/// before stopping its server never leaves one running.
+fn die_with_spawning_thread(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only `prctl`, which is
+    // async-signal-safe; it touches no memory of the parent.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    }
+}
+
+/// Starts `silt <args>` and waits for the address it logs (`addr=…`). The server is killed if the test's
+/// thread ends first.
 pub fn spawn_silt(args: &[&std::ffi::OsStr]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
+    let mut child = die_with_spawning_thread(&mut Command::new(env!("CARGO_BIN_EXE_silt")))
         .args(args)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
