@@ -52,10 +52,24 @@ struct Template {
 }
 
 impl Template {
-    fn matches(&self, i: usize, head: &[u8]) -> Option<SeriesId> {
+    /// Line `i`'s head, if the template has that many lines.
+    fn head(&self, i: usize) -> Option<&[u8]> {
         let end = *self.ends.get(i)? as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        if &self.heads[start..end] == head {
+        Some(&self.heads[start..end])
+    }
+
+    /// If `line` starts with line `i`'s head (which ends with the space that ends it) and that line's series
+    /// is known: the index of that space in `line`, and the series. The scan for a head's end reads only
+    /// the bytes up to it, so `line`'s head ends at the same place: no need to scan `line` again.
+    fn prefix_match(&self, i: usize, line: &[u8]) -> Option<(usize, SeriesId)> {
+        let head = self.head(i)?;
+        let id = self.ids[i]?;
+        line.starts_with(head).then(|| (head.len() - 1, id))
+    }
+
+    fn matches(&self, i: usize, head: &[u8]) -> Option<SeriesId> {
+        if self.head(i)? == head {
             self.ids[i]
         } else {
             None
@@ -158,14 +172,19 @@ impl LineWriter {
                 let offset = raw.as_ptr() as usize - body.as_ptr() as usize;
                 // Fast path: a known head, so only the fields and the timestamp are parsed.
                 if raw.len() <= MAX_LINE_BYTES {
-                    if let Some(end) = probe_head_end(raw) {
+                    // The template's line i, when this line starts with it, needs no scan for the head's end.
+                    let hit = if i > 0 { template.as_ref().and_then(|t| t.prefix_match(i, raw)) } else { None };
+                    if let Some(end) = hit.map(|(end, _)| end).or_else(|| probe_head_end(raw)) {
                         let head = &raw[..=end];
                         if i == 0 {
                             key.truncate(prefix);
                             key.extend_from_slice(head);
                             template = self.templates.read().by_first.get(key.as_slice()).cloned();
                         }
-                        let mut id = template.as_ref().and_then(|t| t.matches(i, head));
+                        let mut id = match hit {
+                            Some((_, id)) => Some(id),
+                            None => template.as_ref().and_then(|t| t.matches(i, head)),
+                        };
                         if id.is_some() {
                             template_hits += 1;
                         } else {
