@@ -700,6 +700,49 @@ pub(crate) fn parse_line_tail<'a>(line: &'a [u8], head_end: usize, out: &mut Lin
     Parser { s, i: head_end }.tail(out)
 }
 
+/// The common tail `value=<number>[ <timestamp>]` after the head ending at the space at `head_end`, read
+/// without the general parser: the value and the timestamp in seconds, as [`parse_line_tail`] and
+/// [`value_and_time`] would give them. `None` for any other tail, also a bad one: the caller then runs
+/// those two, which give the error. The number and the timestamp follow the same rules (the number goes
+/// through the same [`number`]); a tail of ASCII bytes keeps the line valid UTF-8 when its head is.
+pub(crate) fn fast_value_tail(line: &[u8], head_end: usize, precision: Precision, now: i64) -> Option<(f64, i64)> {
+    if line.len() > MAX_LINE_BYTES || !line.get(head_end..)?.is_ascii() {
+        return None;
+    }
+    let mut i = head_end;
+    while line.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    let rest = line[i..].strip_prefix(b"value=")?;
+    if !matches!(rest.first(), Some(b'-' | b'.' | b'0'..=b'9')) {
+        return None;
+    }
+    let end = rest.iter().position(|&c| c == b',' || is_ws(c)).unwrap_or(rest.len());
+    if rest.get(end) == Some(&b',') {
+        return None;
+    }
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let value = number(text, 0).ok()?.as_f64()?;
+    let skip_ws = |mut j: usize| {
+        while rest.get(j).is_some_and(|&c| is_ws(c)) {
+            j += 1;
+        }
+        j
+    };
+    let j = skip_ws(end);
+    if j == rest.len() {
+        return Some((value, now));
+    }
+    let ts_end = rest[j..].iter().position(|&c| is_ws(c)).map_or(rest.len(), |k| j + k);
+    let ts_text = std::str::from_utf8(&rest[j..ts_end]).ok()?;
+    let digits = ts_text.strip_prefix('-').unwrap_or(ts_text);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) || skip_ws(ts_end) != rest.len() {
+        return None;
+    }
+    let ts: i64 = ts_text.parse().ok()?;
+    Some((value, precision.to_unix_seconds(ts)))
+}
+
 /// Which escaping rules a name follows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -2081,6 +2124,39 @@ mod tests {
             let mut batch = Batch::new();
             if let Err(e) = decode_into(body.as_bytes(), &mut batch, Some("c"), Precision::Seconds, 0) {
                 prop_assert_eq!(batch.len(), e.added);
+            }
+        }
+    }
+
+    proptest! {
+        /// Where the fast tail reader answers, it answers as the general parser does.
+        #[test]
+        fn fast_value_tail_agrees_with_the_parser(
+            spaces in "[ ]{1,3}",
+            key in prop::sample::select(vec!["value", "value", "valu", "value2", "v"]),
+            number in prop::sample::select(vec![
+                "1", "-1", "0.25", "-.5", ".5", "1e3", "1.5E-2", "12i", "-7i", "9u", "1e999", "+1", "inf", "NaN",
+                "1.", "-", "t", "true", "\"1\"", "1,x=2", "0x1",
+            ]),
+            gap in "[ \t]{0,2}",
+            ts in prop::sample::select(vec!["", "1700000000", "1700000000000", "-5", "12a", "-", "99999999999999999999"]),
+            trailing in prop::sample::select(vec!["", " ", "\t", " x"]),
+        ) {
+            let line = format!("m,h=a{spaces}{key}={number}{gap}{ts}{trailing}");
+            let head_end = line.find(' ').expect("a space");
+            let fast = fast_value_tail(line.as_bytes(), head_end, Precision::Auto, 42);
+            let mut parsed = Line::default();
+            let slow = parse_line_tail(line.as_bytes(), head_end, &mut parsed)
+                .and_then(|()| value_and_time(&parsed, Precision::Auto, 42));
+            if let Some((v, t)) = fast {
+                let (sv, st) = slow.expect("the parser takes what the fast path takes");
+                prop_assert_eq!((v.to_bits(), t), (sv.to_bits(), st), "{}", line);
+            }
+            // The plain form is always taken by the fast path.
+            if key == "value" && gap.starts_with(' ') && matches!(number, "1" | "-1" | "0.25" | "12i")
+                && matches!(ts, "1700000000") && trailing.is_empty()
+            {
+                prop_assert!(fast.is_some(), "{}", line);
             }
         }
     }

@@ -26,8 +26,8 @@ use rustc_hash::FxHashMap;
 use crate::db::{Batch, Db, WriteAck};
 use crate::error::Error;
 use crate::ingest::lineproto::{
-    parse_line_head_end, parse_line_tail, to_sample, value_and_time, Decoder, Line, LineError, Precision,
-    MAX_LINE_BYTES,
+    fast_value_tail, parse_line_head_end, parse_line_tail, to_sample, value_and_time, Decoder, Line, LineError,
+    Precision, MAX_LINE_BYTES,
 };
 use crate::keys::Key;
 use crate::storage::SeriesId;
@@ -193,9 +193,12 @@ impl LineWriter {
                             id = cache.get(key.as_slice()).copied();
                         }
                         if let Some(id) = id {
-                            match parse_line_tail(raw, end, &mut line)
-                                .and_then(|()| value_and_time(&line, precision, now))
-                            {
+                            let parsed = match fast_value_tail(raw, end, precision, now) {
+                                Some(v) => Ok(v),
+                                None => parse_line_tail(raw, end, &mut line)
+                                    .and_then(|()| value_and_time(&line, precision, now)),
+                            };
+                            match parsed {
                                 Ok((value, ts)) => pending.push((Pending::Known(id), ts, value)),
                                 Err(e) => {
                                     error = Some((no, e));
