@@ -185,6 +185,14 @@ async fn a_missing_subtask_gives_partial_data_and_bad_requests_are_json_errors()
     assert!(body["error"].as_str().expect("error").contains("longer"), "{body}");
     let (s, _) = call(&st, Method::GET, "/api/jobs/old/metrics?from=abc", "").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Extreme times are a 400 too, never an overflow.
+    let uri = format!("/api/jobs/old/metrics?from={}&to={}", i64::MIN, i64::MAX);
+    let (s, body) = call(&st, Method::GET, &uri, "").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = call(&st, Method::GET, &format!("/api/jobs/old/metrics?to={}", i64::MIN), "").await;
+    // An empty range at the earliest time: the job's series, without points.
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["operators"][0]["metrics"][0]["subtasks"][0]["points"], serde_json::json!([]), "{body}");
     let (s, body) = call(&st, Method::GET, "/api/jobs/nothing/metrics", "").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
     // Without a collector: 503, and /metrics still answers.

@@ -56,11 +56,11 @@ pub(super) async fn metrics(
     };
     let now = unix_now();
     let to = p.to.unwrap_or(now + 1);
-    let from = p.from.unwrap_or(to - crate::jobs::rate::COLLECTION_TIME.as_secs() as i64);
+    let from = p.from.unwrap_or(to.saturating_sub(crate::jobs::rate::COLLECTION_TIME.as_secs() as i64));
     if from > to {
         return Err(bad(format!("from ({from}) is after to ({to})")));
     }
-    if to - from > MAX_RANGE_SECS {
+    if to.checked_sub(from).is_none_or(|d| d > MAX_RANGE_SECS) {
         return Err(bad(format!("the range {from}..{to} is longer than {MAX_RANGE_SECS} s")));
     }
     let db = st.db.clone();

@@ -80,6 +80,9 @@ pub struct ServerMetrics {
     jobs: Vec<(JobMetric, Family<Labels, FloatGauge>)>,
     service_total: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
     service_rate: Family<Labels, FloatGauge>,
+    /// Held from refilling the job and service families to encoding them, so that two scrapes at once
+    /// never see each other's half-filled families.
+    render: Mutex<()>,
 }
 
 const OUTCOMES: [&str; 3] = ["stored", "too_old", "unknown_metric"];
@@ -145,6 +148,7 @@ impl ServerMetrics {
             jobs,
             service_total,
             service_rate,
+            render: Mutex::new(()),
             registry,
             samples,
             wal_syncs,
@@ -219,6 +223,7 @@ impl ServerMetrics {
     /// Brings the engine's counters and the collector's kept data in and encodes everything in Prometheus
     /// text format.
     pub fn render(&self, db: &Db, jobs: Option<&Collector>) -> String {
+        let _one_at_a_time = self.render.lock();
         if let Some(c) = jobs {
             self.bring_in(c);
         }
