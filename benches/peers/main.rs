@@ -10,7 +10,8 @@
 //! Per system it measures: ingest samples/s (first byte to last acknowledgement), the server's CPU seconds
 //! per million samples (ingest and the flush after it, from `/proc/<pid>/stat`), its peak resident memory
 //! (`VmHWM`, at the end), bytes per sample on disk once its flush/compaction has settled (allocated blocks
-//! of the data directory, unchanged over three polls 2 s apart), and the median and p99 latency of three
+//! of the data directory, unchanged over three polls 2 s apart, after waiting out the system's own flush
+//! timer: 12 s for silt's checkpoint, 40 s for InfluxDB's full compaction), and the median and p99 latency of three
 //! queries over the whole range: one series; one host's sum over its hwthreads of a metric; the average over
 //! all hosts of a node metric. The load generator's own CPU is reported beside the ingest rate.
 //!
@@ -216,6 +217,14 @@ impl Server {
             c.ok("GET", "/internal/force_flush", b"");
             c.request("GET", "/internal/force_merge", b"");
         }
+        // Each system's own flush has a timer: silt checkpoints (and drops the WAL below it) every 10 s,
+        // InfluxDB compacts a shard fully after 30 s without writes. Wait past it before the size may settle.
+        let settle = match self.system {
+            System::Silt | System::SiltInterval => Duration::from_secs(12),
+            System::Influx => Duration::from_secs(40),
+            System::Victoria => Duration::ZERO,
+        };
+        std::thread::sleep(settle);
         let mut last = (0, 0);
         let mut same = 0;
         let deadline = Instant::now() + Duration::from_secs(300);
