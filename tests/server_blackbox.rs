@@ -249,6 +249,13 @@ const PIPELINE_CONFIG: &str = r#"{
                    "group_by": "cluster", "window": { "width": 60, "aggregate": "max" }, "sink": { "metric": "load_1m_max" } } ]
 }"#;
 
+/// Writes [`PIPELINE_CONFIG`] with its data directory in `dir`; returns the config's path.
+fn pipeline_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, PIPELINE_CONFIG.replace("DATA", &dir.join("data").display().to_string())).expect("config");
+    cfg
+}
+
 fn pipeline_state(addr: SocketAddr, name: &str) -> serde_json::Value {
     let (s, b) = http(addr, "GET", &format!("/api/pipelines/{name}"), "");
     assert_eq!(s, 200, "{b}");
@@ -274,9 +281,7 @@ fn wait_running(addr: SocketAddr, name: &str) -> serde_json::Value {
 #[test]
 fn serve_runs_pipelines_from_the_config_and_the_api_across_restarts() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(&cfg, PIPELINE_CONFIG.replace("DATA", &data.display().to_string())).expect("write config");
+    let cfg = pipeline_config(tmp.path());
     let args = ["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()];
     let Server { mut child, addr } = spawn_silt(&args);
     let posted = r#"{"name": "from_api", "source": {"kind": "ingest", "metric": "load", "selector": ["emmy"]},
@@ -336,9 +341,7 @@ fn metric_value(text: &str, prefix: &str) -> Option<f64> {
 #[test]
 fn job_metrics_and_service_totals_survive_a_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(&cfg, PIPELINE_CONFIG.replace("DATA", &data.display().to_string())).expect("write config");
+    let cfg = pipeline_config(tmp.path());
     let args = ["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()];
     let Server { mut child, addr } = spawn_silt(&args);
     wait_running(addr, "from_config");
