@@ -25,8 +25,14 @@ pub struct Options {
     pub durability: Durability,
     /// Bytes per WAL segment. Default 64 MiB; at least 64 KiB.
     pub segment_size: u64,
-    /// Pages of 4 KiB per head file, header page included. Default 4096 (16 MiB files).
+    /// Pages per head file, header page included. Default 4096 (16 MiB files of 4 KiB pages). Only for a new
+    /// data directory (an existing one keeps its own); `pages_per_file × 8 × page_slots` must be a multiple of
+    /// 4096.
     pub pages_per_file: u32,
+    /// Values per head page (the page class): a power of two from 8 to 512. Default 512 (4 KiB pages, as
+    /// cc-metric-store's buffers). Smaller pages keep less memory per series that is being written (one open
+    /// page each) at the cost of more pages per series. Only for a new data directory.
+    pub page_slots: u32,
     /// Time between scheduled checkpoints (`None`: only on [`Db::checkpoint`] and on close). Default 5 min.
     pub checkpoint_interval: Option<Duration>,
     /// The file system; default the real one. Tests pass a `storage::io::sim::SimVfs`.
@@ -58,6 +64,7 @@ impl Default for Options {
             durability: Durability::Sync,
             segment_size: 64 << 20,
             pages_per_file: DEFAULT_PAGES_PER_FILE,
+            page_slots: crate::storage::head::file::DEFAULT_PAGE_SLOTS as u32,
             checkpoint_interval: Some(Duration::from_secs(300)),
             vfs: Arc::new(StdVfs),
             retention: None,
@@ -76,6 +83,7 @@ impl std::fmt::Debug for Options {
             .field("durability", &self.durability)
             .field("segment_size", &self.segment_size)
             .field("pages_per_file", &self.pages_per_file)
+            .field("page_slots", &self.page_slots)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("retention", &self.retention)
             .field("memory_cap_bytes", &self.memory_cap_bytes)
@@ -243,7 +251,7 @@ impl Inner {
         if self.memory_cap_bytes == 0 {
             return Ok(0);
         }
-        let page = crate::storage::head::file::PAGE_BYTES as u64;
+        let page = self.engine.head().page_bytes();
         let used = self.engine.head().pages_in_use() * page;
         if used <= self.memory_cap_bytes {
             return Ok(0);
@@ -276,6 +284,7 @@ impl Db {
                 durability: options.durability,
                 segment_size: options.segment_size,
                 pages_per_file: options.pages_per_file,
+                page_slots: options.page_slots,
                 checkpoint_interval: options.checkpoint_interval,
             },
         )?;
@@ -613,7 +622,7 @@ impl Db {
 
     /// Bytes of head pages in use (owned by series, or freed and awaiting a checkpoint).
     pub fn head_bytes_in_use(&self) -> u64 {
-        self.inner.engine.head().pages_in_use() * crate::storage::head::file::PAGE_BYTES as u64
+        self.inner.engine.head().pages_in_use() * self.inner.engine.head().page_bytes()
     }
 
     // ---- Durability barrier and named state blobs (stream checkpoints, issue 7) ----------------------

@@ -313,7 +313,8 @@ mod spec {
         pub pages_per_file: u32,
         pub files: u32,
         pub hwm: u32,
-        pub reserved: u32,
+        /// Values per head page (version 2; reserved in version 1).
+        pub page_slots: u32,
         /// (name, frequency, aggregation byte)
         pub metrics: Vec<(String, i64, u8)>,
         pub series: Vec<Series>,
@@ -337,7 +338,7 @@ mod spec {
         let n_series = r.u32();
         let n_pages = r.u32();
         let n_free = r.u32();
-        let reserved = r.u32();
+        let page_slots = r.u32();
         assert_eq!(r.pos, 56, "fixed header length");
         let metrics = (0..n_metrics)
             .map(|_| {
@@ -371,7 +372,7 @@ mod spec {
             pages_per_file,
             files,
             hwm,
-            reserved,
+            page_slots,
             metrics,
             series,
             pages,
@@ -535,6 +536,47 @@ const HEAD_GOLDEN: &str = "
 
 /// `manifest.md`: the manifest of `golden_manifest()`.
 const MANIFEST_GOLDEN: &str = "
+    // fixed header, 56 bytes
+    53 4c 54 4d              // magic \"SLTM\"
+    02 00 00 00              // version 2
+    11 00 00 00 00 00 00 00  // checkpoint_lsn 17
+    03 00 00 00 00 00 00 00  // wal_seq 3
+    04 00 00 00              // pages_per_file 4
+    02 00 00 00              // files 2
+    07 00 00 00              // hwm 7
+    03 00 00 00              // n_metrics 3
+    02 00 00 00              // n_series 2
+    02 00 00 00              // n_pages 2
+    03 00 00 00              // n_free 3
+    00 02 00 00              // page_slots 512
+    // metric table at 56
+    08 63 70 75 5f 6c 6f 61 64  3c 00 00 00 00 00 00 00  02  // \"cpu_load\", 60 s, Avg
+    08 6d 65 6d 5f 75 73 65 64  0a 00 00 00 00 00 00 00  01  // \"mem_used\", 10 s, Sum
+    02 75 70                    1e 00 00 00 00 00 00 00  00  // \"up\", 30 s, None
+    // series registry at 104
+    00 00 00 00              // series 0: metric 0
+    e2 f0 53 65 00 00 00 00  // origin 1699999970
+    01 00 00 00 00 00 00 00  // floor 1
+    02 00 00 00              // page_count 2
+    17 00                    // path_len 23
+    01 03 04 65 6d 6d 79 05 6e 30 30 30 31 09 68 77 74 68 72 65 61 64 33  // host:emmy/n0001/hwthread3
+    02 00 00 00              // series 1: metric 2
+    00 00 00 00 00 00 00 80  // origin: none (i64::MIN)
+    00 00 00 00 00 00 00 00  // floor 0
+    00 00 00 00              // page_count 0
+    12 00                    // path_len 18
+    02 03 09 77 6f 72 64 63 6f 75 6e 74 03 6d 61 70 01 37  // job:wordcount/map/7
+    // page descriptors at 197, 24 bytes each
+    05 00 00 00  00 00 00 00  e2 68 54 65 00 00 00 00  ff ff ff ff  00 02  00 00  // page 5, series 0, start 1700030690, no prev, len 512
+    02 00 00 00  00 00 00 00  e2 e0 54 65 00 00 00 00  05 00 00 00  03 00  00 00  // page 2, series 0, start 1700061410, prev 5, len 3
+    // free list at 245
+    06 00 00 00  01 00 00 00  03 00 00 00
+    // trailer at 257
+    f6 e1 0b c7              // CRC32 of bytes 0..257
+";
+
+/// `manifest.md`: the same manifest as written by version 1 (before page classes), which still reads.
+const MANIFEST_V1_GOLDEN: &str = "
     // fixed header, 56 bytes
     53 4c 54 4d              // magic \"SLTM\"
     01 00 00 00              // version 1
@@ -787,7 +829,7 @@ const DECLARE_MAX_MIN_GOLDEN: &str = "
 const MANIFEST_MAX_MIN_GOLDEN: &str = "
     // fixed header, 56 bytes
     53 4c 54 4d              // magic \"SLTM\"
-    01 00 00 00              // version 1
+    02 00 00 00              // version 2
     05 00 00 00 00 00 00 00  // checkpoint_lsn 5
     02 00 00 00 00 00 00 00  // wal_seq 2
     04 00 00 00              // pages_per_file 4
@@ -797,12 +839,12 @@ const MANIFEST_MAX_MIN_GOLDEN: &str = "
     00 00 00 00              // n_series 0
     00 00 00 00              // n_pages 0
     00 00 00 00              // n_free 0
-    00 00 00 00              // reserved
+    00 02 00 00              // page_slots 512
     // metric table at 56
     0c 62 61 63 6b 70 72 65 73 73 75 72 65  0a 00 00 00 00 00 00 00  03  // \"backpressure\", 10 s, Max
     04 69 64 6c 65                          3c 00 00 00 00 00 00 00  04  // \"idle\", 60 s, Min
     // trailer at 92
-    d2 cf e3 4a              // CRC32 of bytes 0..92
+    ab 00 be 2f              // CRC32 of bytes 0..92
 ";
 
 fn max_min_configs() -> [(&'static str, MetricConfig); 2] {
@@ -855,7 +897,7 @@ fn manifest_max_and_min_golden_bytes() {
         checkpoint_lsn: Lsn(5),
         wal_seq: 2,
         metrics: max_min_configs().into_iter().map(|(n, config)| MetricEntry { name: n.into(), config }).collect(),
-        head: HeadState { pages_per_file: 4, ..HeadState::default() },
+        head: HeadState { pages_per_file: 4, page_slots: 512, ..HeadState::default() },
         ..Manifest::default()
     };
     let got = m.encode();
@@ -866,7 +908,7 @@ fn manifest_max_and_min_golden_bytes() {
     );
     let p = spec::manifest(&got);
     assert_eq!(p.metrics, vec![("backpressure".into(), 10, 3), ("idle".into(), 60, 4)]);
-    assert_eq!(p.crc, 0x4ae3_cfd2);
+    assert_eq!(p.crc, 0x2fbe_00ab);
     assert_eq!(Manifest::decode(Path::new("MANIFEST"), &got).expect("decode"), m);
     // Aggregation 5 under a valid CRC is refused.
     let mut bad = got.clone();
@@ -888,7 +930,7 @@ fn file_names() {
 
 #[test]
 fn head_header_golden_bytes() {
-    let got = HeadFileHeader::new(7, 16).as_bytes().to_vec();
+    let got = HeadFileHeader::new(7, 16, 4096).as_bytes().to_vec();
     assert_eq!(hex(&got), hex(&unhex(HEAD_GOLDEN)), "the head format changed: bump the version, update format/head.md");
     let h = spec::head_header(&got);
     assert_eq!(
@@ -933,13 +975,13 @@ fn manifest_golden_bytes() {
         p,
         spec::Manifest {
             magic: *b"SLTM",
-            version: 1,
+            version: 2,
             checkpoint_lsn: 17,
             wal_seq: 3,
             pages_per_file: 4,
             files: 2,
             hwm: 7,
-            reserved: 0,
+            page_slots: 512,
             metrics: vec![("cpu_load".into(), 60, 2), ("mem_used".into(), 10, 1), ("up".into(), 30, 0)],
             series: vec![
                 spec::Series { metric: 0, origin, floor: 1, page_count: 2, path: host_path() },
@@ -950,7 +992,7 @@ fn manifest_golden_bytes() {
                 spec::Desc { no: 2, series: 0, start: origin + 2 * 512 * 60, prev: 5, len: 3, pad: [0; 2] },
             ],
             free: vec![6, 1, 3],
-            crc: 0xc5c9_2d11,
+            crc: 0xc70b_e1f6,
         }
     );
     // Length: 56 + metrics (10 + name) + series (26 + path) + 24 per page + 4 per free page + 4.
@@ -960,10 +1002,69 @@ fn manifest_golden_bytes() {
 }
 
 #[test]
+fn version_1_manifest_still_reads_as_512_slot_pages() {
+    let v1 = unhex(MANIFEST_V1_GOLDEN);
+    let p = spec::manifest(&v1);
+    assert_eq!((p.version, p.page_slots), (1, 0));
+    let m = Manifest::decode(Path::new("MANIFEST"), &v1).expect("a version 1 manifest decodes");
+    assert_eq!(m, golden_manifest());
+    assert_eq!(m.head.page_slots, 512);
+    // Re-encoding writes version 2, byte for byte the current golden.
+    assert_eq!(hex(&m.encode()), hex(&unhex(MANIFEST_GOLDEN)));
+}
+
+#[test]
+fn head_header_of_a_64_slot_page_class() {
+    // Only `page_bytes` (and so the CRC) differs from HEAD_GOLDEN: 512-byte pages, file 7 of 16 pages.
+    let got = HeadFileHeader::new(7, 16, 512).as_bytes().to_vec();
+    let mut want = unhex(HEAD_GOLDEN);
+    want[12..16].copy_from_slice(&512u32.to_le_bytes());
+    let crc = spec::crc(&[&want[..28]]);
+    want[28..32].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(hex(&got), hex(&want));
+    assert_eq!(spec::head_header(&got).page_bytes, 512);
+}
+
+#[test]
+fn a_64_slot_data_directory_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let opts = Options { pages_per_file: 16, page_slots: 64, checkpoint_interval: None, ..Options::default() };
+    let db = Db::open(&dir, opts.clone()).unwrap();
+    db.declare_metric("cpu_load", MetricConfig { frequency: 60, aggregation: Aggregation::Avg }).unwrap();
+    let key = host_key();
+    let mut b = Batch::new();
+    for i in 0..65 {
+        b.push(&key, "cpu_load", T + 60 * i, i as f64);
+    }
+    db.write(&b).unwrap();
+    db.checkpoint().unwrap();
+    let head = read(&dir.join("head/000000.pages"));
+    assert_eq!(head.len(), 16 * 512, "16 pages of 512 bytes");
+    let h = spec::head_header(&head);
+    assert_eq!((h.page_bytes, h.pages), (512, 16));
+    // Slot i of page p is at p * 512 + 8 i: the 65th sample opens a second page.
+    let word = |page: usize, i: usize| u64::from_le_bytes(head[page * 512 + 8 * i..][..8].try_into().unwrap());
+    assert_eq!((word(1, 0), word(1, 63), word(2, 0)), (0f64.to_bits(), 63f64.to_bits(), 64f64.to_bits()));
+    let m = spec::manifest(&read(&dir.join("MANIFEST")));
+    assert_eq!((m.version, m.page_slots, m.pages_per_file), (2, 64, 16));
+    let origin = T - 30;
+    assert_eq!(
+        m.pages.iter().map(|d| (d.no, d.start, d.len)).collect::<Vec<_>>(),
+        vec![(1, origin, 64), (2, origin + 64 * 60, 1)]
+    );
+    drop(db);
+    // Reopened with other options, the directory keeps its own page class.
+    let db = Db::open(&dir, Options { page_slots: 512, pages_per_file: 4, ..opts }).unwrap();
+    let got = db.read(&key, "cpu_load", T, T + 65 * 60).unwrap();
+    assert_eq!(got.values, (0..65).map(f64::from).collect::<Vec<_>>());
+}
+
+#[test]
 fn empty_manifest_is_60_bytes() {
     let m = Manifest {
         wal_seq: 1,
-        head: HeadState { pages_per_file: 4096, ..HeadState::default() },
+        head: HeadState { pages_per_file: 4096, page_slots: 512, ..HeadState::default() },
         ..Manifest::default()
     };
     let b = m.encode();
@@ -1043,8 +1144,8 @@ fn data_directory_written_by_db() {
     assert_eq!(db.checkpoint().unwrap(), Lsn(3));
     assert_eq!(names(&dir), vec!["LOCK", "MANIFEST", "head", "wal"]);
     let m = spec::manifest(&read(&dir.join("MANIFEST")));
-    assert_eq!((m.magic, m.version, m.checkpoint_lsn, m.wal_seq), (*b"SLTM", 1, 3, 2));
-    assert_eq!((m.pages_per_file, m.files, m.hwm, m.reserved), (4, 1, 2, 0));
+    assert_eq!((m.magic, m.version, m.checkpoint_lsn, m.wal_seq), (*b"SLTM", 2, 3, 2));
+    assert_eq!((m.pages_per_file, m.files, m.hwm, m.page_slots), (4, 1, 2, 512));
     assert_eq!(m.metrics, vec![("cpu_load".to_string(), 60, 2)]);
     assert_eq!(m.series, vec![spec::Series { metric: 0, origin, floor: 0, page_count: 1, path: path.clone() }]);
     assert_eq!(m.pages, vec![spec::Desc { no: 1, series: 0, start: origin, prev: u32::MAX, len: 2, pad: [0; 2] }]);
@@ -1149,6 +1250,7 @@ fn golden_manifest() -> Manifest {
         series: vec![SeriesEntry { metric: 0, path: host_path() }, SeriesEntry { metric: 2, path: job_path() }],
         head: HeadState {
             pages_per_file: 4,
+            page_slots: 512,
             files: 2,
             hwm: 7,
             free: vec![6, 1, 3],

@@ -282,6 +282,7 @@ mod seeds {
             series: vec![SeriesEntry { metric: 0, path: p[1].to_bytes() }],
             head: HeadState {
                 pages_per_file: 16,
+                page_slots: 512,
                 files: 1,
                 hwm: 4,
                 free: vec![3],
@@ -307,6 +308,7 @@ mod seeds {
                 .collect(),
             head: HeadState {
                 pages_per_file: 4,
+                page_slots: 512,
                 files: 3,
                 hwm: 11,
                 free: vec![9, 10],
@@ -326,7 +328,10 @@ mod seeds {
                     .collect(),
             },
         };
-        let empty = Manifest { head: HeadState { pages_per_file: 2, ..HeadState::default() }, ..Manifest::default() };
+        let empty = Manifest {
+            head: HeadState { pages_per_file: 2, page_slots: 512, ..HeadState::default() },
+            ..Manifest::default()
+        };
         let max_min = Manifest {
             checkpoint_lsn: Lsn(5),
             wal_seq: 2,
@@ -334,7 +339,7 @@ mod seeds {
                 MetricEntry { name: "backpressure".into(), config: cfg(10, Aggregation::Max) },
                 MetricEntry { name: "idle".into(), config: cfg(60, Aggregation::Min) },
             ],
-            head: HeadState { pages_per_file: 4, ..HeadState::default() },
+            head: HeadState { pages_per_file: 4, page_slots: 512, ..HeadState::default() },
             ..Manifest::default()
         };
         vec![("small", small), ("larger", larger), ("empty", empty), ("max-min", max_min)]

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::{peak_rss_bytes, process_cpu_seconds, thread_cpu_seconds, Client};
+use http::{peak_rss_bytes, process_cpu_seconds, status_bytes, thread_cpu_seconds, Client};
 use workload::{push_fixed, Writer, FREQ, HW, NODE, THREADS};
 
 const WRITERS: usize = 4;
@@ -416,6 +416,14 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
         queries.push((what, took[took.len() / 2], p99, points));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mib = |field| status_bytes(&pid, field) as f64 / (1 << 20) as f64;
+    eprintln!(
+        "{}: resident at the end: {:.0} MiB anonymous, {:.0} MiB file-backed (peak {:.0} MiB)",
+        system.name(),
+        mib("RssAnon"),
+        mib("RssFile"),
+        mib("VmHWM")
+    );
     Figures {
         system,
         samples,

@@ -118,10 +118,15 @@ pub fn process_cpu_seconds(pid: &str) -> f64 {
 
 /// Peak resident memory of process `pid` (`VmHWM`), in bytes.
 pub fn peak_rss_bytes(pid: &str) -> u64 {
+    status_bytes(pid, "VmHWM")
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM`, `RssAnon`, `RssFile`, ...) in bytes; 0 if absent.
+pub fn status_bytes(pid: &str, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }

@@ -529,7 +529,7 @@ fn free_ids(
     spare_newest: bool,
 ) -> Result<u64, QueryError> {
     let head = engine.head();
-    let span = |f: i64| crate::storage::head::file::PAGE_SLOTS as i64 * f;
+    let span = |f: i64| head.page_span(f);
     let items: Vec<(SeriesId, i64)> = ids
         .into_iter()
         .filter_map(|id| {
@@ -539,7 +539,7 @@ fn free_ids(
             // writes far behind the clock), and a seal there would refuse its next samples. A full newest page
             // goes (its writer has moved on to the next page's range, which stays open).
             let before = match (spare_newest, pages.last()) {
-                (true, Some(newest)) if head.page_len(newest) as usize >= crate::storage::head::file::PAGE_SLOTS => {
+                (true, Some(newest)) if head.page_len(newest) as usize >= head.page_slots() => {
                     before.min(newest.start.saturating_add(span(f)))
                 }
                 (true, Some(newest)) => before.min(newest.start),
@@ -617,7 +617,7 @@ pub fn debug(engine: &Engine, index: &RwLock<Index>, sel: &Selector) -> Vec<Debu
             let pages = head.pages(id).map_or(0, |(p, _)| p.len());
             if pages > 0 {
                 let name = names.get(m as usize).cloned().unwrap_or_default();
-                metrics.push((name, pages, pages as u64 * crate::storage::head::file::PAGE_BYTES as u64));
+                metrics.push((name, pages, pages as u64 * head.page_bytes()));
             }
         }
         let children: Vec<DebugLevel> = l.children.iter().filter_map(|(n, c)| walk(n, c, names, head)).collect();
@@ -675,7 +675,7 @@ pub fn oldest_pages_cutoff(engine: &Engine, index: &RwLock<Index>, pages: usize)
     let mut ends: Vec<i64> = Vec::new();
     for id in ids {
         if let Some((p, f)) = head.pages(id) {
-            let span = crate::storage::head::file::PAGE_SLOTS as i64 * f;
+            let span = head.page_span(f);
             ends.extend(p.iter().map(|p| p.start.saturating_add(span)));
         }
     }

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use crate::storage::block::{Block, ChunkMeta};
-use crate::storage::head::file::PAGE_SLOTS;
 use crate::storage::head::HeadStats;
 use crate::storage::{Engine, SeriesId};
 
@@ -54,7 +53,7 @@ pub(crate) fn extent(engine: &Engine, id: SeriesId) -> Option<(i64, i64)> {
     let mut r: Option<(i64, i64)> = None;
     if let Some((pages, f)) = engine.head().pages(id) {
         if let (Some(first), Some(last)) = (pages.first(), pages.last()) {
-            let span = (PAGE_SLOTS as i64).saturating_mul(f);
+            let span = engine.head().page_span(f);
             r = Some((first.start, last.start.saturating_add(span)));
         }
     }

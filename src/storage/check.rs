@@ -23,7 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::storage::error::{CorruptionKind, StorageError};
-use crate::storage::head::file::{self as head_file, HeadFileHeader, PAGE_BYTES, PAGE_SLOTS};
+use crate::storage::head::file::{self as head_file, HeadFileHeader, MAX_PAGE_SLOTS};
 use crate::storage::io::{tmp_path, OpenMode, Vfs};
 use crate::storage::manifest::{Manifest, MANIFEST_NAME};
 use crate::storage::wal::list_segments;
@@ -937,6 +937,8 @@ impl<'a> Checker<'a> {
     fn check_head(&mut self, dir: &Path, manifest: Option<&Manifest>) {
         let head_dir = dir.join("head");
         let expected = manifest.map(|m| (m.head.files, m.head.pages_per_file));
+        // The page size the manifest records (4096 without one: what an unreferenced file is read with).
+        let page_bytes = manifest.map_or(MAX_PAGE_SLOTS * 8, |m| m.head.page_slots as usize * 8);
         let names = if self.vfs.exists(&head_dir) {
             match self.vfs.list_dir(&head_dir) {
                 Ok(n) => n,
@@ -977,7 +979,7 @@ impl<'a> Checker<'a> {
                 exists: names.iter().any(|n| n == &head_file::head_file_name(index)),
                 header_valid: false,
                 size: None,
-                expected_size: expected.filter(|_| referenced).map(|(_, ppf)| u64::from(ppf) * PAGE_BYTES as u64),
+                expected_size: expected.filter(|_| referenced).map(|(_, ppf)| u64::from(ppf) * page_bytes as u64),
             };
             if !hr.exists {
                 self.report.push(Severity::Damage, &path, None, "missing: the manifest refers to this head file");
@@ -987,7 +989,7 @@ impl<'a> Checker<'a> {
             let read = (|| -> Result<(Vec<u8>, u64), StorageError> {
                 let file = self.vfs.open(&path, OpenMode::Read).map_err(|e| StorageError::io("open", &path, e))?;
                 let len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
-                let mut header = vec![0u8; (len as usize).min(PAGE_BYTES)];
+                let mut header = vec![0u8; (len as usize).min(32)];
                 file.read_exact_at(&mut header, 0).map_err(|e| StorageError::io("read", &path, e))?;
                 Ok((header, len))
             })();
@@ -1005,11 +1007,12 @@ impl<'a> Checker<'a> {
             };
             hr.size = Some(len);
             // Unreferenced files are checked against their own page count; only referenced ones matter.
-            let pages = match expected.filter(|_| referenced) {
-                Some((_, ppf)) => ppf,
-                None => HeadFileHeader::read_from_prefix(&header).map_or(0, |(h, _)| h.pages.get()),
+            let own = HeadFileHeader::read_from_prefix(&header).ok().map(|(h, _)| (h.pages.get(), h.page_bytes.get()));
+            let (pages, bytes) = match expected.filter(|_| referenced) {
+                Some((_, ppf)) => (ppf, page_bytes as u32),
+                None => own.unwrap_or((0, 0)),
             };
-            match head_file::check_header(&path, &header, index, pages) {
+            match head_file::check_header(&path, &header, index, pages, bytes) {
                 Ok(()) => hr.header_valid = true,
                 Err(e) if referenced => {
                     self.report.problems.push(Problem::from_error(Severity::Damage, &path, "head file header", &e))
@@ -1022,9 +1025,7 @@ impl<'a> Checker<'a> {
                         Severity::Damage,
                         &path,
                         None,
-                        format!(
-                            "head file is {len} bytes, the manifest implies {want} ({pages} pages of {PAGE_BYTES})"
-                        ),
+                        format!("head file is {len} bytes, the manifest implies {want} ({pages} pages of {bytes})"),
                     );
                 }
             }
@@ -1060,7 +1061,7 @@ impl<'a> Checker<'a> {
                 .get(i)
                 .and_then(|s| m.metrics.get(s.metric as usize))
                 .map_or(1, |metric| metric.config.frequency);
-            let span = i128::from(frequency) * PAGE_SLOTS as i128;
+            let span = i128::from(frequency) * i128::from(h.page_slots);
             if !st.pages.is_empty() && st.origin.is_none() {
                 bad.push(format!("{name} has pages but no grid origin"));
             }
@@ -1079,8 +1080,8 @@ impl<'a> Checker<'a> {
                 if let Some(other) = owner.insert(p.no, i) {
                     bad.push(format!("page {} is owned by series {other} and {name}", p.no));
                 }
-                if len as usize > PAGE_SLOTS {
-                    bad.push(format!("{name}: page {} has length {len} > {PAGE_SLOTS}", p.no));
+                if u32::from(len) > h.page_slots {
+                    bad.push(format!("{name}: page {} has length {len} > {}", p.no, h.page_slots));
                 }
                 if let Some(ps) = prev_start {
                     if p.start <= ps {
@@ -1091,8 +1092,8 @@ impl<'a> Checker<'a> {
                 let first = first.unwrap_or(p.start);
                 if (i128::from(p.start) - i128::from(first)).rem_euclid(span) != 0 {
                     bad.push(format!(
-                        "{name}: page {} starts at {}, off the grid of 512 x {frequency} s from {first}",
-                        p.no, p.start
+                        "{name}: page {} starts at {}, off the grid of {} x {frequency} s from {first}",
+                        p.no, p.start, h.page_slots
                     ));
                 } else if let Some(origin) = st.origin {
                     let d = i128::from(p.start) - i128::from(origin);
@@ -1212,6 +1213,7 @@ mod tests {
             series: vec![SeriesEntry { metric: 0, path: vec![1, 1, 1, b'a'] }],
             head: HeadState {
                 pages_per_file: 4,
+                page_slots: 512,
                 files: 2,
                 hwm: 4,
                 free: vec![3],
@@ -1250,7 +1252,7 @@ mod tests {
         vfs.create_dir_all(&dir().join("wal")).unwrap();
         vfs.create_dir_all(&dir().join("head")).unwrap();
         for i in 0..m.head.files {
-            HeadFile::create(&vfs, &dir().join("head"), i, m.head.pages_per_file).unwrap();
+            HeadFile::create(&vfs, &dir().join("head"), i, m.head.pages_per_file, 512).unwrap();
         }
         m.store(&vfs, &dir()).unwrap();
         vfs

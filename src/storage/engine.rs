@@ -52,8 +52,11 @@ pub struct EngineOptions {
     pub durability: Durability,
     /// Bytes per WAL segment (at least 64 KiB).
     pub segment_size: u64,
-    /// Pages per head file, the header page included (at least 2).
+    /// Pages per head file, the header page included (at least 2; with `page_slots`, whole 4096-byte units).
+    /// Only for a new data directory: an existing one keeps what its manifest records.
     pub pages_per_file: u32,
+    /// Values per head page: a power of two from 8 to 512. Only for a new data directory.
+    pub page_slots: u32,
     /// Time between scheduled checkpoints; `None` checkpoints only on request and on close.
     pub checkpoint_interval: Option<Duration>,
 }
@@ -64,6 +67,7 @@ impl Default for EngineOptions {
             durability: Durability::IntervalMs(100),
             segment_size: 64 << 20,
             pages_per_file: DEFAULT_PAGES_PER_FILE,
+            page_slots: crate::storage::head::file::DEFAULT_PAGE_SLOTS as u32,
             checkpoint_interval: Some(Duration::from_secs(300)),
         }
     }
@@ -586,13 +590,11 @@ impl Engine {
     /// Opens (or creates) the engine in `dir`: takes the directory lock, loads the manifest, maps the head,
     /// replays the WAL and starts the writer thread.
     pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, options: EngineOptions) -> Result<Engine, StorageError> {
-        if options.segment_size < crate::storage::wal::segment::MIN_SEGMENT_SIZE || options.pages_per_file < 2 {
-            return Err(StorageError::corrupt(
-                dir,
-                0,
-                CorruptionKind::Invalid("segment_size below 64 KiB or pages_per_file below 2".into()),
-            ));
+        if options.segment_size < crate::storage::wal::segment::MIN_SEGMENT_SIZE {
+            return Err(StorageError::corrupt(dir, 0, CorruptionKind::Invalid("segment_size below 64 KiB".into())));
         }
+        crate::storage::head::file::check_geometry(options.page_slots, options.pages_per_file)
+            .map_err(|m| StorageError::corrupt(dir, 0, CorruptionKind::Invalid(m)))?;
         vfs.create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
         let lock = vfs.lock_dir(dir).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -606,7 +608,11 @@ impl Engine {
             vfs.remove_file(&tmp).map_err(|e| StorageError::io("remove", &tmp, e))?;
         }
         let manifest = Manifest::load(&*vfs, dir)?.unwrap_or_else(|| Manifest {
-            head: HeadState { pages_per_file: options.pages_per_file, ..HeadState::default() },
+            head: HeadState {
+                pages_per_file: options.pages_per_file,
+                page_slots: options.page_slots,
+                ..HeadState::default()
+            },
             wal_seq: 1,
             ..Manifest::default()
         });
@@ -1012,11 +1018,11 @@ impl Engine {
         let mut values = Vec::new();
         for &(id, before) in &items {
             let Some((list, f)) = head.pages(id) else { continue };
-            let span = crate::storage::head::file::PAGE_SLOTS as i64 * f;
+            let span = head.page_span(f);
             let n_pages = list.iter().take_while(|p| p.start.saturating_add(span) <= before).count();
             let (Some(first), Some(last)) = (list.first(), list.get(n_pages.wrapping_sub(1))) else { continue };
             pages += n_pages as u64;
-            let n = ((last.start - first.start) / f) as usize + crate::storage::head::file::PAGE_SLOTS;
+            let n = ((last.start - first.start) / f) as usize + head.page_slots();
             if head.sample_vec(id, first.start + f / 2, n, &mut values).is_none() {
                 continue;
             }

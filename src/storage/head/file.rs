@@ -1,7 +1,8 @@
 //! Head data files: the codec of `format/head.md`.
 //!
-//! A head file `head/<index:06>.pages` holds `pages_per_file` pages of 4096 bytes. Page 0 is the file header;
-//! pages 1.. hold 512 little-endian `f64` each and nothing else (descriptors live in the manifest).
+//! A head file `head/<index:06>.pages` holds `pages_per_file` pages of `8 × page_slots` bytes (the data
+//! directory's page size, from its manifest: 64 to 4096 bytes). Page 0 is the file header; pages 1.. hold
+//! `page_slots` little-endian `f64` each and nothing else (descriptors live in the manifest).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -13,10 +14,33 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use crate::storage::error::{CorruptionKind, StorageError};
 use crate::storage::io::{create_zeroed, MappedRegion, OpenMode, Vfs};
 
-/// Bytes in a page.
-pub const PAGE_BYTES: usize = 4096;
-/// Values in a page.
-pub const PAGE_SLOTS: usize = 512;
+/// Values in a page of the largest class, and of every data directory made before page classes (manifest v1).
+pub const MAX_PAGE_SLOTS: usize = 512;
+/// Values in a page of the smallest class.
+pub const MIN_PAGE_SLOTS: usize = 8;
+/// Values in a page of a new data directory unless its options say otherwise.
+pub const DEFAULT_PAGE_SLOTS: usize = 512;
+/// A head file's length is a multiple of this (the memory-map granularity).
+pub const FILE_ALIGN: usize = 4096;
+
+/// Checks a page class: a power of two in `MIN_PAGE_SLOTS..=MAX_PAGE_SLOTS`, and `pages_per_file` pages of
+/// it (at least 2) filling whole 4096-byte units. The error names what is wrong.
+pub fn check_geometry(page_slots: u32, pages_per_file: u32) -> Result<(), String> {
+    let slots = page_slots as usize;
+    if !slots.is_power_of_two() || !(MIN_PAGE_SLOTS..=MAX_PAGE_SLOTS).contains(&slots) {
+        return Err(format!("page_slots {page_slots} is not a power of two from {MIN_PAGE_SLOTS} to {MAX_PAGE_SLOTS}"));
+    }
+    if pages_per_file < 2 {
+        return Err(format!("pages_per_file {pages_per_file} is below 2"));
+    }
+    if !(u64::from(pages_per_file) * slots as u64 * 8).is_multiple_of(FILE_ALIGN as u64) {
+        return Err(format!(
+            "pages_per_file {pages_per_file} pages of {} bytes is not a multiple of {FILE_ALIGN} bytes",
+            slots * 8
+        ));
+    }
+    Ok(())
+}
 /// Magic number of a head file.
 pub const HEAD_MAGIC: [u8; 4] = *b"SLTH";
 /// Head file format version.
@@ -32,7 +56,7 @@ pub struct HeadFileHeader {
     pub version: U32,
     /// Index of this file (the number in its name).
     pub index: U32,
-    /// Bytes per page: 4096.
+    /// Bytes per page: `8 × page_slots`.
     pub page_bytes: U32,
     /// Pages in the file, the header page included.
     pub pages: U32,
@@ -43,13 +67,13 @@ pub struct HeadFileHeader {
 }
 
 impl HeadFileHeader {
-    /// A header for file `index` of `pages` pages.
-    pub fn new(index: u32, pages: u32) -> Self {
+    /// A header for file `index` of `pages` pages of `page_bytes` bytes.
+    pub fn new(index: u32, pages: u32, page_bytes: u32) -> Self {
         let mut h = HeadFileHeader {
             magic: HEAD_MAGIC,
             version: U32::new(HEAD_VERSION),
             index: U32::new(index),
-            page_bytes: U32::new(PAGE_BYTES as u32),
+            page_bytes: U32::new(page_bytes),
             pages: U32::new(pages),
             reserved: [0; 8],
             crc: U32::new(0),
@@ -65,7 +89,7 @@ pub fn head_file_name(index: u32) -> String {
 }
 
 /// Checks a head file header against what the manifest expects.
-pub fn check_header(path: &Path, bytes: &[u8], index: u32, pages: u32) -> Result<(), StorageError> {
+pub fn check_header(path: &Path, bytes: &[u8], index: u32, pages: u32, page_bytes: u32) -> Result<(), StorageError> {
     let Ok((h, _)) = HeadFileHeader::read_from_prefix(bytes) else {
         return Err(StorageError::corrupt(path, 0, CorruptionKind::OutOfBounds("head file header".into())));
     };
@@ -83,12 +107,12 @@ pub fn check_header(path: &Path, bytes: &[u8], index: u32, pages: u32) -> Result
             supported: HEAD_VERSION,
         });
     }
-    if h.index.get() != index || h.pages.get() != pages || h.page_bytes.get() != PAGE_BYTES as u32 {
+    if h.index.get() != index || h.pages.get() != pages || h.page_bytes.get() != page_bytes {
         return Err(StorageError::corrupt(
             path,
             8,
             CorruptionKind::Invalid(format!(
-                "header says file {} of {} pages of {} bytes; expected file {index} of {pages} pages of {PAGE_BYTES}",
+                "header says file {} of {} pages of {} bytes; expected file {index} of {pages} pages of {page_bytes}",
                 h.index.get(),
                 h.pages.get(),
                 h.page_bytes.get()
@@ -116,6 +140,8 @@ pub struct PageStats {
 /// One mapped head file, the live lengths of its pages, and what readers know of its full pages.
 pub struct HeadFile {
     region: Arc<dyn MappedRegion>,
+    /// Values per page.
+    slots: usize,
     lens: Box<[AtomicU32]>,
     /// Bumped by the writer whenever a page's existing values may change (an overwrite below its length, or
     /// the page changing owner), so cached stats of a full page are valid while the version is unchanged.
@@ -125,50 +151,56 @@ pub struct HeadFile {
 }
 
 impl HeadFile {
-    /// Creates head file `index` with `pages` pages (zeroed, header written and synced) and maps it.
-    pub fn create(vfs: &dyn Vfs, dir: &Path, index: u32, pages: u32) -> Result<HeadFile, StorageError> {
+    /// Creates head file `index` with `pages` pages of `slots` values (zeroed, header written and synced) and
+    /// maps it. The geometry must pass [`check_geometry`].
+    pub fn create(vfs: &dyn Vfs, dir: &Path, index: u32, pages: u32, slots: usize) -> Result<HeadFile, StorageError> {
         let path = dir.join(head_file_name(index));
-        create_zeroed(vfs, &path, u64::from(pages) * PAGE_BYTES as u64)
+        let page_bytes = (slots * 8) as u32;
+        create_zeroed(vfs, &path, u64::from(pages) * u64::from(page_bytes))
             .map_err(|e| StorageError::io("create", &path, e))?;
         let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| StorageError::io("open", &path, e))?;
-        file.write_all_at(HeadFileHeader::new(index, pages).as_bytes(), 0)
+        file.write_all_at(HeadFileHeader::new(index, pages, page_bytes).as_bytes(), 0)
             .map_err(|e| StorageError::io("write", &path, e))?;
         file.sync_data().map_err(|e| StorageError::io("fsync", &path, e))?;
         drop(file);
-        Self::map(vfs, &path, pages)
+        Self::map(vfs, &path, pages, slots)
     }
 
-    /// Opens and maps an existing head file after checking its header and size.
-    pub fn open(vfs: &dyn Vfs, dir: &Path, index: u32, pages: u32) -> Result<HeadFile, StorageError> {
+    /// Opens and maps an existing head file of `pages` pages of `slots` values after checking its header and
+    /// size.
+    pub fn open(vfs: &dyn Vfs, dir: &Path, index: u32, pages: u32, slots: usize) -> Result<HeadFile, StorageError> {
         let path = dir.join(head_file_name(index));
+        let page_bytes = (slots * 8) as u32;
         let file = vfs.open(&path, OpenMode::Read).map_err(|e| StorageError::io("open", &path, e))?;
         let mut header = [0u8; 32];
         file.read_exact_at(&mut header, 0).map_err(|e| StorageError::io("read", &path, e))?;
-        check_header(&path, &header, index, pages)?;
+        check_header(&path, &header, index, pages, page_bytes)?;
         let len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
-        if len != u64::from(pages) * PAGE_BYTES as u64 {
+        if len != u64::from(pages) * u64::from(page_bytes) {
             return Err(StorageError::corrupt(
                 &path,
                 len,
-                CorruptionKind::OutOfBounds(format!("head file is {len} bytes, expected {pages} pages")),
+                CorruptionKind::OutOfBounds(format!(
+                    "head file is {len} bytes, expected {pages} pages of {page_bytes} bytes"
+                )),
             ));
         }
         drop(file);
-        Self::map(vfs, &path, pages)
+        Self::map(vfs, &path, pages, slots)
     }
 
-    fn map(vfs: &dyn Vfs, path: &Path, pages: u32) -> Result<HeadFile, StorageError> {
+    fn map(vfs: &dyn Vfs, path: &Path, pages: u32, slots: usize) -> Result<HeadFile, StorageError> {
         let region = vfs.map(path).map_err(|e| StorageError::io("mmap", path, e))?;
         let lens = (0..pages).map(|_| AtomicU32::new(0)).collect();
         let versions = (0..pages).map(|_| AtomicU32::new(0)).collect();
         let stats = (0..pages).map(|_| parking_lot::Mutex::new(None)).collect();
-        Ok(HeadFile { region, lens, versions, stats, path: path.to_owned() })
+        Ok(HeadFile { region, slots, lens, versions, stats, path: path.to_owned() })
     }
 
-    /// The 512 value words of page `page` (1-based within the file; page 0 is the header).
+    /// The value words of page `page` (1-based within the file; page 0 is the header).
     pub fn page(&self, page: u32) -> &[AtomicU64] {
-        let start = page as usize * PAGE_SLOTS;
-        &self.region.words()[start..start + PAGE_SLOTS]
+        let start = page as usize * self.slots;
+        &self.region.words()[start..start + self.slots]
     }
 
     /// The live length of page `page`.

@@ -1,9 +1,10 @@
-//! The head: recent samples in mmapped 4 KiB pages of 512 `f64`. Spec of the files: `format/head.md`.
+//! The head: recent samples in mmapped pages of `page_slots` `f64` (a power of two from 8 to 512, fixed per data
+//! directory; 512 in directories made before page classes). Spec of the files: `format/head.md`.
 //!
 //! **Grid.** A series' first write at `ts` fixes its grid origin `ts - F/2` (F = the metric's frequency).
 //! Slot `s` covers `[origin + s*F, origin + (s+1)*F)`; its nominal time is `origin + s*F + F/2`, so a timestamp
-//! snaps to the nearest multiple of F from the first write. Page `n` of a series holds slots `512n .. 512n+511`
-//! and starts at `origin + 512*n*F`. A series is a list of pages sorted by start (the on-disk chain links each
+//! snaps to the nearest multiple of F from the first write. With `P` slots per page, page `n` of a series holds
+//! slots `P*n .. P*n+P-1` and starts at `origin + P*n*F`. A series is a list of pages sorted by start (the on-disk chain links each
 //! page to the previous, older one); a page exists only where something was written, so a gap of more than a
 //! page costs nothing, and a timestamp past the newest page starts a new page. A full page is never copied.
 //!
@@ -34,7 +35,7 @@ use parking_lot::RwLock;
 use crate::storage::error::{CorruptionKind, StorageError};
 use crate::storage::io::Vfs;
 use crate::storage::SeriesId;
-use file::{load, store, HeadFile, PAGE_BYTES, PAGE_SLOTS};
+use file::{load, store, HeadFile};
 
 /// Largest absolute timestamp accepted (2^50 s), so grid arithmetic never overflows.
 pub const MAX_ABS_TS: i64 = 1 << 50;
@@ -127,6 +128,8 @@ pub struct Head {
     /// Pages owned by series or freed but not yet reusable: the head memory a cap counts.
     in_use: std::sync::atomic::AtomicU64,
     pages_per_file: u32,
+    /// Values per page.
+    page_slots: u32,
     files: RwLock<Vec<Arc<HeadFile>>>,
     series: RwLock<Vec<Arc<SharedSeries>>>,
     reclaim: RwLock<()>,
@@ -174,6 +177,8 @@ pub struct SeriesState {
 pub struct HeadState {
     /// Pages per head file, the header page included.
     pub pages_per_file: u32,
+    /// Values per page: a power of two from 8 to 512 (0 in a default value: not yet set).
+    pub page_slots: u32,
     /// Number of head files.
     pub files: u32,
     /// The next never-used page number.
@@ -198,6 +203,8 @@ pub enum Applied {
 struct WriterSeries {
     shared: Arc<SharedSeries>,
     frequency: i64,
+    /// Seconds a page spans: `page_slots * frequency`.
+    span: i64,
     origin: Option<i64>,
     floor: i64,
     pages: Vec<PageRef>,
@@ -210,7 +217,7 @@ impl WriterSeries {
     /// Makes the floor visible to readers as a time.
     fn publish_floor(&self) {
         if let (Some(origin), true) = (self.origin, self.floor > 0) {
-            let t = origin.saturating_add(self.floor.saturating_mul(PAGE_SLOTS as i64 * self.frequency));
+            let t = origin.saturating_add(self.floor.saturating_mul(self.span));
             self.shared.floor_time.store(t, Ordering::Release);
         }
     }
@@ -220,7 +227,7 @@ impl WriterSeries {
 struct NextSlot {
     /// Start of the slot's interval.
     lo: i64,
-    /// Its index in the page (at most 511).
+    /// Its index in the page (below `page_slots`).
     i: u32,
     /// Index of the head file and of the page in it.
     file: u32,
@@ -244,6 +251,21 @@ impl Head {
         let files = self.files.read();
         let f = files.get((no / self.pages_per_file) as usize)?;
         Some((f.clone(), no % self.pages_per_file))
+    }
+
+    /// Values per page.
+    pub fn page_slots(&self) -> usize {
+        self.page_slots as usize
+    }
+
+    /// Bytes per page.
+    pub fn page_bytes(&self) -> u64 {
+        u64::from(self.page_slots) * 8
+    }
+
+    /// Seconds one page of a series of frequency `f` spans.
+    pub fn page_span(&self, f: i64) -> i64 {
+        i64::from(self.page_slots).saturating_mul(f)
     }
 
     /// How many slots of a page are defined: one past its last written slot (0 for an unknown page).
@@ -283,7 +305,7 @@ impl Head {
         let files = self.files.read();
         for p in pages.iter() {
             let p_lo = (p.start - base) / f;
-            let p_hi = p_lo + PAGE_SLOTS as i64;
+            let p_hi = p_lo + i64::from(self.page_slots);
             if p_hi <= lo || p_lo >= hi {
                 continue;
             }
@@ -434,7 +456,7 @@ impl Head {
         for p in pages.iter() {
             // Slot k of this page has nominal time p.start + k*F + F/2.
             let lo = (from - p.start - f / 2 + f - 1).div_euclid(f).max(0);
-            let hi = (to - p.start - f / 2 + f - 1).div_euclid(f).min(PAGE_SLOTS as i64);
+            let hi = (to - p.start - f / 2 + f - 1).div_euclid(f).min(i64::from(self.page_slots));
             if hi <= lo {
                 continue;
             }
@@ -442,7 +464,7 @@ impl Head {
             let page = p.no % self.pages_per_file;
             let len = i64::from(file.len(page).load(Ordering::Acquire));
             let hi = hi.min(len);
-            if lo == 0 && hi == PAGE_SLOTS as i64 {
+            if lo == 0 && hi == i64::from(self.page_slots) {
                 // A whole full page: its stats are computed once and kept until it changes.
                 let ps = file.cached_stats(page).unwrap_or_else(|| {
                     let version = file.version(page).load(Ordering::Acquire);
@@ -493,7 +515,7 @@ impl Head {
 
     /// Bytes of head files mapped.
     pub fn mapped_bytes(&self) -> u64 {
-        self.files.read().len() as u64 * u64::from(self.pages_per_file) * PAGE_BYTES as u64
+        self.files.read().len() as u64 * u64::from(self.pages_per_file) * self.page_bytes()
     }
 
     /// Number of series known to the head.
@@ -516,9 +538,11 @@ impl HeadWriter {
     pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, state: &HeadState, frequencies: &[i64]) -> Result<Self, StorageError> {
         vfs.create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
         let ppf = state.pages_per_file;
+        let slots = state.page_slots;
+        file::check_geometry(slots, ppf).map_err(|m| StorageError::corrupt(dir, 0, CorruptionKind::Invalid(m)))?;
         let mut files = Vec::new();
         for i in 0..state.files {
-            files.push(Arc::new(HeadFile::open(&*vfs, dir, i, ppf)?));
+            files.push(Arc::new(HeadFile::open(&*vfs, dir, i, ppf, slots as usize)?));
         }
         // Files created after the checkpoint are not referenced by it: remove them so they are recreated clean.
         let mut removed = false;
@@ -540,6 +564,7 @@ impl HeadWriter {
         let head = Arc::new(Head {
             in_use: std::sync::atomic::AtomicU64::new(0),
             pages_per_file: ppf,
+            page_slots: slots,
             files: RwLock::new(files.clone()),
             series: RwLock::new(Vec::new()),
             reclaim: RwLock::new(()),
@@ -570,7 +595,7 @@ impl HeadWriter {
             s.floor = st.floor;
             s.publish_floor();
             for &(p, len) in &st.pages {
-                if p.no >= state.hwm || p.no % ppf == 0 || len as usize > PAGE_SLOTS {
+                if p.no >= state.hwm || p.no % ppf == 0 || u32::from(len) > slots {
                     return Err(bad(format!("series {i}: page {} of length {len} is out of bounds", p.no)));
                 }
                 let file = &w.files[(p.no / ppf) as usize];
@@ -596,7 +621,16 @@ impl HeadWriter {
             floor_time: std::sync::atomic::AtomicI64::new(i64::MIN),
         });
         self.head.series.write().push(shared.clone());
-        self.series.push(WriterSeries { shared, frequency, origin: None, floor: 0, pages: Vec::new(), next: None });
+        let span = self.head.page_span(frequency);
+        self.series.push(WriterSeries {
+            shared,
+            frequency,
+            span,
+            origin: None,
+            floor: 0,
+            pages: Vec::new(),
+            next: None,
+        });
         SeriesId((self.series.len() - 1) as u32)
     }
 
@@ -616,7 +650,7 @@ impl HeadWriter {
         }
         if self.hwm >= self.files.len() as u32 * ppf {
             let index = self.files.len() as u32;
-            let f = Arc::new(HeadFile::create(&*self.vfs, &self.dir, index, ppf)?);
+            let f = Arc::new(HeadFile::create(&*self.vfs, &self.dir, index, ppf, self.head.page_slots())?);
             self.files.push(f.clone());
             self.head.files.write().push(f);
             if self.hwm.is_multiple_of(ppf) {
@@ -641,11 +675,12 @@ impl HeadWriter {
             ));
         };
         let f = s.frequency;
+        let slots = self.head.page_slots;
         if let Some(nx) = s.next {
             if ts >= nx.lo && ts - nx.lo < f {
                 let file = &self.files[nx.file as usize];
                 Self::store_slot(file, nx.page, nx.i as usize, value);
-                s.next = (nx.i + 1 < PAGE_SLOTS as u32).then_some(NextSlot { lo: nx.lo + f, i: nx.i + 1, ..nx });
+                s.next = (nx.i + 1 < slots).then_some(NextSlot { lo: nx.lo + f, i: nx.i + 1, ..nx });
                 return Ok(Applied::Stored);
             }
         }
@@ -654,12 +689,12 @@ impl HeadWriter {
             return Ok(Applied::TooOld);
         }
         let slot = (ts - origin) / f;
-        let n = slot / PAGE_SLOTS as i64;
+        let n = slot / i64::from(slots);
         if n < s.floor {
             return Ok(Applied::TooOld);
         }
-        let i = (slot % PAGE_SLOTS as i64) as usize;
-        let start = origin + n * PAGE_SLOTS as i64 * f;
+        let i = (slot % i64::from(slots)) as usize;
+        let start = origin + n * s.span;
         let pos = match s.pages.last() {
             Some(last) if last.start == start => Ok(s.pages.len() - 1),
             _ => s.pages.binary_search_by_key(&start, |p| p.start),
@@ -682,7 +717,7 @@ impl HeadWriter {
         let (file_idx, page) = (no / ppf, no % ppf);
         Self::store_slot(&self.files[file_idx as usize], page, i, value);
         let s = &mut self.series[id.0 as usize];
-        s.next = (i + 1 < PAGE_SLOTS).then_some(NextSlot {
+        s.next = (i + 1 < slots as usize).then_some(NextSlot {
             lo: start + (i as i64 + 1) * f,
             i: i as u32 + 1,
             file: file_idx,
@@ -728,7 +763,7 @@ impl HeadWriter {
     /// sealed. Compaction seals pages before copying them into a block, so no write can slip in between.
     pub fn seal_before(&mut self, id: SeriesId, before: i64) -> usize {
         let Some(s) = self.series.get_mut(id.0 as usize) else { return 0 };
-        let span = PAGE_SLOTS as i64 * s.frequency;
+        let span = s.span;
         let n = s.pages.iter().position(|p| p.start.saturating_add(span) > before).unwrap_or(s.pages.len());
         if n == 0 {
             return 0;
@@ -759,7 +794,14 @@ impl HeadWriter {
             .collect();
         let mut free = self.free.clone();
         free.extend_from_slice(&self.pending);
-        HeadState { pages_per_file: ppf, files: self.files.len() as u32, hwm: self.hwm, free, series }
+        HeadState {
+            pages_per_file: ppf,
+            page_slots: self.head.page_slots,
+            files: self.files.len() as u32,
+            hwm: self.hwm,
+            free,
+            series,
+        }
     }
 
     /// Number of pages freed but not yet reusable.

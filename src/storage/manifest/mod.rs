@@ -15,8 +15,11 @@ use crate::storage::{Lsn, MetricConfig};
 
 /// Magic number of a manifest.
 pub const MANIFEST_MAGIC: [u8; 4] = *b"SLTM";
-/// Manifest format version.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Manifest format version written. Version 2 records the head's page class (`page_slots`) where version 1
+/// had a reserved zero word; a version 1 manifest still reads, as a head of 512-slot pages.
+pub const MANIFEST_VERSION: u32 = 2;
+/// Values per page of a head described by a version 1 manifest.
+const V1_PAGE_SLOTS: u32 = 512;
 /// The manifest's file name in the data directory.
 pub const MANIFEST_NAME: &str = "MANIFEST";
 const NO_ORIGIN: i64 = i64::MIN;
@@ -82,7 +85,7 @@ impl Manifest {
         put_u32(&mut out, self.series.len() as u32);
         put_u32(&mut out, pages as u32);
         put_u32(&mut out, h.free.len() as u32);
-        put_u32(&mut out, 0); // reserved
+        put_u32(&mut out, h.page_slots);
         debug_assert_eq!(out.len(), 56);
         for m in &self.metrics {
             out.push(m.name.len() as u8);
@@ -139,7 +142,7 @@ impl Manifest {
         let wrap = |c: &Cursor<'_>, k: CorruptionKind| corrupt(at(c), k);
         c.take(4).map_err(|k| wrap(&c, k))?;
         let version = c.u32().map_err(|k| wrap(&c, k))?;
-        if version != MANIFEST_VERSION {
+        if version != 1 && version != MANIFEST_VERSION {
             return Err(StorageError::UnsupportedVersion {
                 file: path.to_owned(),
                 version,
@@ -157,10 +160,10 @@ impl Manifest {
             let n_series = c.u32()? as usize;
             let n_pages = c.u32()? as usize;
             let n_free = c.u32()? as usize;
-            let _reserved = c.u32()?;
-            if m.head.pages_per_file < 2 {
-                return Err(CorruptionKind::Invalid(format!("{} pages per file", m.head.pages_per_file)));
-            }
+            let page_slots = c.u32()?; // reserved (ignored) in version 1
+            m.head.page_slots = if version == 1 { V1_PAGE_SLOTS } else { page_slots };
+            crate::storage::head::file::check_geometry(m.head.page_slots, m.head.pages_per_file)
+                .map_err(CorruptionKind::Invalid)?;
             // Lower bounds of each section's size, checked before allocating.
             let min = n_metrics.saturating_mul(10)
                 + n_series.saturating_mul(26)
@@ -277,6 +280,7 @@ mod tests {
             series: vec![SeriesEntry { metric: 0, path: vec![1, 2, 4, b'e', b'm', b'm', b'y', 1, b'n'] }],
             head: HeadState {
                 pages_per_file: 16,
+                page_slots: 512,
                 files: 1,
                 hwm: 4,
                 free: vec![3],
@@ -294,6 +298,53 @@ mod tests {
         let m = sample();
         let bytes = m.encode();
         assert_eq!(Manifest::decode(Path::new("M"), &bytes).ok(), Some(m));
+    }
+
+    /// Re-signs `bytes` after an edit.
+    fn resign(bytes: &mut [u8]) {
+        let l = bytes.len();
+        let crc = crc32fast::hash(&bytes[..l - 4]);
+        bytes[l - 4..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn page_class_is_recorded_and_a_version_1_manifest_reads_as_512_slot_pages() {
+        let mut m = sample();
+        m.head.page_slots = 64;
+        m.head.series[0].pages =
+            vec![(PageRef { no: 1, start: 970 }, 64), (PageRef { no: 2, start: 970 + 64 * 60 }, 3)];
+        let bytes = m.encode();
+        assert_eq!(bytes[4..8], 2u32.to_le_bytes(), "version");
+        assert_eq!(bytes[52..56], 64u32.to_le_bytes(), "page_slots");
+        assert_eq!(Manifest::decode(Path::new("M"), &bytes).ok(), Some(m));
+        // Version 1 had a reserved word there, whatever it holds: pages of 512.
+        let mut v1 = sample().encode();
+        v1[4..8].copy_from_slice(&1u32.to_le_bytes());
+        v1[52..56].copy_from_slice(&7u32.to_le_bytes());
+        resign(&mut v1);
+        assert_eq!(Manifest::decode(Path::new("M"), &v1).ok(), Some(sample()));
+        // A page class that is not a power of two from 8 to 512, or files that do not fill 4096-byte units.
+        for (slots, ppf, what) in [
+            (0, 16, "page_slots 0"),
+            (48, 16, "page_slots 48"),
+            (1024, 16, "page_slots 1024"),
+            (4, 16, "page_slots 4"),
+            (64, 4, "not a multiple of 4096"),
+        ] {
+            let mut bad = sample().encode();
+            bad[52..56].copy_from_slice(&(slots as u32).to_le_bytes());
+            bad[24..28].copy_from_slice(&(ppf as u32).to_le_bytes());
+            resign(&mut bad);
+            let e = Manifest::decode(Path::new("M"), &bad).expect_err(what);
+            assert!(e.to_string().contains(what), "{what}: {e}");
+        }
+        let mut v3 = sample().encode();
+        v3[4..8].copy_from_slice(&3u32.to_le_bytes());
+        resign(&mut v3);
+        assert!(matches!(
+            Manifest::decode(Path::new("M"), &v3),
+            Err(StorageError::UnsupportedVersion { version: 3, .. })
+        ));
     }
 
     #[test]
