@@ -10,7 +10,7 @@ use crate::keys::{validate_name, Key};
 use crate::query::index::Index;
 use crate::query::selector::Selector;
 use crate::query::{self, DebugLevel, NodeHealth, QueryResult, ReadOptions, StatsResult};
-use crate::storage::engine::{Engine, EngineOptions, RecoveryReport, WritePause};
+use crate::storage::engine::{Engine, EngineOptions, MergePolicy, RecoveryReport, WritePause};
 use crate::storage::head::DEFAULT_PAGES_PER_FILE;
 use crate::storage::io::{StdVfs, Vfs};
 use crate::storage::wal::payload::Sample;
@@ -97,6 +97,10 @@ const COMPACTION_STEP: i64 = 3600;
 
 /// Blocks smaller than this are merged with their neighbours, up to this size (see `Engine::merge_blocks`).
 const MERGE_TARGET_BYTES: u64 = 256 << 20;
+
+/// The most bytes of blocks of short chunks merged at once when pages stop leaving the head (see
+/// `MergePolicy::Settle`); merges stream, so this bounds the extra disk a merge takes, not its memory.
+const SETTLE_TARGET_BYTES: u64 = 2 << 30;
 
 #[derive(Clone, Debug)]
 struct KeyedSample {
@@ -238,7 +242,15 @@ impl Inner {
         // clock keeps filling it instead of having its next samples refused by the seal.
         let n = query::free_except(&self.engine, &self.index, &keep, before, self.compaction, self.compaction)?;
         if self.compaction {
-            self.engine.merge_blocks(MERGE_TARGET_BYTES)?;
+            if n > 0 {
+                // While pages keep leaving the head, merge by size tier; once they stop, merge what is left.
+                self.engine.merge_blocks_with(MERGE_TARGET_BYTES, MergePolicy::Tiered)?;
+                // The pages just freed become reusable once a checkpoint records them free: without it the
+                // head would grow by every page compacted until the next scheduled checkpoint.
+                self.engine.checkpoint()?;
+            } else {
+                self.engine.merge_blocks_with(SETTLE_TARGET_BYTES, MergePolicy::Settle)?;
+            }
         }
         if let Some(long) = self.block_retention {
             let before = now.saturating_sub(i64::try_from(long.as_secs()).unwrap_or(i64::MAX));
@@ -260,7 +272,7 @@ impl Inner {
         let Some(cutoff) = query::oldest_pages_cutoff(&self.engine, &self.index, excess) else { return Ok(0) };
         let freed = query::free_except(&self.engine, &self.index, &[], cutoff, self.compaction, false)?;
         if self.compaction {
-            self.engine.merge_blocks(MERGE_TARGET_BYTES)?;
+            self.engine.merge_blocks_with(MERGE_TARGET_BYTES, MergePolicy::Tiered)?;
         }
         // Freed pages become reusable once a checkpoint records them free.
         self.engine.checkpoint()?;

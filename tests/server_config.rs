@@ -928,3 +928,22 @@ const CONFIG_NATS_JSON: &str = r#"{
     ],
     "jwt-public-key": "kzfYrYy+TzpanWZHJ5qSdMj5uKUWgq74BWhQG6copP0="
 }"#;
+
+#[test]
+fn page_slots_sets_the_head_page_class_of_a_new_data_directory() {
+    let c = parse(&minimal()).unwrap();
+    assert_eq!(c.metric_store.page_slots, silt::server::config::DEFAULT_SERVER_PAGE_SLOTS);
+    let o = c.db_options();
+    assert_eq!((o.page_slots, o.pages_per_file), (64, 32768), "16 MiB head files of 512-byte pages");
+    let c = parse(&with(minimal(), "/metric-store/page-slots", json!(512))).unwrap();
+    assert_eq!((c.db_options().page_slots, c.db_options().pages_per_file), (512, 4096));
+    for bad in [json!(0), json!(48), json!(1024), json!(4), json!(-8), json!(1e20)] {
+        let v = with(minimal(), "/metric-store/page-slots", bad.clone());
+        match parse(&v) {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "metric-store.page-slots", "{bad}"),
+            other => panic!("{bad}: expected Invalid at metric-store.page-slots, got {other:?}"),
+        }
+    }
+    let msg = invalid_at(&with(minimal(), "/metric-store/page-slots", json!(48)), "metric-store.page-slots");
+    assert!(msg.contains("48 is not a power of two from 8 to 512"), "{msg}");
+}

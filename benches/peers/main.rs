@@ -21,9 +21,11 @@
 //! - InfluxDB 1.x (`influxd`): `/write?db=bench&precision=s`; the cache is snapshotted to TSM after 10 s cold
 //!   and fully compacted after 30 s; queries: InfluxQL `GROUP BY time(60s)`.
 //! - silt (`silt serve`, built in release mode by cargo with this bench): `/api/write`, the config declares
-//!   the metrics (hwthread metrics sum, node metrics avg) with cc-metric-store's `retention-in-memory` of
-//!   48h (`PEERS_SILT_RETENTION` sets another: with `1h`, pages that a newer one follows are compacted into
-//!   blocks as the backfill goes) and `checkpoint-interval` 10s (the flush: a checkpoint drops the WAL
+//!   the metrics (hwthread metrics sum, node metrics avg) with `retention-in-memory` 1h: with compaction
+//!   (silt's default) that is how long samples stay in the head before they move into compressed blocks,
+//!   where queries still find them, so the backfill's pages are compacted as it goes (`PEERS_SILT_RETENTION`
+//!   sets another, e.g. cc-metric-store's usual 48h, which keeps the whole day raw in the head); the head's
+//!   page class is `silt serve`'s default, 64 values; `checkpoint-interval` 10s (the flush: a checkpoint drops the WAL
 //!   segments below it); queries: `/api/query` (the all-host average is
 //!   a query without `host`, silt's extension of cc-metric-store's API).
 //!
@@ -42,6 +44,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{peak_rss_bytes, process_cpu_seconds, status_bytes, thread_cpu_seconds, Client};
@@ -137,7 +141,7 @@ impl Server {
                         "metric-store": {{"retention-in-memory": "{retention}", "memory-cap": 0, "checkpoint-interval": "10s",
                                           "checkpoints": {{"directory": "{}"}}}}}}"#,
                     data.display(),
-                    retention = std::env::var("PEERS_SILT_RETENTION").unwrap_or_else(|_| "48h".into()),
+                    retention = std::env::var("PEERS_SILT_RETENTION").unwrap_or_else(|_| "1h".into()),
                 );
                 let path = dir.join("config.json");
                 std::fs::write(&path, config).expect("config");
@@ -308,6 +312,11 @@ fn disk_bytes(dir: &Path) -> u64 {
     total
 }
 
+fn disk_bytes_of(file: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(file).map_or(0, |m| m.blocks() * 512)
+}
+
 fn file_count(dir: &Path) -> usize {
     let mut n = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -376,8 +385,26 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
             })
         })
         .collect();
+    // Resident memory sampled every 100 ms: its largest value during ingest and during the flush.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (pid, sampling) = (pid.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            let mut peak = (0u64, 0u64);
+            while sampling.load(Ordering::Relaxed) {
+                let (a, f) = (status_bytes(&pid, "RssAnon"), status_bytes(&pid, "RssFile"));
+                if a + f > peak.0 + peak.1 {
+                    peak = (a, f);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        })
+    };
     let loadgen_cpu: f64 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
     let ingest_secs = started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    let ingest_peak = sampler.join().expect("sampler");
     let samples = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64;
     server.flush();
     let cpu = process_cpu_seconds(&pid) - cpu0;
@@ -393,6 +420,19 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
         assert_eq!(count("too_old"), 0, "{}: samples refused as too old", system.name());
     }
     let bytes = disk_bytes(&server.data);
+    let mut parts: Vec<String> = std::fs::read_dir(&server.data)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    let (b, n) = if p.is_dir() { (disk_bytes(&p), file_count(&p)) } else { (disk_bytes_of(&p), 1) };
+                    format!("{} {:.1} MiB in {n}", e.file_name().to_string_lossy(), b as f64 / (1 << 20) as f64)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    parts.sort();
+    eprintln!("{}: on disk after the flush: {}", system.name(), parts.join(", "));
     let (from, to) = (t0, t0 + steps * FREQ);
     let mut client = Client::connect(addr);
     let mut queries = Vec::new();
@@ -417,11 +457,14 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mib = |field| status_bytes(&pid, field) as f64 / (1 << 20) as f64;
+    let to_mib = |b: u64| b as f64 / (1 << 20) as f64;
     eprintln!(
-        "{}: resident at the end: {:.0} MiB anonymous, {:.0} MiB file-backed (peak {:.0} MiB)",
+        "{}: resident at the end: {:.0} MiB anonymous, {:.0} MiB file-backed; largest sample during ingest: {:.0} + {:.0} MiB; peak {:.0} MiB",
         system.name(),
         mib("RssAnon"),
         mib("RssFile"),
+        to_mib(ingest_peak.0),
+        to_mib(ingest_peak.1),
         mib("VmHWM")
     );
     Figures {

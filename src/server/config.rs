@@ -57,7 +57,8 @@
 //! Used: `main.addr`, the TLS files (`https-cert-file`, `https-key-file`), `jwt-public-key`, `metrics`,
 //! `metric-store.retention-in-memory`, `memory-cap`, `checkpoint-interval` and `checkpoints.directory`
 //! (the data directory: [`Config::data_dir`]; see [`Config::db_options`]), `nats` and
-//! `nats-subscriptions`. Kept but ignored by silt for now (each field's documentation says so):
+//! `nats-subscriptions`; and silt's own `metric-store.page-slots` (the head page class of a new data directory,
+//! [`DEFAULT_SERVER_PAGE_SLOTS`] when absent). Kept but ignored by silt for now (each field's documentation says so):
 //! `user`/`group`, `backend-url`, both `debug` sections, `num-workers`, `checkpoints.file-format`,
 //! `max-wal-size` and `cleanup`.
 
@@ -273,7 +274,18 @@ pub struct MetricStoreConfig {
     pub cleanup: CleanupConfig,
     /// `nats-subscriptions`: NATS subjects to ingest from (empty when absent).
     pub nats_subscriptions: Vec<NatsSubscription>,
+    /// `page-slots` (a silt extension): values per head page of a new data directory, a power of two from 8
+    /// to 512; default [`DEFAULT_SERVER_PAGE_SLOTS`]. An existing directory keeps its own.
+    pub page_slots: u32,
 }
+
+/// Head page class of a data directory `silt serve` creates: 64 values (512-byte pages), so that the page
+/// every series being written keeps open costs 512 bytes rather than 4 KiB (52 MiB rather than 413 MiB for
+/// the 105,780 series of an 82-node cluster), while a day at 60 s is still only 23 pages.
+pub const DEFAULT_SERVER_PAGE_SLOTS: u32 = 64;
+
+/// Bytes per head file of a data directory `silt serve` creates.
+const SERVER_HEAD_FILE_BYTES: u32 = 16 << 20;
 
 impl Default for MetricStoreConfig {
     /// No cap, 48h retention (the value cc-metric-store ships), everything else at cc-metric-store's default
@@ -288,6 +300,7 @@ impl Default for MetricStoreConfig {
             debug: DebugConfig::default(),
             cleanup: CleanupConfig::default(),
             nats_subscriptions: Vec::new(),
+            page_slots: DEFAULT_SERVER_PAGE_SLOTS,
         }
     }
 }
@@ -412,12 +425,15 @@ impl Config {
     }
 
     /// [`crate::Options::default`] with `retention` from `retention-in-memory`, `memory_cap_bytes` from
-    /// `memory-cap`, and `checkpoint_interval` from `checkpoint-interval` when the file sets it.
+    /// `memory-cap`, `checkpoint_interval` from `checkpoint-interval` when the file sets it, and the head's
+    /// page class from `page-slots` (in 16 MiB files).
     pub fn db_options(&self) -> crate::Options {
         let ms = &self.metric_store;
         let mut opts = crate::Options {
             retention: Some(ms.retention_in_memory),
             memory_cap_bytes: ms.memory_cap_bytes(),
+            page_slots: ms.page_slots,
+            pages_per_file: SERVER_HEAD_FILE_BYTES / (8 * ms.page_slots),
             ..crate::Options::default()
         };
         if let Some(interval) = ms.checkpoint_interval {
@@ -784,8 +800,16 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
         "memory-cap",
         "nats-subscriptions",
         "num-workers",
+        "page-slots",
         "retention-in-memory",
     ])?;
+    let page_slots = match o.non_negative("page-slots")? {
+        None => DEFAULT_SERVER_PAGE_SLOTS,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| crate::storage::head::file::check_geometry(*n, SERVER_HEAD_FILE_BYTES / 4096).is_ok())
+            .ok_or_else(|| invalid(o.field("page-slots"), format!("{n} is not a power of two from 8 to 512")))?,
+    };
     let memory_cap = o.required("memory-cap", o.non_negative("memory-cap")?)?;
     if memory_cap.checked_mul(MEMORY_CAP_UNIT).is_none() {
         return Err(invalid(o.field("memory-cap"), format!("{memory_cap} GB does not fit in 64 bits of bytes")));
@@ -837,6 +861,7 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
         debug: parse_debug(o.obj("debug")?)?,
         cleanup,
         nats_subscriptions,
+        page_slots,
     })
 }
 

@@ -521,6 +521,11 @@ const PCO_CHUNK_MAX: usize = 1 << 20;
 /// allocates it.
 const PCO_MAX_WINDOW_LOG: u32 = 15;
 
+/// pco's compression level (0–12; its default is 8). Measured on the peer benchmark's random walks (chunks of
+/// 1,440 values): level 4 compresses as small as 8 (1.089 B/value) at 2.6× the speed (21 against 8.2 M
+/// values/s); level 2 is 1.9 % larger at 3.3×. Any level decodes the same way.
+const PCO_LEVEL: usize = 4;
+
 fn pco_encode(valid: &[f64], out: &mut Vec<u8>) {
     // Writing to a Vec cannot fail, and the configuration is valid for any count from 1 to
     // PCO_CHUNK_MAX: pco has no other reason to return an error here.
@@ -528,7 +533,9 @@ fn pco_encode(valid: &[f64], out: &mut Vec<u8>) {
     let fc = FileCompressor::default();
     fc.write_header(&mut *out).expect(BUG);
     for chunk in valid.chunks(PCO_CHUNK_MAX) {
-        let config = ChunkConfig::default().with_paging_spec(PagingSpec::Exact(vec![chunk.len()]));
+        let config = ChunkConfig::default()
+            .with_compression_level(PCO_LEVEL)
+            .with_paging_spec(PagingSpec::Exact(vec![chunk.len()]));
         let mut cc = fc.chunk_compressor(chunk, &config).expect(BUG);
         cc.write_meta(&mut *out).expect(BUG);
         cc.write_page(0, &mut *out).expect(BUG);

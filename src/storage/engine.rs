@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
-use crate::storage::block::{encode_block, parse_block_name, write_block, Block, BlockList, ChunkData, BLOCK_DIR};
+use crate::storage::block::{parse_block_name, write_block, Block, BlockList, ChunkData, BLOCK_DIR};
 use crate::storage::error::{CorruptionKind, StorageError};
 use crate::storage::head::{Applied, Head, HeadState, HeadWriter, DEFAULT_PAGES_PER_FILE, MAX_FREQUENCY};
 use crate::storage::io::{DirLock, Vfs};
@@ -126,16 +126,30 @@ pub struct CompactReport {
     pub pages: u64,
     /// Series with a chunk in the block.
     pub series: usize,
-    /// The block written, if any.
+    /// The (last) block written, if any.
     pub block: Option<PathBuf>,
-    /// Bytes of the block.
+    /// Bytes of the blocks written.
     pub bytes: u64,
     /// Non-NaN values written.
     pub samples: u64,
 }
 
-/// The codec new blocks are written with: pco, chosen by measurement (`format/block.md`, "Values").
+/// The codec long chunks are written with: pco, chosen by measurement (`format/block.md`, "Values").
 pub const BLOCK_CODEC: crate::storage::codec::Codec = crate::storage::codec::Codec::Pco;
+
+/// Chunks of fewer values are written with Gorilla rather than pco: pco's cost per chunk makes it slow on
+/// short ones (4–6 M values/s on 64-value chunks, 8–14 M on 256, 21 M on 1,440; Gorilla ~220 M), and short chunks
+/// are what a compaction soon after a page fills writes; merges make them long, and pco then.
+pub const PCO_MIN_VALUES: usize = 512;
+
+/// The codec a chunk of `len` values is written with.
+pub fn codec_for(len: usize) -> crate::storage::codec::Codec {
+    if len >= PCO_MIN_VALUES {
+        BLOCK_CODEC
+    } else {
+        crate::storage::codec::Codec::Gorilla
+    }
+}
 
 /// Counters of the engine (monotonic).
 #[derive(Debug, Default)]
@@ -167,13 +181,38 @@ pub struct EngineStats {
     pub block_bytes_written: AtomicU64,
 }
 
+/// Which runs of adjacent blocks [`Engine::merge_blocks_with`] merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergePolicy {
+    /// At least [`MERGE_MIN_BLOCKS`] small blocks, whatever their sizes.
+    Small,
+    /// At least [`MERGE_MIN_BLOCKS`] small blocks of one size tier (sizes within a factor of 4: below 1 MiB,
+    /// 1–3 MiB, 4–15 MiB, …), so that while blocks keep coming each value is rewritten about once per tier
+    /// rather than once per merge.
+    Tiered,
+    /// At least 2 blocks of short chunks (fewer than [`PCO_MIN_VALUES`] values on average), whatever their
+    /// sizes, together at most `target`: once pages stop leaving the head, the short chunks compactions
+    /// wrote are merged into long ones (and so written with pco).
+    Settle,
+}
+
+/// The size tier of a block of `bytes` (see [`MergePolicy::Tiered`]).
+fn size_tier(bytes: u64) -> u32 {
+    (64 - (bytes >> 20).leading_zeros()).div_ceil(2)
+}
+
+/// Most head values (slots) one compaction copies into one block: larger compactions are split into blocks of
+/// about this many (16 MiB of values), so the copy held in memory stays bounded.
+pub const COMPACT_BATCH_VALUES: usize = 2 << 20;
+
 /// Fewest adjacent small blocks worth merging.
 pub const MERGE_MIN_BLOCKS: usize = 4;
 
 impl Engine {
     /// Merges the oldest run of at least [`MERGE_MIN_BLOCKS`] adjacent blocks (by sequence number) that are
     /// each under half of `target` bytes and together at most `target`, into one block. Returns how many
-    /// blocks went away (0: nothing to merge).
+    /// blocks went away (0: nothing to merge). Same as [`Engine::merge_blocks_with`] with
+    /// [`MergePolicy::Small`].
     ///
     /// The merged block takes the name (and so the precedence) of the newest block of the run, which it
     /// replaces by a rename; the older ones are removed after that rename is durable. Only a run with no
@@ -182,34 +221,49 @@ impl Engine {
     /// with the newest value: the same answers either way. Extra disk during a merge: at most `target`
     /// bytes. Series are merged in parallel (`rayon`).
     pub fn merge_blocks(&self, target: u64) -> Result<usize, StorageError> {
+        self.merge_blocks_with(target, MergePolicy::Small)
+    }
+
+    /// Merges the oldest run of adjacent blocks that `policy` picks (each under half of `target` bytes,
+    /// together at most `target`) into one block, as [`Engine::merge_blocks`] describes. Returns how many
+    /// blocks went away (0: nothing to merge).
+    pub fn merge_blocks_with(&self, target: u64, policy: MergePolicy) -> Result<usize, StorageError> {
         let _one = self.shared.compaction.lock();
         let list = self.blocks();
+        let (min, tiered) = match policy {
+            MergePolicy::Small => (MERGE_MIN_BLOCKS, false),
+            MergePolicy::Tiered => (MERGE_MIN_BLOCKS, true),
+            MergePolicy::Settle => (2, false),
+        };
         let mut run: Vec<Arc<Block>> = Vec::new();
         let mut total = 0u64;
         for b in list.iter() {
-            if b.size() < target / 2 && total + b.size() <= target {
+            let small = match policy {
+                MergePolicy::Settle => b.mean_chunk_values() < PCO_MIN_VALUES,
+                _ => b.size() < target / 2,
+            };
+            let same_tier = !tiered || run.first().is_none_or(|f| size_tier(f.size()) == size_tier(b.size()));
+            if small && same_tier && total + b.size() <= target {
                 total += b.size();
                 run.push(b.clone());
                 continue;
             }
-            if run.len() >= MERGE_MIN_BLOCKS {
+            if run.len() >= min {
                 break;
             }
             run.clear();
             total = 0;
-            if b.size() < target / 2 {
+            if small {
                 total = b.size();
                 run.push(b.clone());
             }
         }
-        if run.len() < MERGE_MIN_BLOCKS {
+        if run.len() < min {
             return Ok(0);
         }
-        let merged = merge_chunks(&run)?;
         let newest = run.iter().map(|b| b.seq()).max().unwrap_or(0);
         let dir = self.dir.join(BLOCK_DIR);
-        let bytes = encode_block(merged, BLOCK_CODEC);
-        let block = write_block(&*self.vfs, &dir, newest, &bytes)
+        let block = write_merged(&*self.vfs, &run, &dir, newest)
             .and_then(|path| Block::open(&*self.vfs, &path, newest))
             .inspect_err(|_| {
                 let tmp = crate::storage::io::tmp_path(&dir.join(crate::storage::block::block_name(newest)));
@@ -284,67 +338,125 @@ impl Engine {
 /// Opens every block in `dir` (if it exists), oldest sequence first, removing temporary files a crash
 /// left. A block that fails its checks is reported, not opened. Returns the blocks, the damaged ones and the
 /// next free sequence number.
-/// The chunks of `run` (oldest block first) merged per series: chunks of one series that overlap or touch
-/// become one, slot by slot with the newer block's values (NaN included) over the older's.
-fn merge_chunks(run: &[Arc<Block>]) -> Result<Vec<ChunkData>, StorageError> {
+/// Most decoded values a merge holds at once: series are merged and encoded in groups of about this many
+/// (16 MiB of values), written out before the next group.
+const MERGE_GROUP_VALUES: usize = 2 << 20;
+
+/// Writes the merge of `run` (oldest block first) as block `seq` in `dir`, group of series by group of
+/// series ([`MERGE_GROUP_VALUES`]), each group merged and encoded in parallel (`rayon`); returns its path.
+fn write_merged(vfs: &dyn Vfs, run: &[Arc<Block>], dir: &Path, seq: u64) -> Result<PathBuf, StorageError> {
     use rayon::prelude::*;
-    let mut by_series: std::collections::BTreeMap<SeriesId, Vec<(usize, crate::storage::block::ChunkMeta)>> =
-        std::collections::BTreeMap::new();
-    for (i, b) in run.iter().enumerate() {
-        for c in b.chunks() {
-            by_series.entry(c.series).or_default().push((i, *c));
+    type Chunks = Vec<(usize, crate::storage::block::ChunkMeta)>;
+    let files = run
+        .iter()
+        .map(|b| {
+            vfs.open(b.path(), crate::storage::io::OpenMode::Read).map_err(|e| StorageError::io("open", b.path(), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut writer = crate::storage::block::BlockWriter::create(vfs, dir, seq)?;
+    // Each block's chunks are sorted by series: walk them all with one cursor per block, series by series, a
+    // group of about MERGE_GROUP_VALUES values at a time, so only one group's descriptors are copied.
+    let mut cursors = vec![0usize; run.len()];
+    loop {
+        let mut group: Vec<(SeriesId, Chunks)> = Vec::new();
+        let mut values = 0usize;
+        while group.is_empty() || values < MERGE_GROUP_VALUES {
+            let next = run.iter().zip(&cursors).filter_map(|(b, &k)| b.chunks().get(k).map(|c| c.series)).min();
+            let Some(series) = next else { break };
+            let mut chunks: Chunks = Vec::new();
+            for (i, b) in run.iter().enumerate() {
+                while let Some(c) = b.chunks().get(cursors[i]).filter(|c| c.series == series) {
+                    chunks.push((i, *c));
+                    cursors[i] += 1;
+                }
+            }
+            values += series_values(&chunks);
+            group.push((series, chunks));
+        }
+        if group.is_empty() {
+            break;
+        }
+        type Encoded = Vec<(ChunkData, crate::storage::codec::Codec, Vec<u8>)>;
+        let encoded: Vec<Result<Encoded, StorageError>> = group
+            .par_iter()
+            .map(|(series, chunks)| {
+                let merged = merge_series(run, &files, *series, chunks.clone())?;
+                Ok(merged
+                    .into_iter()
+                    .map(|c| {
+                        let mut bytes = Vec::new();
+                        let codec = codec_for(c.values.len());
+                        crate::storage::codec::encode(codec, &c.values, &mut bytes);
+                        (c, codec, bytes)
+                    })
+                    .collect())
+            })
+            .collect();
+        for series in encoded {
+            for (c, codec, bytes) in series? {
+                writer.push(&c, codec, &bytes)?;
+            }
         }
     }
-    let per_series: Vec<Result<Vec<ChunkData>, StorageError>> = by_series
-        .into_par_iter()
-        .map(|(series, mut chunks)| {
-            // Group chunks that overlap or touch (same frequency), in start order.
-            chunks.sort_by_key(|(i, c)| (c.frequency, c.start, *i));
-            let mut out: Vec<ChunkData> = Vec::new();
-            let mut group: Vec<(usize, crate::storage::block::ChunkMeta)> = Vec::new();
-            let flush = |group: &mut Vec<(usize, crate::storage::block::ChunkMeta)>, out: &mut Vec<ChunkData>| {
-                if group.is_empty() {
-                    return Ok(());
-                }
-                let f = group[0].1.frequency;
-                let start = group.iter().map(|(_, c)| c.start).min().unwrap_or(0);
-                let end = group.iter().map(|(_, c)| c.end()).max().unwrap_or(start);
-                let mut values = vec![f64::NAN; ((end - start) / f) as usize];
-                group.sort_by_key(|(i, _)| *i); // older blocks first, newer overwrite
-                let mut tmp = Vec::new();
-                for (i, c) in group.iter() {
-                    tmp.clear();
-                    run[*i].decode(c, &mut tmp)?;
-                    let off = ((c.start - start) / f) as usize;
-                    values[off..off + tmp.len()].copy_from_slice(&tmp);
-                }
-                while values.last().is_some_and(|v| v.is_nan()) {
-                    values.pop();
-                }
-                out.push(ChunkData { series, start, frequency: f, values });
-                group.clear();
-                Ok::<(), StorageError>(())
-            };
-            for (i, c) in chunks {
-                let joins = group.last().is_some_and(|(_, g)| {
-                    g.frequency == c.frequency
-                        && c.start <= group.iter().map(|(_, x)| x.end()).max().unwrap_or(g.end())
-                        && (c.start - g.start) % c.frequency == 0
-                });
-                if !joins {
-                    flush(&mut group, &mut out)?;
-                }
-                group.push((i, c));
-            }
+    writer.finish(vfs)
+}
+
+/// Values (slots) in a series' chunks.
+fn series_values(chunks: &[(usize, crate::storage::block::ChunkMeta)]) -> usize {
+    chunks.iter().map(|(_, c)| c.count as usize).sum()
+}
+
+/// The chunks of one series from the blocks of `run` (oldest block first) merged: chunks that overlap or
+/// touch become one, slot by slot with the newer block's values (NaN included) over the older's. Sorted by
+/// start.
+fn merge_series(
+    run: &[Arc<Block>],
+    files: &[Box<dyn crate::storage::io::VFile>],
+    series: SeriesId,
+    mut chunks: Vec<(usize, crate::storage::block::ChunkMeta)>,
+) -> Result<Vec<ChunkData>, StorageError> {
+    // Group chunks that overlap or touch (same frequency), in start order.
+    chunks.sort_by_key(|(i, c)| (c.frequency, c.start, *i));
+    let mut out: Vec<ChunkData> = Vec::new();
+    let mut group: Vec<(usize, crate::storage::block::ChunkMeta)> = Vec::new();
+    let flush = |group: &mut Vec<(usize, crate::storage::block::ChunkMeta)>, out: &mut Vec<ChunkData>| {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let f = group[0].1.frequency;
+        let start = group.iter().map(|(_, c)| c.start).min().unwrap_or(0);
+        let end = group.iter().map(|(_, c)| c.end()).max().unwrap_or(start);
+        let mut values = vec![f64::NAN; ((end - start) / f) as usize];
+        group.sort_by_key(|(i, _)| *i); // older blocks first, newer overwrite
+        let (mut tmp, mut buf) = (Vec::new(), Vec::new());
+        for (i, c) in group.iter() {
+            tmp.clear();
+            run[*i].decode_read(&*files[*i], c, &mut buf, &mut tmp)?;
+            let off = ((c.start - start) / f) as usize;
+            values[off..off + tmp.len()].copy_from_slice(&tmp);
+        }
+        while values.last().is_some_and(|v| v.is_nan()) {
+            values.pop();
+        }
+        out.push(ChunkData { series, start, frequency: f, values });
+        group.clear();
+        Ok::<(), StorageError>(())
+    };
+    for (i, c) in chunks {
+        let joins = group.last().is_some_and(|(_, g)| {
+            g.frequency == c.frequency
+                && c.start <= group.iter().map(|(_, x)| x.end()).max().unwrap_or(g.end())
+                && (c.start - g.start) % c.frequency == 0
+        });
+        if !joins {
             flush(&mut group, &mut out)?;
-            Ok(out)
-        })
-        .collect();
-    let mut all = Vec::new();
-    for r in per_series {
-        all.extend(r?);
+        }
+        group.push((i, c));
     }
-    Ok(all)
+    flush(&mut group, &mut out)?;
+    // Chunks of different frequencies were grouped apart: the block wants them by start.
+    out.sort_by_key(|c| c.start);
+    Ok(out)
 }
 
 /// Blocks opened, damaged ones (their errors), next sequence number.
@@ -998,8 +1110,9 @@ impl Engine {
         self.shared.blocks.read().clone()
     }
 
-    /// Compacts, per series, the pages whose every slot lies before the time into one new block, then frees
-    /// them from the head (they become reusable after the next checkpoint).
+    /// Compacts, per series, the pages whose every slot lies before the time into new blocks (one per
+    /// [`COMPACT_BATCH_VALUES`] values of pages), then frees them from the head (they become reusable after
+    /// the next checkpoint).
     ///
     /// The steps, each safe to crash after: (1) seal the pages (a WAL record: later writes there are refused
     /// as too old, so the copy cannot miss one); (2) copy their values and write the block under a
@@ -1011,6 +1124,34 @@ impl Engine {
         let _one = self.shared.compaction.lock();
         if items.is_empty() || self.seal(items.clone())? == 0 {
             return Ok(CompactReport::default());
+        }
+        // The sealed pages go in batches of at most COMPACT_BATCH_VALUES values, one block each, so the
+        // values copied out of the head at once stay bounded however many series are compacted.
+        let head = self.head().clone();
+        let mut report = CompactReport::default();
+        let mut batch: Vec<(SeriesId, i64)> = Vec::new();
+        let mut batch_values = 0usize;
+        for &(id, before) in &items {
+            let values = head.pages(id).map_or(0, |(list, f)| {
+                let span = head.page_span(f);
+                list.iter().take_while(|p| p.start.saturating_add(span) <= before).count() * head.page_slots()
+            });
+            if !batch.is_empty() && batch_values + values > COMPACT_BATCH_VALUES {
+                self.compact_sealed(std::mem::take(&mut batch), &mut report)?;
+                batch_values = 0;
+            }
+            batch.push((id, before));
+            batch_values += values;
+        }
+        self.compact_sealed(batch, &mut report)?;
+        Ok(report)
+    }
+
+    /// Copies the sealed pages of `items` into one block, publishes it and frees the pages; adds to `report`
+    /// (the last block written is the report's `block`).
+    fn compact_sealed(&self, items: Vec<(SeriesId, i64)>, report: &mut CompactReport) -> Result<(), StorageError> {
+        if items.is_empty() {
+            return Ok(());
         }
         let head = self.head();
         let mut chunks = Vec::new();
@@ -1033,10 +1174,12 @@ impl Engine {
                 chunks.push(ChunkData { series: id, start: first.start, frequency: f, values: values.clone() });
             }
         }
-        let mut report = CompactReport { pages, series: chunks.len(), ..CompactReport::default() };
+        report.pages += pages;
+        report.series += chunks.len();
         if !chunks.is_empty() {
-            report.samples = chunks.iter().map(|c| c.values.iter().filter(|v| !v.is_nan()).count() as u64).sum();
-            let bytes = encode_block(chunks, BLOCK_CODEC);
+            report.samples +=
+                chunks.iter().map(|c| c.values.iter().filter(|v| !v.is_nan()).count() as u64).sum::<u64>();
+            let bytes = crate::storage::block::encode_block_by(chunks, |c| codec_for(c.values.len()));
             let dir = self.dir.join(BLOCK_DIR);
             self.vfs.create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
             let seq = self.shared.next_block_seq.fetch_add(1, Ordering::Relaxed);
@@ -1052,15 +1195,15 @@ impl Engine {
                 *list = Arc::new(next);
                 self.shared.block_generation.fetch_add(1, Ordering::AcqRel);
             }
-            report.bytes = bytes.len() as u64;
+            report.bytes += bytes.len() as u64;
             report.block = Some(path);
             let st = &self.shared.stats;
             st.blocks_written.fetch_add(1, Ordering::Relaxed);
-            st.block_bytes_written.fetch_add(report.bytes, Ordering::Relaxed);
+            st.block_bytes_written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         self.free(items)?;
-        self.shared.stats.pages_compacted.fetch_add(report.pages, Ordering::Relaxed);
-        Ok(report)
+        self.shared.stats.pages_compacted.fetch_add(pages, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Runs a checkpoint now; returns its LSN.
@@ -1454,5 +1597,27 @@ impl Writer {
         let (job, meta) = self.begin_checkpoint()?;
         run_checkpoint_job(&*self.vfs, &self.dir, self.head.head(), &job)?;
         self.complete(meta.lsn, meta.wal_seq, meta.pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_tiers_grow_by_a_factor_of_four() {
+        let mib = 1u64 << 20;
+        let tiers: Vec<u32> = [0, mib - 1, mib, 3 * mib, 4 * mib - 1, 4 * mib, 15 * mib, 16 * mib, 64 * mib]
+            .into_iter()
+            .map(size_tier)
+            .collect();
+        assert_eq!(tiers, [0, 0, 1, 1, 1, 2, 2, 3, 4]);
+    }
+
+    #[test]
+    fn short_chunks_are_gorilla_and_long_ones_pco() {
+        assert_eq!(codec_for(1), crate::storage::codec::Codec::Gorilla);
+        assert_eq!(codec_for(PCO_MIN_VALUES - 1), crate::storage::codec::Codec::Gorilla);
+        assert_eq!(codec_for(PCO_MIN_VALUES), BLOCK_CODEC);
     }
 }

@@ -14,7 +14,7 @@ pub mod manifest;
 pub mod state;
 pub mod wal;
 
-pub use engine::{Engine, EngineOptions, RecoveryReport, WriteAck, WriteOutcome};
+pub use engine::{Engine, EngineOptions, MergePolicy, RecoveryReport, WriteAck, WriteOutcome};
 pub use error::{CorruptionKind, StorageError};
 /// Dense id of an interned series (path + metric). Ids are assigned in order from 0 and never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -95,44 +95,39 @@ pub struct ChunkData {
     pub values: Vec<f64>,
 }
 
-/// Encodes a block from chunks (any order; sorted here) with `codec`. Chunks without values are dropped.
-pub fn encode_block(mut chunks: Vec<ChunkData>, codec: Codec) -> Vec<u8> {
-    chunks.retain(|c| !c.values.is_empty());
-    chunks.sort_by_key(|c| (c.series, c.start));
-    let mut out = vec![0u8; HEADER_LEN];
-    let mut metas = Vec::with_capacity(chunks.len());
-    let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
-    for c in &chunks {
-        let offset = out.len() as u64;
-        codec::encode(codec, &c.values, &mut out);
-        let bytes = &out[offset as usize..];
-        let (mut samples, mut sum, mut min, mut max) = (0u32, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-        for &v in c.values.iter().filter(|v| !v.is_nan()) {
-            samples += 1;
-            sum += v;
-            min = min.min(v);
-            max = max.max(v);
-        }
-        let meta = ChunkMeta {
-            series: c.series,
-            codec,
-            start: c.start,
-            frequency: c.frequency,
-            count: c.values.len() as u32,
-            samples,
-            offset,
-            len: bytes.len() as u32,
-            crc: crc32fast::hash(bytes),
-            sum,
-            min,
-            max,
-        };
-        min_time = min_time.min(meta.start);
-        max_time = max_time.max(meta.end());
-        metas.push(meta);
+/// The descriptor of chunk `c`, encoded as `bytes` with `codec`, at `offset` in its file.
+fn chunk_meta(c: &ChunkData, codec: Codec, offset: u64, bytes: &[u8]) -> ChunkMeta {
+    let (mut samples, mut sum, mut min, mut max) = (0u32, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &v in c.values.iter().filter(|v| !v.is_nan()) {
+        samples += 1;
+        sum += v;
+        min = min.min(v);
+        max = max.max(v);
     }
-    let index_offset = out.len() as u64;
-    for m in &metas {
+    ChunkMeta {
+        series: c.series,
+        codec,
+        start: c.start,
+        frequency: c.frequency,
+        count: c.values.len() as u32,
+        samples,
+        offset,
+        len: bytes.len() as u32,
+        crc: crc32fast::hash(bytes),
+        sum,
+        min,
+        max,
+    }
+}
+
+/// The index (descriptors) of `metas`, which starts at `index_offset`, and the header of the block it ends:
+/// `(index, header)`.
+fn index_and_header(metas: &[ChunkMeta], index_offset: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut out = Vec::with_capacity(metas.len() * DESCRIPTOR_LEN);
+    let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+    for m in metas {
+        min_time = min_time.min(m.start);
+        max_time = max_time.max(m.end());
         out.extend_from_slice(&m.series.0.to_le_bytes());
         out.push(m.codec as u8);
         out.extend_from_slice(&[0; 3]);
@@ -148,11 +143,11 @@ pub fn encode_block(mut chunks: Vec<ChunkData>, codec: Codec) -> Vec<u8> {
         out.extend_from_slice(&m.max.to_bits().to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
     }
-    let index_crc = crc32fast::hash(&out[index_offset as usize..]);
+    let index_crc = crc32fast::hash(&out);
     if metas.is_empty() {
         (min_time, max_time) = (0, 0);
     }
-    let file_len = out.len() as u64;
+    let file_len = index_offset + out.len() as u64;
     let mut h = Vec::with_capacity(HEADER_LEN);
     h.extend_from_slice(&BLOCK_MAGIC);
     h.extend_from_slice(&BLOCK_VERSION.to_le_bytes());
@@ -166,8 +161,106 @@ pub fn encode_block(mut chunks: Vec<ChunkData>, codec: Codec) -> Vec<u8> {
     h.extend_from_slice(&0u32.to_le_bytes());
     let crc = crc32fast::hash(&h);
     h.extend_from_slice(&crc.to_le_bytes());
-    out[..HEADER_LEN].copy_from_slice(&h);
+    (out, h)
+}
+
+/// Encodes a block from chunks (any order; sorted here) with `codec`. Chunks without values are dropped.
+pub fn encode_block(chunks: Vec<ChunkData>, codec: Codec) -> Vec<u8> {
+    encode_block_by(chunks, |_| codec)
+}
+
+/// [`encode_block`] with each chunk's codec chosen by `pick`.
+pub fn encode_block_by(mut chunks: Vec<ChunkData>, pick: impl Fn(&ChunkData) -> Codec) -> Vec<u8> {
+    chunks.retain(|c| !c.values.is_empty());
+    chunks.sort_by_key(|c| (c.series, c.start));
+    let mut out = vec![0u8; HEADER_LEN];
+    let mut metas = Vec::with_capacity(chunks.len());
+    for c in &chunks {
+        let offset = out.len() as u64;
+        let codec = pick(c);
+        codec::encode(codec, &c.values, &mut out);
+        metas.push(chunk_meta(c, codec, offset, &out[offset as usize..]));
+    }
+    let (index, header) = index_and_header(&metas, out.len() as u64);
+    out.extend_from_slice(&index);
+    out[..HEADER_LEN].copy_from_slice(&header);
     out
+}
+
+/// Writes a block chunk by chunk, so that a large one (a merge) is never whole in memory: the same bytes as
+/// [`encode_block`] for the same chunks, made durable as [`write_block`] makes them (temporary name, fsync,
+/// rename, fsync of the directory). Chunks must come sorted by series and start. On an error the
+/// temporary file may remain; the caller removes it (`io::tmp_path` of the block's path).
+pub struct BlockWriter {
+    file: Box<dyn crate::storage::io::VFile>,
+    path: PathBuf,
+    /// Bytes written or buffered so far (the next chunk's offset).
+    offset: u64,
+    /// Bytes not yet written, which start at `offset - buf.len()`.
+    buf: Vec<u8>,
+    metas: Vec<ChunkMeta>,
+}
+
+impl BlockWriter {
+    /// Bytes gathered before each write to the file.
+    const FLUSH_BYTES: usize = 1 << 20;
+
+    /// Starts block `seq` in `dir` under its temporary name (a stale one is replaced).
+    pub fn create(vfs: &dyn Vfs, dir: &Path, seq: u64) -> Result<BlockWriter, StorageError> {
+        let path = dir.join(block_name(seq));
+        let tmp = crate::storage::io::tmp_path(&path);
+        if vfs.exists(&tmp) {
+            vfs.remove_file(&tmp).map_err(|e| StorageError::io("remove", &tmp, e))?;
+        }
+        let file = vfs
+            .open(&tmp, crate::storage::io::OpenMode::CreateNew)
+            .map_err(|e| StorageError::io("create block", &tmp, e))?;
+        Ok(BlockWriter { file, path, offset: HEADER_LEN as u64, buf: vec![0u8; HEADER_LEN], metas: Vec::new() })
+    }
+
+    /// Appends chunk `c`, already encoded with `codec` as `encoded`. A chunk without values is skipped.
+    pub fn push(&mut self, c: &ChunkData, codec: Codec, encoded: &[u8]) -> Result<(), StorageError> {
+        if c.values.is_empty() {
+            return Ok(());
+        }
+        debug_assert!(
+            self.metas.last().is_none_or(|m| (m.series, m.start) < (c.series, c.start)),
+            "chunks out of order"
+        );
+        self.metas.push(chunk_meta(c, codec, self.offset, encoded));
+        self.buf.extend_from_slice(encoded);
+        self.offset += encoded.len() as u64;
+        if self.buf.len() >= Self::FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        let at = self.offset - self.buf.len() as u64;
+        let tmp = crate::storage::io::tmp_path(&self.path);
+        self.file.write_all_at(&self.buf, at).map_err(|e| StorageError::io("write block", &tmp, e))?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the index and the header, fsyncs, renames into place and fsyncs the directory; returns the
+    /// block's path.
+    pub fn finish(mut self, vfs: &dyn Vfs) -> Result<PathBuf, StorageError> {
+        let (index, header) = index_and_header(&self.metas, self.offset);
+        self.buf.extend_from_slice(&index);
+        self.offset += index.len() as u64;
+        self.flush()?;
+        let tmp = crate::storage::io::tmp_path(&self.path);
+        self.file.write_all_at(&header, 0).map_err(|e| StorageError::io("write block", &tmp, e))?;
+        self.file.sync_data().map_err(|e| StorageError::io("fsync", &tmp, e))?;
+        drop(self.file);
+        vfs.rename(&tmp, &self.path).map_err(|e| StorageError::io("rename", &tmp, e))?;
+        if let Some(dir) = self.path.parent() {
+            vfs.sync_dir(dir).map_err(|e| StorageError::io("fsync dir", dir, e))?;
+        }
+        Ok(self.path)
+    }
 }
 
 /// Writes block `seq` into `dir` atomically (temporary name, fsync, rename, fsync of `dir`); returns its path.
@@ -236,14 +329,44 @@ impl Block {
         &self.chunks[lo..hi]
     }
 
+    /// Values per chunk, on average (0 for an empty block).
+    pub fn mean_chunk_values(&self) -> usize {
+        let total: u64 = self.chunks.iter().map(|c| u64::from(c.count)).sum();
+        total.checked_div(self.chunks.len() as u64).unwrap_or(0) as usize
+    }
+
     /// Decodes a chunk of this block into `out` (appended), after checking its CRC.
     pub fn decode(&self, c: &ChunkMeta, out: &mut Vec<f64>) -> Result<(), StorageError> {
-        let bad = |kind| StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind };
         let bytes = self.region.bytes();
         let range = c.offset as usize..(c.offset as usize).saturating_add(c.len as usize);
         let Some(data) = bytes.get(range) else {
-            return Err(bad(CorruptionKind::OutOfBounds(format!("chunk of {} bytes past the end", c.len))));
+            let kind = CorruptionKind::OutOfBounds(format!("chunk of {} bytes past the end", c.len));
+            return Err(StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind });
         };
+        self.decode_bytes(c, data, out)
+    }
+
+    /// [`Block::decode`], reading the chunk's bytes from `file` (this block's file, opened) into `buf`
+    /// rather than through the map: a merge reads every chunk once, and pages read through the map would
+    /// stay resident in the process until the block goes.
+    pub fn decode_read(
+        &self,
+        file: &dyn crate::storage::io::VFile,
+        c: &ChunkMeta,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<f64>,
+    ) -> Result<(), StorageError> {
+        if c.offset.saturating_add(u64::from(c.len)) > self.size() {
+            let kind = CorruptionKind::OutOfBounds(format!("chunk of {} bytes past the end", c.len));
+            return Err(StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind });
+        }
+        buf.resize(c.len as usize, 0);
+        file.read_exact_at(buf, c.offset).map_err(|e| StorageError::io("read block", &self.path, e))?;
+        self.decode_bytes(c, buf, out)
+    }
+
+    fn decode_bytes(&self, c: &ChunkMeta, data: &[u8], out: &mut Vec<f64>) -> Result<(), StorageError> {
+        let bad = |kind| StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind };
         let got = crc32fast::hash(data);
         if got != c.crc {
             return Err(bad(CorruptionKind::ChecksumMismatch { expected: c.crc, got }));
@@ -375,6 +498,44 @@ mod tests {
         let mut z = Vec::new();
         b.decode(&b.chunks_of(SeriesId(1))[0], &mut z).unwrap();
         assert!(z[0] == 0.0 && z[0].is_sign_negative());
+    }
+
+    #[test]
+    fn a_block_written_chunk_by_chunk_has_the_bytes_of_one_encoded_whole() {
+        let vfs = SimVfs::new();
+        let dir = Path::new("/d");
+        vfs.create_dir_all(dir).unwrap();
+        // Enough bytes to pass the writer's flush size several times, and both compressed codecs.
+        let long: Vec<f64> = (0..300_000u64).map(|i| ((i * 7919) % 1000) as f64 / 8.0).collect();
+        let chunks = vec![
+            chunk(1, 0, &long[..200_000]),
+            chunk(1, 2_000_000, &[1.0, f64::NAN, 2.5]),
+            chunk(2, 50, &[]),
+            chunk(4, 10, &long[200_000..]),
+        ];
+        let pick = |c: &ChunkData| if c.values.len() > 10 { Codec::Pco } else { Codec::Gorilla };
+        let whole = encode_block_by(chunks.clone(), pick);
+        let mut w = BlockWriter::create(&vfs, dir, 9).unwrap();
+        for c in &chunks {
+            let mut bytes = Vec::new();
+            codec::encode(pick(c), &c.values, &mut bytes);
+            w.push(c, pick(c), &bytes).unwrap();
+        }
+        let path = w.finish(&vfs).unwrap();
+        assert_eq!(path, dir.join(block_name(9)));
+        let written = vfs.open(&path, crate::storage::io::OpenMode::Read).unwrap().read_all().unwrap();
+        assert!(written == whole, "{} bytes written, {} encoded whole", written.len(), whole.len());
+        assert!(!vfs.exists(&crate::storage::io::tmp_path(&path)));
+        // Read back through the map and through a file handle alike.
+        let b = Block::open(&vfs, &path, 9).unwrap();
+        assert_eq!(b.chunks().iter().map(|c| c.codec).collect::<Vec<_>>(), [Codec::Pco, Codec::Gorilla, Codec::Pco]);
+        let file = vfs.open(&path, crate::storage::io::OpenMode::Read).unwrap();
+        let (mut a, mut r, mut buf) = (Vec::new(), Vec::new(), Vec::new());
+        b.decode(&b.chunks()[2], &mut a).unwrap();
+        b.decode_read(&*file, &b.chunks()[2], &mut buf, &mut r).unwrap();
+        assert_eq!(a, long[200_000..]);
+        assert_eq!(r, a);
+        assert_eq!(b.mean_chunk_values(), (200_000 + 3 + 100_000) / 3);
     }
 
     #[test]
