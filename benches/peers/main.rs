@@ -32,7 +32,7 @@
 //! Run: `benches/peers/run.sh` (installs the peers, then `cargo bench --bench peers`). Environment:
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
 //! `silt,silt-100ms,victoria-metrics,influxdb`; `silt-100ms` is `silt serve --durability 100ms`; those
-//! not installed are skipped), `PEERS_QUERY_RUNS` (21),
+//! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
 //! `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
 //! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
 
@@ -139,9 +139,10 @@ impl Server {
                 let config = format!(
                     r#"{{"main": {{"addr": "{addr}"}}, "metrics": {{{metrics}}},
                         "metric-store": {{"retention-in-memory": "{retention}", "memory-cap": 0, "checkpoint-interval": "10s",
-                                          "checkpoints": {{"directory": "{}"}}}}}}"#,
+                                          "page-slots": {slots}, "checkpoints": {{"directory": "{}"}}}}}}"#,
                     data.display(),
                     retention = std::env::var("PEERS_SILT_RETENTION").unwrap_or_else(|_| "1h".into()),
+                    slots = std::env::var("PEERS_SILT_PAGE_SLOTS").unwrap_or_else(|_| "64".into()),
                 );
                 let path = dir.join("config.json");
                 std::fs::write(&path, config).expect("config");

@@ -284,6 +284,11 @@ pub struct MetricStoreConfig {
 /// the 105,780 series of an 82-node cluster), while a day at 60 s is still only 23 pages.
 pub const DEFAULT_SERVER_PAGE_SLOTS: u32 = 64;
 
+/// Bytes per WAL segment of `silt serve`. Segments are allocated in full when created and the newest is kept
+/// after a checkpoint, so this is the WAL's floor on disk (16 MiB: under a second of the peer benchmark's
+/// 4 M samples/s).
+const SERVER_WAL_SEGMENT_BYTES: u64 = 16 << 20;
+
 /// Bytes per head file of a data directory `silt serve` creates.
 const SERVER_HEAD_FILE_BYTES: u32 = 16 << 20;
 
@@ -434,6 +439,7 @@ impl Config {
             memory_cap_bytes: ms.memory_cap_bytes(),
             page_slots: ms.page_slots,
             pages_per_file: SERVER_HEAD_FILE_BYTES / (8 * ms.page_slots),
+            segment_size: SERVER_WAL_SEGMENT_BYTES,
             ..crate::Options::default()
         };
         if let Some(interval) = ms.checkpoint_interval {
