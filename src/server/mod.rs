@@ -71,6 +71,9 @@ impl AppState {
     }
 }
 
+/// Seconds a client is told to wait (`Retry-After`) after a 503 or 507.
+const RETRY_AFTER_SECS: &str = "5";
+
 /// An error answered as `{"status", "error"}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -94,6 +97,15 @@ impl From<BytesRejection> for ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
+            // No room in the WAL for the write: nothing of it was logged, and it may succeed later.
+            Error::Storage(crate::storage::StorageError::NotLogged { full: true, .. }) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            Error::Storage(crate::storage::StorageError::NotLogged { full: false, .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            // Read-only after a failed write or fsync: reads go on, writes wait for a restart.
+            Error::Storage(crate::storage::StorageError::PreviousIo(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -113,7 +125,13 @@ struct ErrorBody<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { status: self.status.canonical_reason().unwrap_or("Error"), error: &self.message };
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        // Overload, a full disk, a timeout: the client may try again later.
+        if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE) {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        r
     }
 }
 

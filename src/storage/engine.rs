@@ -1366,9 +1366,30 @@ impl Writer {
         // 1. Log every write of the group.
         let mut lsns = Vec::with_capacity(group.len());
         let mut log_err: Option<StorageError> = failed.map(StorageError::PreviousIo);
-        for cmd in group.iter() {
+        // A write the WAL had no room for (its next segment could not be created) is refused whole, with
+        // every write after it in the group, before anything of it is logged; the engine stays writable.
+        let mut refused: Option<(bool, String)> = None;
+        let mut refused_from = group.len();
+        for (i, cmd) in group.iter().enumerate() {
             let mut last = Lsn(0);
-            if let (Cmd::Write { records, .. }, None) = (cmd, &log_err) {
+            if let (Cmd::Write { records, .. }, None, None) = (cmd, &log_err, &refused) {
+                let framed: u64 =
+                    records.iter().map(|(_, b)| crate::storage::wal::record::frame_len(b.len()) as u64).sum();
+                match self.wal.reserve(framed) {
+                    Ok(()) => {}
+                    Err(StorageError::NotLogged { full, message }) => {
+                        tracing::warn!(error = %message, "write refused: the WAL has no room");
+                        refused = Some((full, message));
+                        refused_from = i;
+                        lsns.push(last);
+                        continue;
+                    }
+                    Err(e) => {
+                        log_err = Some(e);
+                        lsns.push(last);
+                        continue;
+                    }
+                }
                 for (kind, bytes) in records {
                     match self.wal.append(*kind, bytes) {
                         Ok(l) => {
@@ -1401,15 +1422,18 @@ impl Writer {
         //    in the head when it is taken.
         let mut shutdown = false;
         let mut deferred = Vec::new();
-        for (cmd, lsn) in group.drain(..).zip(lsns) {
+        for (i, (cmd, lsn)) in group.drain(..).zip(lsns).enumerate() {
             match cmd {
                 Cmd::Write { op, unknown, reply, .. } => {
-                    let r = match &log_err {
-                        Some(e) => Err(StorageError::PreviousIo(e.to_string())),
-                        None => self.apply(op, unknown, lsn),
+                    let r = match (&log_err, &refused) {
+                        (Some(e), _) => Err(StorageError::PreviousIo(e.to_string())),
+                        (None, Some((full, message))) if i >= refused_from => {
+                            Err(StorageError::NotLogged { full: *full, message: message.clone() })
+                        }
+                        _ => self.apply(op, unknown, lsn),
                     };
                     if let Err(e) = &r {
-                        if log_err.is_none() {
+                        if log_err.is_none() && !matches!(e, StorageError::NotLogged { .. }) {
                             self.fail(e);
                         }
                     }

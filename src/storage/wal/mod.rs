@@ -23,7 +23,7 @@ use crate::storage::error::{CorruptionKind, StorageError};
 use crate::storage::io::Vfs;
 use crate::storage::Lsn;
 use record::{encode_frame, frame_len, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
-use segment::{parse_segment_name, scan, ScanEnd, SegmentWriter, SEGMENT_HEADER_LEN};
+use segment::{parse_segment_name, scan, segment_name, ScanEnd, SegmentWriter, SEGMENT_HEADER_LEN};
 
 /// What replay found at the end of the log.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -202,6 +202,36 @@ impl Wal {
         Ok(Lsn(lsn))
     }
 
+    /// Makes room for `bytes` more framed bytes in the current segment: if they do not fit behind what is
+    /// pending, syncs the segment and starts the next one. A failure to sync is an ordinary error (the
+    /// engine turns read-only: an fsync is never retried as if the data were safe). A failure to create the
+    /// next segment (a full disk) is [`StorageError::NotLogged`]: the current segment stays, nothing of the
+    /// bytes was logged, and a later call tries again (first removing what the failed attempt left).
+    pub fn reserve(&mut self, bytes: u64) -> Result<(), StorageError> {
+        if self.pending.len() as u64 + bytes <= self.current.remaining() {
+            return Ok(());
+        }
+        self.sync()?;
+        let seq = self.current.seq() + 1;
+        let path = self.dir.join(segment_name(seq));
+        // A segment numbered past the current one holds no record: it is what an earlier failed attempt left.
+        if self.vfs.exists(&path) {
+            self.vfs.remove_file(&path).map_err(|e| not_logged(StorageError::io("remove", &path, e)))?;
+        }
+        match SegmentWriter::create(&*self.vfs, &self.dir, seq, self.next_lsn, self.segment_size) {
+            Ok(w) => {
+                self.current = w;
+                Ok(())
+            }
+            Err(e) => {
+                if self.vfs.exists(&path) {
+                    let _ = self.vfs.remove_file(&path);
+                }
+                Err(not_logged(e))
+            }
+        }
+    }
+
     /// Writes the pending frames to the segment (to the OS, not synced).
     pub fn flush(&mut self) -> Result<(), StorageError> {
         if !self.pending.is_empty() {
@@ -256,4 +286,11 @@ impl Wal {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// `e`, from starting a WAL segment, as a write refused before anything was logged.
+fn not_logged(e: StorageError) -> StorageError {
+    let full = matches!(&e, StorageError::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded));
+    StorageError::NotLogged { full, message: e.to_string() }
 }
