@@ -445,7 +445,8 @@ pub fn check_config(data: &[u8]) {
     assert_eq!(Config::from_json(text).ok().as_ref(), Some(&c), "parsing the same text twice differs");
 
     let legacy = c.layout == ConfigLayout::Legacy;
-    let retention_path: &[&str] = if legacy { &["retention-in-memory"] } else { &["metric-store", "retention-in-memory"] };
+    let retention_path: &[&str] =
+        if legacy { &["retention-in-memory"] } else { &["metric-store", "retention-in-memory"] };
     let interval_path: &[&str] =
         if legacy { &["checkpoints", "interval"] } else { &["metric-store", "checkpoint-interval"] };
     let ms = &c.metric_store;
@@ -544,11 +545,8 @@ fn fuzz_db() -> &'static std::sync::Arc<crate::Db> {
                     batch.push(&hw, "flops", t, v * 1e9);
                 }
                 for core in 0..2u32 {
-                    let c = node
-                        .clone()
-                        .component("socket", 0)
-                        .and_then(|s| s.component("core", core))
-                        .expect("core key");
+                    let c =
+                        node.clone().component("socket", 0).and_then(|s| s.component("core", core)).expect("core key");
                     batch.push(&c, "bp", t, v - f64::from(core));
                 }
             }

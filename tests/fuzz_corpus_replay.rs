@@ -707,32 +707,77 @@ mod seeds {
                    "checkpoint-interval": "2562047h47m16.854775807s", "memory-cap": 0}}"#,
             ),
             ("legacy-minimal", r#"{"http-api": {"address": ":8081"}, "metrics": {}, "retention-in-memory": "1m"}"#),
-            ("nulls", r#"{"main": {"addr": ":1", "debug": null}, "metrics": {}, "nats": null,
+            (
+                "nulls",
+                r#"{"main": {"addr": ":1", "debug": null}, "metrics": {}, "nats": null,
                           "metric-store": {"retention-in-memory": "48h", "memory-cap": 0, "checkpoint-interval": null},
-                          "pipelines": null}"#),
+                          "pipelines": null}"#,
+            ),
             // Each of these is refused.
             ("not-json", "{\"main\": "),
             ("not-an-object", "[1, 2]"),
             ("empty", ""),
             ("trailing", &format!("{minimal} {{}}")),
-            ("unknown-key", r#"{"main": {"addr": ":1", "Addr": ":2"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#),
-            ("no-port", r#"{"main": {"addr": "localhost"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#),
-            ("bad-aggregation", r#"{"main": {"addr": ":1"}, "metrics": {"m": {"frequency": 60, "aggregation": "median"}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#),
-            ("frequency-zero", r#"{"main": {"addr": ":1"}, "metrics": {"m": {"frequency": 0, "aggregation": null}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#),
-            ("bad-metric-name", r#"{"main": {"addr": ":1"}, "metrics": {"a/b": {"frequency": 1, "aggregation": null}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#),
-            ("negative-duration", r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "-1h", "memory-cap": 0}}"#),
-            ("zero-duration", r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "0", "memory-cap": 0}}"#),
-            ("duration-overflow", r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "2562048h", "memory-cap": 0}}"#),
-            ("duration-no-unit", r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "12", "memory-cap": 0}}"#),
-            ("memory-cap-huge", r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 18446744074}}"#),
-            ("memory-cap-float", r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 1.5}}"#),
-            ("two-nats-servers", r#"{"http-api": {"address": ":1"}, "metrics": {}, "retention-in-memory": "1h", "nats": [{"address": "a"}, {"address": "b"}]}"#),
-            ("archive-without-directory", r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0, "cleanup": {"mode": "archive"}}}"#),
-            ("duplicate-pipeline", r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0},
+            (
+                "unknown-key",
+                r#"{"main": {"addr": ":1", "Addr": ":2"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "no-port",
+                r#"{"main": {"addr": "localhost"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "bad-aggregation",
+                r#"{"main": {"addr": ":1"}, "metrics": {"m": {"frequency": 60, "aggregation": "median"}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "frequency-zero",
+                r#"{"main": {"addr": ":1"}, "metrics": {"m": {"frequency": 0, "aggregation": null}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "bad-metric-name",
+                r#"{"main": {"addr": ":1"}, "metrics": {"a/b": {"frequency": 1, "aggregation": null}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "negative-duration",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "-1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "zero-duration",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "0", "memory-cap": 0}}"#,
+            ),
+            (
+                "duration-overflow",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "2562048h", "memory-cap": 0}}"#,
+            ),
+            (
+                "duration-no-unit",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "12", "memory-cap": 0}}"#,
+            ),
+            (
+                "memory-cap-huge",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 18446744074}}"#,
+            ),
+            (
+                "memory-cap-float",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 1.5}}"#,
+            ),
+            (
+                "two-nats-servers",
+                r#"{"http-api": {"address": ":1"}, "metrics": {}, "retention-in-memory": "1h", "nats": [{"address": "a"}, {"address": "b"}]}"#,
+            ),
+            (
+                "archive-without-directory",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0, "cleanup": {"mode": "archive"}}}"#,
+            ),
+            (
+                "duplicate-pipeline",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0},
                  "pipelines": [{"name": "p", "source": {"kind": "ingest", "metric": "a", "selector": ["*"]}, "group_by": "host",
                                 "window": {"width": 60, "aggregate": "sum"}, "sink": {"metric": "b"}},
                                {"name": "p", "source": {"kind": "ingest", "metric": "a", "selector": ["*"]}, "group_by": "host",
-                                "window": {"width": 60, "aggregate": "sum"}, "sink": {"metric": "b"}}]}"#),
+                                "window": {"width": 60, "aggregate": "sum"}, "sink": {"metric": "b"}}]}"#,
+            ),
         ]);
         seeds.push(("not-utf8".into(), b"{\"main\": {\"addr\": \"\xff:1\"}}".to_vec()));
         seeds

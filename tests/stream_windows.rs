@@ -76,8 +76,7 @@ fn a_row_whose_window_would_start_before_i64_min_is_dropped_not_a_panic() {
         TumblingWindow::sliding(120, 60, Aggregate::Sum, "key", "time", "value"),
     ] {
         let mut out = Out(Vec::new());
-        w.process(0, batch(&[(1, i64::MIN, 1.0), (1, first_start - 1, 2.0), (1, first_start, 4.0)]), &mut out)
-            .unwrap();
+        w.process(0, batch(&[(1, i64::MIN, 1.0), (1, first_start - 1, 2.0), (1, first_start, 4.0)]), &mut out).unwrap();
         assert_eq!(w.late, 2, "the two rows before the first window start");
         w.finish(&mut out).unwrap();
         assert_eq!(out.0.first(), Some(&(1, first_start, 4.0)));

@@ -667,8 +667,8 @@ struct HealthRequest {
 
 /// Parses an `/api/healthcheck` body; more node × metric checks than the limits allow is a 400.
 fn parse_health(body: &[u8], limits: RequestLimits) -> Result<HealthRequest, ApiError> {
-    let req: HealthRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("parsing request body failed: {e}")))?;
+    let req: HealthRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("parsing request body failed: {e}")))?;
     let checks = (req.nodes.len() as u64).saturating_mul(req.metric_names.len() as u64);
     if checks > limits.health_checks {
         return Err(ApiError::bad_request(format!(
