@@ -919,6 +919,11 @@ mod seeds {
             ("parallelism-65".into(), SPEC.replace("\"parallelism\": 2", "\"parallelism\": 65")),
             ("map-overflow".into(), SPEC.replace("\"scale\": 0.001", "\"scale\": 1e400")),
             ("truncated".into(), SPEC[..SPEC.len() / 2].into()),
+            // Each row in 1e11 windows: builds on the fuzz database; before MAX_WINDOWS_PER_ROW it ran out of memory.
+            (
+                "window-too-many-per-row".into(),
+                spec(ingest, r#""host""#, r#"{"width":6000000000000,"slide":60,"aggregate":"avg"}"#, r#"{"metric":"load_1m","frequency":60}"#),
+            ),
         ]
         .into_iter()
         .map(|(n, s): (String, String)| (n, s.into_bytes()))
