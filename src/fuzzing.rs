@@ -14,7 +14,17 @@ use crate::storage::wal::payload::{self, Payload};
 use crate::storage::wal::record::{decode_frame, encode_frame, frame_len, Frame, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
 
 /// The names of the fuzz targets, which are also the corpus directories `fuzz/corpus/<name>/`.
-pub const TARGETS: [&str; 6] = ["wal_record", "manifest", "series_path", "line_protocol", "block", "checkpoint"];
+pub const TARGETS: [&str; 9] = [
+    "wal_record",
+    "manifest",
+    "series_path",
+    "line_protocol",
+    "block",
+    "checkpoint",
+    "config",
+    "query_body",
+    "pipeline_spec",
+];
 
 /// Runs the check of the target called `name` (one of [`TARGETS`]) on `data`.
 ///
@@ -29,6 +39,9 @@ pub fn check(name: &str, data: &[u8]) {
         "line_protocol" => check_line_protocol(data),
         "block" => check_block(data),
         "checkpoint" => check_checkpoint(data),
+        "config" => check_config(data),
+        "query_body" => check_query_body(data),
+        "pipeline_spec" => check_pipeline_spec(data),
         other => panic!("unknown fuzz target {other:?}"),
     }
 }
@@ -377,5 +390,358 @@ fn window_state(state: &[u8]) {
         assert_eq!(w.snapshot().ok().as_deref(), Some(state), "window state does not survive restore and snapshot");
         w.on_watermark(0, &mut Discard).expect("a watermark on a restored window");
         w.finish(&mut Discard).expect("finishing a restored window");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// JSON inputs: the server's config file, the HTTP API's bodies, pipeline specs.
+
+/// The top-level keys that make [`Config::from_json`](crate::server::config::Config::from_json) read another
+/// file (`main-file`, `metrics-file`, `nats-file`, `pipelines-file`: any key ending in `-file`).
+fn names_a_file(root: &serde_json::Value) -> bool {
+    root.as_object().is_some_and(|m| m.keys().any(|k| k.ends_with("-file")))
+}
+
+/// The string at a dotted path of objects, `None` when a step is missing or `null` (the config's "absent").
+fn json_str<'a>(root: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(root, |v, k| v.get(k).filter(|v| !v.is_null()))?.as_str()
+}
+
+/// Treats `data` as the text of `silt serve --config` (skipped unless UTF-8) and parses it with
+/// [`Config::from_json`](crate::server::config::Config::from_json), which must never panic; its error must
+/// print. Text with a top-level `<section>-file` key is skipped: the parser would read that file (a fuzzer
+/// must not open `/dev/zero`). When it parses:
+///
+/// - parsing the same text again gives the same `Config`;
+/// - `retention-in-memory` and `checkpoint-interval` (`checkpoints.interval` in the legacy layout) are
+///   exactly what [`parse_duration`](crate::server::config::parse_duration) gives for their text, and
+///   positive; [`Config::db_options`](crate::server::config::Config::db_options) carries them;
+/// - the metrics are the `metrics` object's keys, each a valid name with a frequency in
+///   `1..=MAX_FREQUENCY`, and `metric_configs` lists them all;
+/// - `memory-cap` in bytes does not overflow; `main.addr` ends in a port; the data directory is
+///   `checkpoints.directory` or the default;
+/// - every pipeline validates, their names are unique, and each equals `PipelineSpec::from_value` of its
+///   element of the `pipelines` array;
+/// - the `nats` section's `Debug` shows its password as `<redacted>`.
+///
+/// Nothing is resolved or opened (no `listen_addr`, no TLS files).
+pub fn check_config(data: &[u8]) {
+    use crate::server::config::{parse_duration, Config, ConfigLayout, DEFAULT_DATA_DIR, MEMORY_CAP_UNIT};
+    use crate::stream::spec::PipelineSpec;
+
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let root: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    if root.as_ref().is_some_and(names_a_file) {
+        return;
+    }
+    let c = match Config::from_json(text) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(!e.to_string().is_empty(), "a config error prints nothing");
+            return;
+        }
+    };
+    let root = root.expect("a config that parses is JSON");
+    assert_eq!(Config::from_json(text).ok().as_ref(), Some(&c), "parsing the same text twice differs");
+
+    let legacy = c.layout == ConfigLayout::Legacy;
+    let retention_path: &[&str] =
+        if legacy { &["retention-in-memory"] } else { &["metric-store", "retention-in-memory"] };
+    let interval_path: &[&str] =
+        if legacy { &["checkpoints", "interval"] } else { &["metric-store", "checkpoint-interval"] };
+    let ms = &c.metric_store;
+    let retention = json_str(&root, retention_path).expect("a parsed config has a retention");
+    assert_eq!(parse_duration(retention).ok(), Some(ms.retention_in_memory), "retention {retention:?}");
+    assert!(!ms.retention_in_memory.is_zero(), "zero retention accepted");
+    let interval = json_str(&root, interval_path);
+    assert_eq!(interval.map(|s| parse_duration(s).ok()), ms.checkpoint_interval.map(Some), "interval {interval:?}");
+    assert!(ms.checkpoint_interval.is_none_or(|d| !d.is_zero()), "zero checkpoint interval accepted");
+    let opts = c.db_options();
+    assert_eq!(opts.retention, Some(ms.retention_in_memory));
+    if let Some(d) = ms.checkpoint_interval {
+        assert_eq!(opts.checkpoint_interval, Some(d));
+    }
+
+    let names: Vec<&String> = root["metrics"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+    assert_eq!(c.metrics.keys().collect::<Vec<_>>(), names, "metrics differ from the file's keys");
+    for (name, spec) in &c.metrics {
+        crate::keys::validate_name("metric", name).expect("an accepted metric name is valid");
+        assert!((1..=crate::storage::head::MAX_FREQUENCY).contains(&spec.frequency), "frequency of {name:?}");
+    }
+    assert_eq!(c.metric_configs().len(), c.metrics.len());
+
+    assert!(ms.memory_cap.checked_mul(MEMORY_CAP_UNIT).is_some(), "memory-cap overflows");
+    assert_eq!(ms.memory_cap_bytes(), ms.memory_cap * MEMORY_CAP_UNIT);
+    let port = c.main.addr.rsplit_once(':').map(|(_, p)| p);
+    assert!(port.and_then(|p| p.parse::<u16>().ok()).is_some(), "addr {:?} has no port", c.main.addr);
+    let dir = ms.checkpoints.directory.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+    assert_eq!(c.data_dir(), dir);
+
+    let elements = root.get("pipelines").and_then(|p| p.as_array()).map(Vec::as_slice).unwrap_or_default();
+    assert_eq!(c.pipelines.len(), if legacy { 0 } else { elements.len() });
+    for (i, spec) in c.pipelines.iter().enumerate() {
+        spec.validate().expect("an accepted pipeline validates");
+        assert!(c.pipelines[..i].iter().all(|s| s.name != spec.name), "duplicate pipeline {:?}", spec.name);
+        assert_eq!(PipelineSpec::from_value(&elements[i]).ok().as_ref(), Some(spec), "pipelines[{i}]");
+    }
+    if let Some(n) = &c.nats {
+        if n.password.is_some() {
+            let shown = format!("{n:?}");
+            assert!(shown.contains(r#"password: Some("<redacted>")"#), "nats Debug shows the password: {shown}");
+        }
+    }
+}
+
+/// Start of the samples in [`fuzz_db`].
+const FUZZ_T: i64 = 1_700_000_000;
+
+/// One in-memory database for the checks that need one, made once per process: metrics `load` (10 s,
+/// avg), `flops` (10 s, sum), `bp` (10 s, max), `mem` (60 s, none), `idle` (60 s, min) and the pipeline
+/// sinks `load_1m` (60 s, avg) and `load_count` (30 s, sum); cluster `emmy` with hosts `n1` and `n2`, each
+/// with `hwthread0..3` below `socket0`/`socket1`-less paths and `socket0/core0..1`, 40 steps of samples from
+/// [`FUZZ_T`] with a gap, NaNs and negative values.
+fn fuzz_db() -> &'static std::sync::Arc<crate::Db> {
+    use std::sync::{Arc, OnceLock};
+
+    use crate::keys::HostKey;
+    use crate::{Aggregation, Batch, Db, MetricConfig, Options};
+
+    static DB: OnceLock<Arc<Db>> = OnceLock::new();
+    DB.get_or_init(|| {
+        let opts = Options {
+            vfs: Arc::new(crate::storage::io::sim::SimVfs::new()),
+            checkpoint_interval: None,
+            durability: crate::Durability::None,
+            pages_per_file: 64,
+            ..Options::default()
+        };
+        let db = Db::open("/fuzz", opts).expect("opening the in-memory database");
+        let cfg = |frequency, aggregation| MetricConfig { frequency, aggregation };
+        for (name, c) in [
+            ("load", cfg(10, Aggregation::Avg)),
+            ("flops", cfg(10, Aggregation::Sum)),
+            ("bp", cfg(10, Aggregation::Max)),
+            ("mem", cfg(60, Aggregation::None)),
+            ("idle", cfg(60, Aggregation::Min)),
+            ("load_1m", cfg(60, Aggregation::Avg)),
+            ("load_count", cfg(30, Aggregation::Sum)),
+        ] {
+            db.declare_metric(name, c).expect("declaring a metric");
+        }
+        let mut batch = Batch::new();
+        for (h, host) in ["n1", "n2"].into_iter().enumerate() {
+            let node = HostKey::new("emmy", host).expect("host key");
+            for step in 0..40i64 {
+                if step % 13 == 7 {
+                    continue; // a gap
+                }
+                let t = FUZZ_T + step * 10;
+                let v = (step as f64 - 5.0) * (h as f64 + 0.5);
+                batch.push(&node, "mem", FUZZ_T + step * 60, v);
+                batch.push(&node, "idle", FUZZ_T + step * 60, -v);
+                for i in 0..4u32 {
+                    let hw = node.clone().component("hwthread", i).expect("hwthread key");
+                    batch.push(&hw, "load", t, if step == 3 { f64::NAN } else { v + f64::from(i) });
+                    batch.push(&hw, "flops", t, v * 1e9);
+                }
+                for core in 0..2u32 {
+                    let c =
+                        node.clone().component("socket", 0).and_then(|s| s.component("core", core)).expect("core key");
+                    batch.push(&c, "bp", t, v - f64::from(core));
+                }
+            }
+        }
+        db.write(&batch).expect("writing the samples");
+        Arc::new(db)
+    })
+}
+
+/// What [`check_query_body`] lets one request cost: the server's limits, smaller, so one input stays cheap.
+pub const FUZZ_REQUEST_LIMITS: crate::server::RequestLimits =
+    crate::server::RequestLimits { query_selectors: 2_000, query_values: 200_000, health_checks: 20_000 };
+
+/// Treats `data` as the body of `/api/query`, of `/api/free` and of `/api/healthcheck` and runs it through
+/// the handlers' own functions ([`crate::server::fuzz_bodies`]: parse, checks, limits, the database calls)
+/// against [`fuzz_db`], with [`FUZZ_REQUEST_LIMITS`]. None may panic, and:
+///
+/// - an error is a 400 with a message (the database is in memory and healthy: nothing here is a 5xx);
+/// - a query answer is JSON with one `results` entry per query, those `for-all-nodes` added included (and
+///   echoed in `queries`); each result without an `error` has `from <= to`, a positive resolution and
+///   `avg`/`min`/`max` that are numbers or `null`; the values of all results together are within the
+///   request's value limit;
+/// - `/api/free` below `i64::MIN` frees nothing;
+/// - a health answer has at most one entry per node asked for, each with a known `State` and
+///   `HealthMetrics` that is itself JSON with `missing` and `degraded` lists.
+pub fn check_query_body(data: &[u8]) {
+    use serde_json::Value;
+
+    let db = fuzz_db();
+    let out = crate::server::fuzz_bodies(db, data, FUZZ_REQUEST_LIMITS, FUZZ_T + 1_000);
+    let bad_request = |what: &str, e: &crate::server::ApiError| {
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{what}: {}", e.message());
+        assert!(!e.message().is_empty(), "{what}: an error without a message");
+    };
+    match &out.query {
+        Err(e) => bad_request("query", e),
+        Ok(json) => {
+            let req: Value = serde_json::from_slice(data).expect("a body the server took is JSON");
+            let asked = req.get("queries").and_then(Value::as_array).map_or(0, Vec::len);
+            let answer: Value = serde_json::from_slice(json).expect("the query answer is JSON");
+            let echoed = answer.get("queries").map_or(0, |q| q.as_array().expect("queries is a list").len());
+            let results = answer["results"].as_array().expect("results is a list");
+            assert_eq!(results.len(), asked + echoed, "one result list per query");
+            let mut values = 0u64;
+            for r in results.iter().flat_map(|r| r.as_array().expect("a result list")) {
+                for k in ["avg", "min", "max"] {
+                    assert!(r[k].is_null() || r[k].is_number(), "{k} is {}", r[k]);
+                }
+                if r.get("error").is_some() {
+                    continue;
+                }
+                let (from, to, res) = (r["from"].as_i64(), r["to"].as_i64(), r["resolution"].as_i64());
+                assert!(from <= to && res.is_some_and(|x| x > 0), "result {r}");
+                if let Some(d) = r.get("data") {
+                    values += d.as_array().expect("data is a list").len() as u64;
+                }
+            }
+            assert!(values <= FUZZ_REQUEST_LIMITS.query_values, "{values} values answered, over the limit");
+        }
+    }
+    match &out.free {
+        Err(e) => bad_request("free", e),
+        Ok(n) => assert_eq!(*n, 0, "freeing below i64::MIN freed pages"),
+    }
+    match &out.health {
+        Err(e) => bad_request("healthcheck", e),
+        Ok(answer) => {
+            let req: Value = serde_json::from_slice(data).expect("a body the server took is JSON");
+            let nodes = req.get("nodes").and_then(Value::as_array).map_or(0, Vec::len);
+            let map = answer.as_object().expect("the health answer is an object");
+            assert!(map.len() <= nodes, "{} entries for {nodes} nodes", map.len());
+            for h in map.values() {
+                assert!(matches!(h["State"].as_str(), Some("full" | "partial" | "failed")), "state {h}");
+                let m: Value = serde_json::from_str(h["HealthMetrics"].as_str().expect("HealthMetrics is text"))
+                    .expect("HealthMetrics is JSON");
+                assert!(m["missing"].is_array() && m["degraded"].is_array(), "HealthMetrics {m}");
+            }
+        }
+    }
+}
+
+/// Treats `data` as a pipeline spec (skipped unless UTF-8): [`PipelineSpec::from_json`] never panics and its
+/// error prints. When it is `Ok(spec)`:
+///
+/// - `spec.validate()` passes, its selector builds, and the sink's frequency is positive and divides the
+///   slide;
+/// - serialized to JSON (text and value), it parses back to the same spec;
+/// - built against [`fuzz_db`]: with an undeclared source metric, [`PipelineSpec::build`] is
+///   `UnknownMetric`; with a declared source and a declared sink (`load_1m`, `load_count`, …) it builds, or
+///   refuses with `SinkConflict`, and the graph validates and plans. (A spec with an undeclared sink is not
+///   built: building declares the sink, which would change the shared database.) The graph's key and window
+///   operators then take a few rows of four series (the filter and map applied, a group, a window, late
+///   rows, extreme times), snapshot and restore into fresh operators, and finish, none of which may panic
+///   or take unbounded time or memory.
+///
+/// [`PipelineSpec::from_json`]: crate::stream::spec::PipelineSpec::from_json
+/// [`PipelineSpec::build`]: crate::stream::spec::PipelineSpec::build
+pub fn check_pipeline_spec(data: &[u8]) {
+    use std::sync::Arc;
+
+    use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
+
+    use crate::stream::graph::{NodeKind, PhysicalPlan};
+    use crate::stream::operators::Collector;
+    use crate::stream::spec::{PipelineSpec, SpecError};
+    use crate::stream::StreamError;
+
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let spec = match PipelineSpec::from_json(text) {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(!e.to_string().is_empty(), "a spec error prints nothing");
+            return;
+        }
+    };
+    spec.validate().expect("a parsed spec validates");
+    spec.selector().expect("a validated spec's selector builds");
+    let sink = spec.sink_config();
+    assert!(sink.frequency >= 1 && spec.window.slide() % sink.frequency == 0, "sink frequency {}", sink.frequency);
+    let text2 = serde_json::to_string(&spec).expect("a spec serializes");
+    assert_eq!(PipelineSpec::from_json(&text2).ok().as_ref(), Some(&spec), "spec does not round-trip: {text2}");
+    let value = serde_json::to_value(&spec).expect("a spec serializes to a value");
+    assert_eq!(PipelineSpec::from_value(&value).ok().as_ref(), Some(&spec), "spec does not round-trip as a value");
+
+    let db = fuzz_db();
+    if db.metric(&spec.source.metric).is_none() {
+        // Refused before anything is declared.
+        let r = spec.build(db.clone());
+        assert!(matches!(r, Err(SpecError::UnknownMetric { .. })), "undeclared source built: {:?}", r.err());
+        return;
+    }
+    if db.metric(&spec.sink.metric).is_none() {
+        return;
+    }
+    let g = match spec.build(db.clone()) {
+        Ok(g) => g,
+        Err(SpecError::SinkConflict { .. }) => return,
+        Err(e) => panic!("a valid spec with declared metrics does not build: {e}"),
+    };
+    g.validate().expect("a built graph validates");
+    PhysicalPlan::of(&g).expect("a built graph plans");
+    let factory = |name: &str| {
+        let node = g.nodes.iter().find(|n| n.name == name).expect("the graph has the node");
+        match &node.kind {
+            NodeKind::Operator(f) => f.clone(),
+            NodeKind::Source(_) => panic!("{name} is a source"),
+        }
+    };
+    let (key_factory, window_factory) = (factory("key"), factory("window"));
+
+    struct Keep(Vec<RecordBatch>);
+    impl Collector for Keep {
+        fn emit(&mut self, b: RecordBatch) -> Result<(), StreamError> {
+            self.0.push(b);
+            Ok(())
+        }
+    }
+    let rows: [(&str, i64, f64); 9] = [
+        ("host:emmy/n1", FUZZ_T, 1.5),
+        ("host:emmy/n1/hwthread0", FUZZ_T + 10, -2.0),
+        ("host:emmy/n2/socket0/core1", FUZZ_T + 3_600, 1e9),
+        ("host:alex", FUZZ_T - 86_400, 0.0),
+        ("job:1234.batch/map/7", 0, f64::NAN),
+        ("service:ingest/0", -1, f64::INFINITY),
+        ("host:emmy/n1", i64::MIN, 7.0),
+        ("host:emmy/n1", i64::MAX, 8.0),
+        ("host:emmy/n1", FUZZ_T + 5, 3.0),
+    ];
+    let batch = RecordBatch::try_new(
+        crate::stream::store::scan_schema(),
+        vec![
+            Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+        ],
+    )
+    .expect("a scan batch");
+    let mut key = key_factory(0, 1);
+    let mut keyed = Keep(Vec::new());
+    key.process(0, batch, &mut keyed).expect("the key operator takes scan rows");
+    let mut window = window_factory(0, 1);
+    let mut out = Keep(Vec::new());
+    for b in keyed.0 {
+        window.process(0, b, &mut out).expect("the window takes keyed rows");
+    }
+    window.on_watermark(FUZZ_T + 60, &mut out).expect("a watermark");
+    let (key_state, window_state) =
+        (key.snapshot().expect("key snapshot"), window.snapshot().expect("window snapshot"));
+    let mut key2 = key_factory(0, 1);
+    key2.restore(&key_state).expect("a key operator restores its own snapshot");
+    let mut window2 = window_factory(0, 1);
+    window2.restore(&window_state).expect("a window restores its own snapshot");
+    assert_eq!(window2.snapshot().ok(), Some(window_state), "window state changes through restore");
+    window.finish(&mut out).expect("finishing the window");
+    for b in &out.0 {
+        assert_eq!(b.schema(), crate::stream::operators::TumblingWindow::output_schema(), "window output schema");
     }
 }

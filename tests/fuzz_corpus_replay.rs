@@ -86,8 +86,36 @@ fn checkpoint_corpus() {
 }
 
 #[test]
+fn config_corpus() {
+    replay("config");
+}
+
+#[test]
+fn query_body_corpus() {
+    replay("query_body");
+}
+
+#[test]
+fn pipeline_spec_corpus() {
+    replay("pipeline_spec");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
-    assert_eq!(fuzzing::TARGETS, ["wal_record", "manifest", "series_path", "line_protocol", "block", "checkpoint"]);
+    assert_eq!(
+        fuzzing::TARGETS,
+        [
+            "wal_record",
+            "manifest",
+            "series_path",
+            "line_protocol",
+            "block",
+            "checkpoint",
+            "config",
+            "query_body",
+            "pipeline_spec"
+        ]
+    );
 }
 
 /// Seed inputs, built with silt's own encoders. Files are named `seed-*`; inputs libFuzzer adds are named
@@ -614,6 +642,300 @@ mod seeds {
         seeds.push(("bad-magic".into(), magic));
         seeds
     }
+
+    fn text_seeds(list: &[(&str, &str)]) -> Seeds {
+        list.iter().map(|(name, text)| (name.to_string(), text.as_bytes().to_vec())).collect()
+    }
+
+    /// The current layout in full (as cc-metric-store's `configs/config.json`, shortened), with a pipeline.
+    const CONFIG_FULL: &str = r#"{
+  "main": {"addr": "0.0.0.0:8082", "https-cert-file": "", "https-key-file": "", "user": "", "group": "",
+           "backend-url": "", "debug": {"dump-to-file": "", "gops": false},
+           "jwt-public-key": "kzfYrYy+TzpanWZHJ5qSdMj5uKUWgq74BWhQG6copP0="},
+  "nats": {"address": "nats://0.0.0.0:4222", "username": "root", "password": "root", "creds-file-path": ""},
+  "metric-store": {
+    "num-workers": 0, "checkpoint-interval": "12h", "memory-cap": 100, "retention-in-memory": "48h",
+    "checkpoints": {"file-format": "wal", "directory": "./var/checkpoints", "max-wal-size": 0},
+    "debug": {"dump-to-file": "", "gops": false},
+    "cleanup": {"mode": "archive", "directory": "./var/archive"},
+    "nats-subscriptions": [{"subscribe-to": "hpc-nats", "cluster-tag": "fritz"},
+                           {"subscribe-to": "hpc-nats", "cluster-tag": "alex"}]
+  },
+  "metrics": {
+    "clock": {"frequency": 60, "aggregation": "avg"},
+    "cpu_user": {"frequency": 60, "aggregation": "avg"},
+    "flops_any": {"frequency": 60, "aggregation": "sum"},
+    "mem_used": {"frequency": 60, "aggregation": null},
+    "backpressure": {"frequency": 10, "aggregation": "max"},
+    "idle": {"frequency": 10, "aggregation": "min"},
+    "nv_util": {"frequency": 60, "aggregation": ""}
+  },
+  "pipelines": [
+    {"name": "cluster_load_5m",
+     "source": {"kind": "scan", "metric": "cpu_user", "selector": ["emmy", ["n1", "n2"], "*"],
+                "from": 1700000000, "to": 1700086400},
+     "filter": {"min": 0.0, "max": 1e9}, "map": {"scale": 0.001, "offset": 0.0},
+     "group_by": {"level": 2}, "window": {"width": 300, "slide": 300, "aggregate": "avg"},
+     "sink": {"metric": "cpu_load_5m_avg", "frequency": 300, "aggregation": "avg"},
+     "parallelism": 2, "checkpoint_interval_secs": 10}
+  ]
+}"#;
+
+    /// The legacy layout (cc-metric-store's `configs/config-nats.json`, shortened).
+    const CONFIG_LEGACY: &str = r#"{
+  "metrics": {"clock": {"frequency": 60, "aggregation": "avg"}, "mem_used": {"frequency": 60}},
+  "checkpoints": {"interval": "1h", "directory": "./var/checkpoints", "restore": "48h", "file-format": "avro"},
+  "archive": {"interval": "168h", "directory": "./var/archive", "delete-instead": false},
+  "http-api": {"address": "localhost:8081", "https-cert-file": null, "https-key-file": null},
+  "retention-in-memory": "48h",
+  "nats": [{"address": "nats://localhost:4222", "username": "root", "password": "root",
+            "subscriptions": [{"subscribe-to": "updates", "cluster-tag": "alex"}]}],
+  "jwt-public-key": "kzfYrYy+TzpanWZHJ5qSdMj5uKUWgq74BWhQG6copP0="
+}"#;
+
+    pub fn config() -> Seeds {
+        let minimal = r#"{"main": {"addr": ":8082"}, "metrics": {}, "metric-store": {"retention-in-memory": "48h", "memory-cap": 0}}"#;
+        let mut seeds = text_seeds(&[
+            ("full", CONFIG_FULL),
+            ("legacy", CONFIG_LEGACY),
+            ("minimal", minimal),
+            (
+                "durations",
+                r#"{"main": {"addr": "[::1]:0"}, "metrics": {"m": {"frequency": 31622400, "aggregation": "sum"}},
+                   "metric-store": {"retention-in-memory": "1h30m0.5s", "checkpoint-interval": "+1.5h",
+                                    "memory-cap": 18, "checkpoints": {"file-format": "json"},
+                                    "cleanup": {"mode": "delete"}}}"#,
+            ),
+            (
+                "duration-units",
+                r#"{"main": {"addr": "h:1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1ns2us3µs4μs5ms6s7m8h",
+                   "checkpoint-interval": "2562047h47m16.854775807s", "memory-cap": 0}}"#,
+            ),
+            ("legacy-minimal", r#"{"http-api": {"address": ":8081"}, "metrics": {}, "retention-in-memory": "1m"}"#),
+            (
+                "nulls",
+                r#"{"main": {"addr": ":1", "debug": null}, "metrics": {}, "nats": null,
+                          "metric-store": {"retention-in-memory": "48h", "memory-cap": 0, "checkpoint-interval": null},
+                          "pipelines": null}"#,
+            ),
+            // Each of these is refused.
+            ("not-json", "{\"main\": "),
+            ("not-an-object", "[1, 2]"),
+            ("empty", ""),
+            ("trailing", &format!("{minimal} {{}}")),
+            (
+                "unknown-key",
+                r#"{"main": {"addr": ":1", "Addr": ":2"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "no-port",
+                r#"{"main": {"addr": "localhost"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "bad-aggregation",
+                r#"{"main": {"addr": ":1"}, "metrics": {"m": {"frequency": 60, "aggregation": "median"}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "frequency-zero",
+                r#"{"main": {"addr": ":1"}, "metrics": {"m": {"frequency": 0, "aggregation": null}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "bad-metric-name",
+                r#"{"main": {"addr": ":1"}, "metrics": {"a/b": {"frequency": 1, "aggregation": null}}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "negative-duration",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "-1h", "memory-cap": 0}}"#,
+            ),
+            (
+                "zero-duration",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "0", "memory-cap": 0}}"#,
+            ),
+            (
+                "duration-overflow",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "2562048h", "memory-cap": 0}}"#,
+            ),
+            (
+                "duration-no-unit",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "12", "memory-cap": 0}}"#,
+            ),
+            (
+                "memory-cap-huge",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 18446744074}}"#,
+            ),
+            (
+                "memory-cap-float",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 1.5}}"#,
+            ),
+            (
+                "two-nats-servers",
+                r#"{"http-api": {"address": ":1"}, "metrics": {}, "retention-in-memory": "1h", "nats": [{"address": "a"}, {"address": "b"}]}"#,
+            ),
+            (
+                "archive-without-directory",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0, "cleanup": {"mode": "archive"}}}"#,
+            ),
+            (
+                "duplicate-pipeline",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0},
+                 "pipelines": [{"name": "p", "source": {"kind": "ingest", "metric": "a", "selector": ["*"]}, "group_by": "host",
+                                "window": {"width": 60, "aggregate": "sum"}, "sink": {"metric": "b"}},
+                               {"name": "p", "source": {"kind": "ingest", "metric": "a", "selector": ["*"]}, "group_by": "host",
+                                "window": {"width": 60, "aggregate": "sum"}, "sink": {"metric": "b"}}]}"#,
+            ),
+        ]);
+        seeds.push(("not-utf8".into(), b"{\"main\": {\"addr\": \"\xff:1\"}}".to_vec()));
+        seeds
+    }
+
+    fn query(extra: &str) -> String {
+        format!(r#"{{"cluster":"emmy","from":1700000000,"to":1700000400,"queries":[{extra}]}}"#)
+    }
+
+    pub fn query_body() -> Seeds {
+        let mut seeds: Seeds = vec![
+            ("query-host".into(), query(r#"{"metric":"load","host":"n1"}"#)),
+            ("query-cluster".into(), query(r#"{"metric":"flops"}"#)),
+            ("query-hwthreads".into(), query(r#"{"metric":"load","host":"n1","type":"hwthread","type-ids":["0","1","2","3"]}"#)),
+            ("query-hwthreads-aggreg".into(), query(r#"{"metric":"load","host":"n2","type":"hwthread","type-ids":["1","3"],"aggreg":true}"#)),
+            (
+                "query-cores".into(),
+                query(r#"{"metric":"bp","host":"n1","type":"socket","type-ids":["0"],"subtype":"core","subtype-ids":["0","1"]}"#),
+            ),
+            ("query-resolution".into(), query(r#"{"metric":"load","host":"n1","resolution":60},{"metric":"load","host":"n1","resolution":7}"#)),
+            ("query-scale".into(), query(r#"{"metric":"flops","host":"n2","scale-by":1e-9},{"metric":"mem","host":"n1"},{"metric":"idle"}"#)),
+            ("query-no-aggregation".into(), query(r#"{"metric":"mem"}"#)),
+            ("query-unknown".into(), query(r#"{"metric":"nope","host":"n1"},{"metric":"load","host":"n9"}"#)),
+            (
+                "query-flags".into(),
+                r#"{"cluster":"emmy","from":1699999000,"to":1700000400,"with-stats":false,"with-data":true,"with-padding":true,
+                    "queries":[{"metric":"load","host":"n1","type":"hwthread","type-ids":["0"]}]}"#
+                    .into(),
+            ),
+            (
+                "query-for-all-nodes".into(),
+                r#"{"cluster":"emmy","from":1700000000,"to":1700000400,"for-all-nodes":["load","mem","flops"]}"#.into(),
+            ),
+            // The brief's case: the whole i64 range at resolution 1 (refused before any read: over the values limit).
+            (
+                "query-whole-range".into(),
+                format!(
+                    r#"{{"cluster":"emmy","from":{},"to":{},"queries":[{{"metric":"load","host":"n1","resolution":1}}]}}"#,
+                    i64::MIN,
+                    i64::MAX
+                ),
+            ),
+            (
+                "query-id-product".into(),
+                format!(
+                    r#"{{"cluster":"emmy","from":1700000000,"to":1700000400,"queries":[{{"metric":"bp","host":"n1","type":"socket","type-ids":[{ids}],"subtype":"core","subtype-ids":[{ids}]}}]}}"#,
+                    ids = (0..100).map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(",")
+                ),
+            ),
+            ("query-from-after-to".into(), r#"{"cluster":"emmy","from":2,"to":1}"#.into()),
+            ("query-type-without-host".into(), query(r#"{"metric":"load","type":"hwthread","type-ids":["0"]}"#)),
+            ("query-bad-selector".into(), query(r#"{"metric":"load","host":"n1/../x"}"#)),
+            ("query-unknown-field".into(), query(r#"{"metric":"load","hostname":"n1"}"#)),
+            ("query-no-cluster".into(), r#"{"from":1,"to":2}"#.into()),
+            ("free".into(), r#"[["emmy","n1"],["emmy"],[]]"#.into()),
+            ("free-bad".into(), r#"[["emmy","n1"],["a/b"]]"#.into()),
+            ("free-deep".into(), r#"[["a","b","c","d","e","f","g","h","i"]]"#.into()),
+            ("health".into(), r#"{"cluster":"emmy","nodes":["n1","n2","n3"],"metric-names":["load","mem","bp","nope"]}"#.into()),
+            ("health-empty".into(), r#"{"cluster":"none"}"#.into()),
+            ("health-unknown-field".into(), r#"{"cluster":"emmy","node":["n1"]}"#.into()),
+        ]
+        .into_iter()
+        .map(|(n, s): (String, String)| (n, s.into_bytes()))
+        .collect();
+        seeds.push(("not-json".into(), b"{\"cluster\":\xff".to_vec()));
+        seeds.push(("empty".into(), Vec::new()));
+        seeds
+    }
+
+    /// The documented spec (`src/stream/spec.rs`), on the fuzz database's metrics.
+    const SPEC: &str = r#"{"name": "cluster_load_1m",
+  "source": {"kind": "scan", "metric": "load", "selector": ["emmy", ["n1", "n2"], "*"], "from": 1700000000, "to": 1700086400},
+  "filter": {"min": 0.0, "max": 1e9}, "map": {"scale": 0.001, "offset": 0.0},
+  "group_by": {"level": 2},
+  "window": {"width": 60, "slide": 60, "aggregate": "avg"},
+  "sink": {"metric": "load_1m", "frequency": 60, "aggregation": "avg"},
+  "parallelism": 2, "checkpoint_interval_secs": 10}"#;
+
+    pub fn pipeline_spec() -> Seeds {
+        let spec = |source: &str, group_by: &str, window: &str, sink: &str| {
+            format!(r#"{{"name":"p","source":{source},"group_by":{group_by},"window":{window},"sink":{sink}}}"#)
+        };
+        let ingest = r#"{"kind":"ingest","metric":"load","selector":["*"]}"#;
+        let mut seeds: Seeds = vec![
+            ("documented".into(), SPEC.into()),
+            (
+                "ingest-sliding-count".into(),
+                spec(ingest, r#""host""#, r#"{"width":120,"slide":30,"aggregate":"count"}"#, r#"{"metric":"load_count"}"#),
+            ),
+            (
+                "series-last".into(),
+                spec(
+                    r#"{"kind":"scan","metric":"bp","namespace":"host","selector":["emmy","n1",["socket0"],"*"],"from":-5,"to":5}"#,
+                    r#""series""#,
+                    r#"{"width":60,"aggregate":"last"}"#,
+                    r#"{"metric":"load_1m","frequency":60}"#,
+                ),
+            ),
+            (
+                "cluster-min-max".into(),
+                spec(ingest, r#""cluster""#, r#"{"width":60,"aggregate":"max"}"#, r#"{"metric":"load_1m","aggregation":"max"}"#),
+            ),
+            (
+                "job-namespace".into(),
+                spec(
+                    r#"{"kind":"ingest","metric":"flops","namespace":"job","selector":["1234.batch"]}"#,
+                    r#"{"level":1}"#,
+                    r#"{"width":30,"aggregate":"sum"}"#,
+                    r#"{"metric":"load_count","aggregation":"sum"}"#,
+                ),
+            ),
+            (
+                "unknown-source".into(),
+                spec(r#"{"kind":"ingest","metric":"nope","selector":["*"]}"#, r#""host""#, r#"{"width":60,"aggregate":"avg"}"#, r#"{"metric":"x"}"#),
+            ),
+            (
+                "undeclared-sink".into(),
+                spec(ingest, r#""host""#, r#"{"width":60,"aggregate":"avg"}"#, r#"{"metric":"fresh_sink"}"#),
+            ),
+            (
+                "sink-conflict".into(),
+                spec(ingest, r#""host""#, r#"{"width":120,"aggregate":"avg"}"#, r#"{"metric":"load_1m"}"#),
+            ),
+            // Each of these is refused.
+            ("slide-over-width".into(), spec(ingest, r#""host""#, r#"{"width":60,"slide":61,"aggregate":"avg"}"#, r#"{"metric":"x"}"#)),
+            ("width-zero".into(), spec(ingest, r#""host""#, r#"{"width":0,"aggregate":"avg"}"#, r#"{"metric":"x"}"#)),
+            ("level-9".into(), spec(ingest, r#"{"level":9}"#, r#"{"width":60,"aggregate":"avg"}"#, r#"{"metric":"x"}"#)),
+            ("sink-is-source".into(), spec(ingest, r#""host""#, r#"{"width":60,"aggregate":"avg"}"#, r#"{"metric":"load"}"#)),
+            ("sink-frequency".into(), spec(ingest, r#""host""#, r#"{"width":60,"aggregate":"avg"}"#, r#"{"metric":"x","frequency":7}"#)),
+            (
+                "scan-without-range".into(),
+                spec(r#"{"kind":"scan","metric":"load","selector":["*"]}"#, r#""host""#, r#"{"width":60,"aggregate":"avg"}"#, r#"{"metric":"x"}"#),
+            ),
+            (
+                "empty-group".into(),
+                spec(r#"{"kind":"ingest","metric":"load","selector":[[]]}"#, r#""host""#, r#"{"width":60,"aggregate":"avg"}"#, r#"{"metric":"x"}"#),
+            ),
+            ("unknown-field".into(), SPEC.replace("\"parallelism\"", "\"paralellism\"")),
+            ("parallelism-65".into(), SPEC.replace("\"parallelism\": 2", "\"parallelism\": 65")),
+            ("map-overflow".into(), SPEC.replace("\"scale\": 0.001", "\"scale\": 1e400")),
+            ("truncated".into(), SPEC[..SPEC.len() / 2].into()),
+            // Each row in 1e11 windows: builds on the fuzz database; before MAX_WINDOWS_PER_ROW it ran out of memory.
+            (
+                "window-too-many-per-row".into(),
+                spec(ingest, r#""host""#, r#"{"width":6000000000000,"slide":60,"aggregate":"avg"}"#, r#"{"metric":"load_1m","frequency":60}"#),
+            ),
+        ]
+        .into_iter()
+        .map(|(n, s): (String, String)| (n, s.into_bytes()))
+        .collect();
+        seeds.push(("not-utf8".into(), b"{\"name\":\"\xff\"}".to_vec()));
+        seeds
+    }
 }
 
 /// Writes the seed corpora into `fuzz/corpus/<target>/seed-*`, replacing earlier seeds.
@@ -627,6 +949,9 @@ fn generate_seed_corpus() {
         ("line_protocol", seeds::line_protocol()),
         ("block", seeds::block()),
         ("checkpoint", seeds::checkpoint()),
+        ("config", seeds::config()),
+        ("query_body", seeds::query_body()),
+        ("pipeline_spec", seeds::pipeline_spec()),
     ];
     for (target, seeds) in all {
         let dir = corpus_dir(target);

@@ -356,3 +356,103 @@ async fn samples_refused_as_too_old_are_a_400_that_counts_them() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(b.contains(r#""data":[9.000]"#), "the other sample was stored: {b}");
 }
+
+fn ids(n: usize) -> String {
+    (0..n).map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(",")
+}
+
+/// The whole i64 range at resolution 1 asks for about 1.8e18 values at the metric's 10 s: refused with a 400
+/// before any read (it used to be planned and then answered 200 with a per-entry error).
+#[tokio::test]
+async fn a_query_over_the_whole_time_range_is_a_400() {
+    let st = state();
+    call(&st, Method::POST, "/api/write", format!("load,cluster=emmy,hostname=n1 value=1 {T}\n")).await;
+    let body = format!(
+        r#"{{"cluster":"emmy","from":{},"to":{},"queries":[{{"metric":"load","host":"n1","resolution":1}}]}}"#,
+        i64::MIN,
+        i64::MAX
+    );
+    let (s, b) = call(&st, Method::POST, "/api/query", body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("query too large") && b.contains("50000000 values"), "{b}");
+    // An unknown metric reads nothing, so the same range is no error: the entry is skipped.
+    let body = format!(
+        r#"{{"cluster":"emmy","from":{},"to":{},"queries":[{{"metric":"nope","host":"n1"}}]}}"#,
+        i64::MIN,
+        i64::MAX
+    );
+    let (s, b) = call(&st, Method::POST, "/api/query", body).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"results":[[]]}"#));
+}
+
+/// Two id lists of 1001 entries (12 kB of body) would expand to 1,002,001 series reads: a 400 before any is
+/// built. Under the limit the same shape is answered.
+#[tokio::test]
+async fn a_product_of_type_and_subtype_ids_over_the_limit_is_a_400() {
+    let st = state();
+    let query = |n: usize| {
+        query_body(&format!(
+            r#"{{"metric":"load","host":"n1","type":"socket","type-ids":[{}],"subtype":"core","subtype-ids":[{}]}}"#,
+            ids(n),
+            ids(n)
+        ))
+    };
+    let (s, b) = call(&st, Method::POST, "/api/query", query(1001)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("more than 1000000 series reads"), "{b}");
+    let (s, b) = call(&st, Method::POST, "/api/query", query(3)).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"results":[[]]}"#));
+}
+
+/// The values limit is over the whole request: two entries that fit alone do not fit together.
+#[tokio::test]
+async fn the_values_limit_sums_over_the_entries_of_a_request() {
+    let limits = silt::server::RequestLimits { query_values: 5, ..silt::server::RequestLimits::DEFAULT };
+    let st = AppState { limits, ..state() };
+    call(&st, Method::POST, "/api/write", format!("load,cluster=emmy,hostname=n1 value=1 {T}\n")).await;
+    // T..T+30 at 10 s is 3 values per entry.
+    let one = r#"{"metric":"load","host":"n1"}"#;
+    let (s, b) = call(&st, Method::POST, "/api/query", query_body(one)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.contains(r#""data":[1.000]"#), "{b}");
+    let (s, b) = call(&st, Method::POST, "/api/query", query_body(&format!("{one},{one}"))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("more than 5 values") && b.contains("6 asked for"), "{b}");
+    // for-all-nodes counts as well: one node, two metrics, of 3 values each.
+    let body = format!(r#"{{"cluster":"emmy","from":{T},"to":{},"for-all-nodes":["load","flops"]}}"#, T + 30);
+    let (s, b) = call(&st, Method::POST, "/api/query", body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+}
+
+/// 1001 nodes × 1000 metric names asked for a list per pair: a 400 now.
+#[tokio::test]
+async fn a_health_check_over_the_limit_is_a_400() {
+    let st = state();
+    let body = |nodes: usize, metrics: usize| {
+        format!(r#"{{"cluster":"emmy","nodes":[{}],"metric-names":[{}]}}"#, ids(nodes), ids(metrics))
+    };
+    let (s, b) = call(&st, Method::GET, "/api/healthcheck", body(1001, 1000)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("1001 nodes × 1000 metrics") && b.contains("1000000 checks"), "{b}");
+    let (s, b) = call(&st, Method::GET, "/api/healthcheck", body(2, 3)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.contains(r#""0":{"#) && b.contains(r#""1":{"#), "{b}");
+}
+
+/// A bad selector anywhere in a free body is a 400 before anything is freed (the selectors before it used to
+/// be freed first).
+#[tokio::test]
+async fn free_checks_every_selector_before_freeing() {
+    let st = state();
+    let mut lines = String::new();
+    for i in 0..1024 {
+        lines.push_str(&format!("load,cluster=emmy,hostname=n1 value=1 {}\n", T + i * 10));
+    }
+    call(&st, Method::POST, "/api/write", lines).await;
+    let uri = format!("/api/free?to={}", T + 5200);
+    let (s, b) = call(&st, Method::POST, &uri, r#"[["emmy","n1"],["emmy","a/b"]]"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("a/b"), "{b}");
+    let (s, b) = call(&st, Method::POST, &uri, r#"[["emmy","n1"]]"#).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, "buffers freed: 1\n"), "the first selector was freed already");
+}

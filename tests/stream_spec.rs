@@ -92,6 +92,22 @@ fn every_sink_aggregation_round_trips_by_name() {
     }
 }
 
+/// A sliding window adds each row to `ceil(width / slide)` windows: a spec with a huge width and a small
+/// slide (`{"width": 6e12, "slide": 60}`) passed validation and made every row cost about 1e11 map entries.
+/// Seen while writing the `pipeline_spec` fuzz check; the limit is [`MAX_WINDOWS_PER_ROW`] windows per row.
+#[test]
+fn a_row_may_fall_in_at_most_max_windows_per_row_windows() {
+    use silt::stream::spec::MAX_WINDOWS_PER_ROW;
+    let at_limit =
+        with(base(), &["window"], json!({"width": 60 * MAX_WINDOWS_PER_ROW, "slide": 60, "aggregate": "avg"}));
+    assert!(PipelineSpec::from_json(&at_limit.to_string()).is_ok());
+    let e = err_of(&with(base(), &["window"], json!({"width": 6_000_000_000_000i64, "slide": 60, "aggregate": "avg"})));
+    assert!(e.contains("window.slide") && e.contains("100000000000 windows"), "{e}");
+    // Tumbling windows (slide = width) are one per row, whatever the width.
+    let tumbling = with(base(), &["window"], json!({"width": i64::MAX, "aggregate": "avg"}));
+    assert!(PipelineSpec::from_json(&tumbling.to_string()).is_ok());
+}
+
 #[test]
 fn each_bad_field_is_named() {
     let cases: Vec<(Value, &str)> = vec![
@@ -102,6 +118,9 @@ fn each_bad_field_is_named() {
         (with(base(), &["window", "width"], json!(-300)), "window.width"),
         (with(base(), &["window", "slide"], json!(0)), "window.slide"),
         (with(base(), &["window", "slide"], json!(301)), "window.slide"),
+        // Every row in 10,001 windows: a sliding window would add each row to all of them.
+        (with(base(), &["window"], json!({"width": 600_060, "slide": 60, "aggregate": "avg"})), "10001 windows"),
+        (with(base(), &["window"], json!({"width": i64::MAX, "slide": 1, "aggregate": "sum"})), "window.slide"),
         (with(base(), &["parallelism"], json!(0)), "parallelism"),
         (with(base(), &["parallelism"], json!(65)), "parallelism"),
         (with(base(), &["source", "from"], json!(T + SPAN)), "source.from"),

@@ -65,6 +65,24 @@ fn windows_close_when_the_watermark_passes_their_end_and_late_rows_are_dropped()
     assert_eq!(out.0[2..], [(1, 60, 11.0)]);
 }
 
+/// Found by the `pipeline_spec` fuzz target: a row within one slide of `i64::MIN` has no window start on the
+/// grid (the latest would be below `i64::MIN`); computing it overflowed (a panic with overflow checks). Such
+/// a row is now dropped and counted as late; a row at the first representable start still counts.
+#[test]
+fn a_row_whose_window_would_start_before_i64_min_is_dropped_not_a_panic() {
+    let first_start = i64::MIN + (60 - i64::MIN.rem_euclid(60)) % 60; // the first multiple of 60 from i64::MIN
+    for mut w in [
+        TumblingWindow::new(60, Aggregate::Sum, "key", "time", "value"),
+        TumblingWindow::sliding(120, 60, Aggregate::Sum, "key", "time", "value"),
+    ] {
+        let mut out = Out(Vec::new());
+        w.process(0, batch(&[(1, i64::MIN, 1.0), (1, first_start - 1, 2.0), (1, first_start, 4.0)]), &mut out).unwrap();
+        assert_eq!(w.late, 2, "the two rows before the first window start");
+        w.finish(&mut out).unwrap();
+        assert_eq!(out.0.first(), Some(&(1, first_start, 4.0)));
+    }
+}
+
 fn model(events: &[(i64, i64, f64)], width: i64, slide: i64, agg: Aggregate) -> Vec<(i64, i64, f64)> {
     let mut groups: BTreeMap<(i64, i64), Vec<(i64, f64)>> = BTreeMap::new();
     for &(k, t, v) in events {

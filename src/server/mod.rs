@@ -54,6 +54,8 @@ pub struct AppState {
     /// The job-metrics collector behind `/api/jobs/{job}/metrics` and part of `/metrics`; `None` answers
     /// that route 503.
     pub jobs: Option<Arc<crate::jobs::collector::Collector>>,
+    /// What one request may ask for ([`RequestLimits::DEFAULT`]).
+    pub limits: RequestLimits,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             lines: Arc::new(LineWriter::new()),
             streams: None,
             jobs: None,
+            limits: RequestLimits::DEFAULT,
         }
     }
 }
@@ -85,6 +88,16 @@ impl ApiError {
     /// A 400 Bad Request.
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    /// The status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message of its `error` field.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -334,8 +347,84 @@ fn nums(vs: &[f64]) -> Box<RawValue> {
     RawValue::from_string(s).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
-/// The selectors of one query, as cc-metric-store's `handleQuery` builds them.
-fn selectors(cluster: &str, q: &ApiQuery) -> Result<Vec<Selector>, ApiError> {
+/// Limits on what one request may ask for, checked before the database does any of the work: a small body
+/// must not expand into unbounded work or memory (a product of id lists, or of nodes and metric names).
+/// Going over one is a 400 that names the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Series reads (selectors) one `/api/query` request may expand to, `for-all-nodes` included.
+    pub query_selectors: u64,
+    /// Values one `/api/query` request may read at the metrics' native resolution, summed over its series
+    /// reads (each read of `[from, to)` at frequency F counts `ceil((to - from) / F)`, whatever the
+    /// resolution asked for, since the read allocates that many before resampling).
+    pub query_values: u64,
+    /// Node × metric checks one `/api/healthcheck` request may ask for.
+    pub health_checks: u64,
+}
+
+impl RequestLimits {
+    /// The server's limits: a million series reads and [`crate::query::MAX_POINTS`] values per query request
+    /// (what one read may return on its own), a million node × metric health checks.
+    pub const DEFAULT: RequestLimits = RequestLimits {
+        query_selectors: 1_000_000,
+        query_values: crate::query::MAX_POINTS as u64,
+        health_checks: 1_000_000,
+    };
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits::DEFAULT
+    }
+}
+
+/// What is left of a query request's [`RequestLimits`] while its series reads are planned.
+struct QueryBudget {
+    limits: RequestLimits,
+    selectors: u64,
+    values: u64,
+}
+
+impl QueryBudget {
+    fn new(limits: RequestLimits) -> Self {
+        QueryBudget { limits, selectors: 0, values: 0 }
+    }
+
+    /// Counts `reads` series reads of `steps` values each, or refuses them with a 400.
+    fn charge(&mut self, reads: u64, steps: u64) -> Result<(), ApiError> {
+        let selectors = self.selectors.saturating_add(reads);
+        if selectors > self.limits.query_selectors {
+            return Err(ApiError::bad_request(format!(
+                "query too large: it expands to more than {} series reads (the limit per request); ask for fewer \
+                 hosts, metrics or type ids",
+                self.limits.query_selectors
+            )));
+        }
+        let values = self.values.saturating_add(reads.saturating_mul(steps));
+        if values > self.limits.query_values {
+            return Err(ApiError::bad_request(format!(
+                "query too large: it reads more than {} values at the metrics' native resolution (the limit per \
+                 request, {values} asked for so far); ask for a shorter time range or fewer series",
+                self.limits.query_values
+            )));
+        }
+        (self.selectors, self.values) = (selectors, values);
+        Ok(())
+    }
+}
+
+/// Values a read of `metric` over `[from, to)` allocates at native resolution; 0 for an unknown metric
+/// (the read then fails at once and the entry is skipped).
+fn native_steps(db: &Db, metric: &str, from: i64, to: i64) -> u64 {
+    let Some(cfg) = db.metric(metric) else { return 0 };
+    let f = i128::from(cfg.frequency.max(1));
+    let steps = (i128::from(to) - i128::from(from) + f - 1) / f;
+    u64::try_from(steps.max(0)).unwrap_or(u64::MAX)
+}
+
+/// The selectors of one query, as cc-metric-store's `handleQuery` builds them, each charged to `budget`
+/// (with `steps` values) before it is built.
+fn selectors(cluster: &str, q: &ApiQuery, steps: u64, budget: &mut QueryBudget) -> Result<Vec<Selector>, ApiError> {
     let name = |s: &str| SelectorElement::Name(s.to_owned());
     let ids = |t: &str, ids: &[String]| -> SelectorElement {
         if ids.len() == 1 {
@@ -352,8 +441,10 @@ fn selectors(cluster: &str, q: &ApiQuery) -> Result<Vec<Selector>, ApiError> {
                 q.metric
             )));
         }
+        budget.charge(1, steps)?;
         out.push(vec![name(cluster)]);
     } else if q.aggreg || q.typ.is_none() {
+        budget.charge(1, steps)?;
         let mut sel = vec![name(cluster), name(&q.hostname)];
         if let Some(t) = &q.typ {
             sel.push(ids(t, &q.type_ids));
@@ -363,6 +454,10 @@ fn selectors(cluster: &str, q: &ApiQuery) -> Result<Vec<Selector>, ApiError> {
         }
         out.push(sel);
     } else if let Some(t) = &q.typ {
+        // One read per type id (and subtype id): charged up front, so a product of two long id lists is
+        // refused before it is built.
+        let per_type = if q.subtype.is_some() { q.subtype_ids.len() as u64 } else { 1 };
+        budget.charge((q.type_ids.len() as u64).saturating_mul(per_type), steps)?;
         for tid in &q.type_ids {
             match &q.subtype {
                 Some(st) => {
@@ -399,13 +494,48 @@ fn stats_of(values: &[f64]) -> StatsResult {
     r
 }
 
-fn run_query(db: &Db, req: QueryRequest) -> Result<QueryResponse, ApiError> {
-    let mut queries = req.queries;
+/// Parses an `/api/query` body and checks what needs no database: the handler's first step.
+fn parse_query(body: &[u8]) -> Result<QueryRequest, ApiError> {
+    let req: QueryRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad query body: {e}")))?;
+    if req.from > req.to {
+        return Err(ApiError::bad_request(format!("invalid time range: from {} is after to {}", req.from, req.to)));
+    }
+    Ok(req)
+}
+
+/// A query request's entries (those of `for-all-nodes` appended) with their selectors, within the limits.
+struct QueryPlan {
+    /// Every entry, in answer order.
+    queries: Vec<ApiQuery>,
+    /// The selectors of each entry of `queries`.
+    selectors: Vec<Vec<Selector>>,
+    /// The entries `for-all-nodes` added, echoed in the answer.
+    echoed: Vec<ApiQuery>,
+}
+
+/// Expands `for-all-nodes` and builds every entry's selectors, charging each series read to the limits
+/// before it is built; a bad selector or a request over the limits is a 400 before any series is read.
+fn plan_query(db: &Db, req: &QueryRequest, limits: RequestLimits) -> Result<QueryPlan, ApiError> {
+    let mut budget = QueryBudget::new(limits);
+    let mut queries = req.queries.clone();
     let mut echoed = Vec::new();
     if let Some(metrics) = &req.for_all_nodes {
         let cluster = Selector::new(Namespace::Host, vec![SelectorElement::Name(req.cluster.clone())])
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let nodes = db.children(&cluster);
+        // Nodes × metrics entries of one read each: refused before they are built when too many.
+        let entries = (nodes.len() as u64).saturating_mul(metrics.len() as u64);
+        let total = entries.saturating_add(queries.len() as u64);
+        if total > limits.query_selectors {
+            return Err(ApiError::bad_request(format!(
+                "query too large: for-all-nodes expands to {entries} entries ({} nodes × {} metrics), more than \
+                 the limit of {} series reads per request",
+                nodes.len(),
+                metrics.len(),
+                limits.query_selectors
+            )));
+        }
         for node in nodes {
             for m in metrics {
                 let q = ApiQuery {
@@ -424,10 +554,21 @@ fn run_query(db: &Db, req: QueryRequest) -> Result<QueryResponse, ApiError> {
             }
         }
     }
-    let mut results = Vec::with_capacity(queries.len());
+    let mut selectors_of = Vec::with_capacity(queries.len());
     for q in &queries {
+        let steps = native_steps(db, &q.metric, req.from, req.to);
+        selectors_of.push(selectors(&req.cluster, q, steps, &mut budget)?);
+    }
+    Ok(QueryPlan { queries, selectors: selectors_of, echoed })
+}
+
+/// Runs a parsed query request: plans it ([`plan_query`]), then reads every selector.
+fn run_query(db: &Db, req: &QueryRequest, limits: RequestLimits) -> Result<QueryResponse, ApiError> {
+    let QueryPlan { queries, selectors: selectors_of, echoed } = plan_query(db, req, limits)?;
+    let mut results = Vec::with_capacity(queries.len());
+    for (q, sels) in queries.iter().zip(selectors_of) {
         let mut res = Vec::new();
-        for sel in selectors(&req.cluster, q)? {
+        for sel in sels {
             let opts = ReadOptions { resolution: q.resolution, ..ReadOptions::default() };
             match db.query(&sel, &q.metric, req.from, req.to, opts) {
                 // An unknown host is skipped, as cc-metric-store skips ErrNoHostOrMetric.
@@ -481,14 +622,10 @@ fn run_query(db: &Db, req: QueryRequest) -> Result<QueryResponse, ApiError> {
 /// `GET|POST /api/query`: cc-metric-store's query shapes.
 async fn query(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from)?;
-    let req: QueryRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad query body: {e}")))?;
-    if req.from > req.to {
-        return Err(ApiError::bad_request(format!("invalid time range: from {} is after to {}", req.from, req.to)));
-    }
+    let req = parse_query(&body)?;
     let started = std::time::Instant::now();
     let metrics = st.metrics.clone();
-    let resp = blocking(move || run_query(&st.db, req)).await?;
+    let resp = blocking(move || run_query(&st.db, &req, st.limits)).await?;
     metrics.observe_query(started.elapsed());
     Ok(Json(resp).into_response())
 }
@@ -498,8 +635,30 @@ struct FreeParams {
     to: Option<String>,
 }
 
+/// Parses an `/api/free` body (`[["cluster","host"], …]`) into its selectors; a bad one is a 400 before
+/// anything is freed.
+fn parse_free(body: &[u8]) -> Result<Vec<Selector>, ApiError> {
+    let sels: Vec<Vec<String>> =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad free body: {e}")))?;
+    sels.into_iter()
+        .map(|s| {
+            Selector::new(Namespace::Host, s.into_iter().map(SelectorElement::Name).collect())
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        .collect()
+}
+
+/// Frees, below each selector, the pages older than `to`; the pages freed.
+fn free_all(db: &Db, sels: &[Selector], to: i64) -> Result<u64, ApiError> {
+    let mut n = 0;
+    for sel in sels {
+        n += db.free_selector(sel, to)?;
+    }
+    Ok(n)
+}
+
 /// `POST /api/free?to=`: frees, below each selector of the body (`[["cluster","host"], …]`), the pages older
-/// than `to`; answers `buffers freed: N`.
+/// than `to`; answers `buffers freed: N`. Every selector is checked before anything is freed.
 async fn free(
     State(st): State<AppState>,
     Query(p): Query<FreeParams>,
@@ -508,18 +667,8 @@ async fn free(
     let body = body.map_err(ApiError::from)?;
     let to = p.to.ok_or_else(|| ApiError::bad_request("'to' is a required query parameter"))?;
     let to: i64 = to.parse().map_err(|_| ApiError::bad_request(format!("'to' is not an integer: {to:?}")))?;
-    let sels: Vec<Vec<String>> =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad free body: {e}")))?;
-    let n = blocking(move || {
-        let mut n = 0;
-        for s in sels {
-            let sel = Selector::new(Namespace::Host, s.into_iter().map(SelectorElement::Name).collect())
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            n += st.db.free_selector(&sel, to)?;
-        }
-        Ok(n)
-    })
-    .await?;
+    let sels = parse_free(&body)?;
+    let n = blocking(move || free_all(&st.db, &sels, to)).await?;
     Ok((StatusCode::OK, format!("buffers freed: {n}\n")).into_response())
 }
 
@@ -534,19 +683,69 @@ struct HealthRequest {
     metric_names: Vec<String>,
 }
 
+/// Parses an `/api/healthcheck` body; more node × metric checks than the limits allow is a 400.
+fn parse_health(body: &[u8], limits: RequestLimits) -> Result<HealthRequest, ApiError> {
+    let req: HealthRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("parsing request body failed: {e}")))?;
+    let checks = (req.nodes.len() as u64).saturating_mul(req.metric_names.len() as u64);
+    if checks > limits.health_checks {
+        return Err(ApiError::bad_request(format!(
+            "health check too large: {} nodes × {} metrics is more than the limit of {} checks per request",
+            req.nodes.len(),
+            req.metric_names.len(),
+            limits.health_checks
+        )));
+    }
+    Ok(req)
+}
+
+/// The health check's answer at `now`: per node `{"State", "HealthMetrics"}`.
+fn health_answer(db: &Db, req: &HealthRequest, now: i64) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (node, h) in db.health(&req.cluster, &req.nodes, &req.metric_names, now) {
+        let metrics = serde_json::json!({ "missing": h.missing, "degraded": h.degraded }).to_string();
+        map.insert(node, serde_json::json!({ "State": h.state.as_str(), "HealthMetrics": metrics }));
+    }
+    serde_json::Value::Object(map)
+}
+
 /// `GET /api/healthcheck`: per node `{"State": "full"|"partial"|"failed", "HealthMetrics": "{\"missing\":[…],
 /// \"degraded\":[…]}"}`, as cc-metric-store encodes its `HealthCheckResult`.
 async fn healthcheck(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from)?;
-    let req: HealthRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("parsing request body failed: {e}")))?;
-    let out = blocking(move || Ok(st.db.health(&req.cluster, &req.nodes, &req.metric_names, unix_now()))).await?;
-    let mut map = serde_json::Map::new();
-    for (node, h) in out {
-        let metrics = serde_json::json!({ "missing": h.missing, "degraded": h.degraded }).to_string();
-        map.insert(node, serde_json::json!({ "State": h.state.as_str(), "HealthMetrics": metrics }));
-    }
-    Ok(Json(serde_json::Value::Object(map)).into_response())
+    let req = parse_health(&body, st.limits)?;
+    let out = blocking(move || Ok(health_answer(&st.db, &req, unix_now()))).await?;
+    Ok(Json(out).into_response())
+}
+
+/// What the handlers of `/api/query`, `/api/free` and `/api/healthcheck` make of one body (see
+/// [`fuzz_bodies`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct BodyOutcomes {
+    /// `/api/query`: the answer as JSON text, or the error.
+    pub query: Result<Vec<u8>, ApiError>,
+    /// `/api/free` with `to` = `i64::MIN`: the pages freed (none can be older), or the error.
+    pub free: Result<u64, ApiError>,
+    /// `/api/healthcheck` at the given `now`: the answer, or the error.
+    pub health: Result<serde_json::Value, ApiError>,
+}
+
+/// For the fuzz target `query_body` (`silt::fuzzing::check_query_body`): runs `body` through the very
+/// functions the `/api/query`, `/api/free` and `/api/healthcheck` handlers run, parse, checks, limits and
+/// the database calls, without HTTP. `/api/free` frees with `to` = `i64::MIN`, which frees nothing, so the
+/// database is not changed. Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_bodies(db: &Db, body: &[u8], limits: RequestLimits, now: i64) -> BodyOutcomes {
+    let query = parse_query(body).and_then(|req| run_query(db, &req, limits)).and_then(|resp| {
+        serde_json::to_vec(&resp).map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("the answer does not serialize: {e}"),
+        })
+    });
+    let free = parse_free(body).and_then(|sels| free_all(db, &sels, i64::MIN));
+    let health = parse_health(body, limits).map(|req| health_answer(db, &req, now));
+    BodyOutcomes { query, free, health }
 }
 
 #[derive(Deserialize)]

@@ -221,7 +221,7 @@ impl Acc {
 /// `value` (`Float64`); output `key`, `window_start`, `value` (the aggregate), one row per key and window,
 /// emitted when the watermark passes the window's end (and the rest at the end of input), in window order.
 /// A row whose window has already been emitted is late: it is counted in [`TumblingWindow::late`], not
-/// aggregated.
+/// aggregated. So is a row so close to `i64::MIN` that its window would start before `i64::MIN`.
 pub struct TumblingWindow {
     /// Window length in seconds.
     pub width: i64,
@@ -235,7 +235,7 @@ pub struct TumblingWindow {
     open: std::collections::BTreeMap<(i64, i64), Acc>,
     /// Windows ending at or before this are emitted.
     emitted_to: i64,
-    /// Late rows dropped.
+    /// Late rows dropped (and rows whose window would start before `i64::MIN`).
     pub late: u64,
 }
 
@@ -318,8 +318,12 @@ impl Operator for TumblingWindow {
             .ok_or_else(|| StreamError::Operator(format!("no Float64 column {v:?}")))?;
         for i in 0..batch.num_rows() {
             let time = times.value(i);
-            // The windows holding `time`: starts on the slide grid in (time - width, time].
-            let last = time.div_euclid(self.slide) * self.slide;
+            // The windows holding `time`: starts on the slide grid in (time - width, time]. Within one slide
+            // of i64::MIN the latest such start is below i64::MIN: no window can hold the row.
+            let Some(last) = time.div_euclid(self.slide).checked_mul(self.slide) else {
+                self.late += 1;
+                continue;
+            };
             let mut start = last;
             let mut counted = false;
             while start > time.saturating_sub(self.width) {

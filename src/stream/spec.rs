@@ -30,7 +30,7 @@
 //! | `map` | Optional: the value becomes `v * scale + offset` (defaults 1 and 0), after the filter. |
 //! | `group_by` | `"cluster"` (the first path segment), `"host"` (the first two), `"series"` (the whole path) or `{"level": N}` (the first `N`, `1 ≤ N ≤ 8`). A series with fewer than `N` segments belongs to no group and is left out. |
 //! | `window.width` | Window length in seconds, `> 0`. |
-//! | `window.slide` | Optional, seconds between window starts, `1..=width`; defaults to `width` (tumbling windows). Windows start at multiples of `slide` (unix time); sliding windows at the edges of a scan's range hold only the part inside it. |
+//! | `window.slide` | Optional, seconds between window starts, `1..=width`, with `ceil(width / slide)` at most [`MAX_WINDOWS_PER_ROW`] (the windows each row falls in); defaults to `width` (tumbling windows). Windows start at multiples of `slide` (unix time); sliding windows at the edges of a scan's range hold only the part inside it. |
 //! | `window.aggregate` | `"count"`, `"sum"`, `"avg"`, `"min"`, `"max"` or `"last"`. |
 //! | `sink.metric` | The metric written, one sample per group and window at the group's path, at the window's start. It must differ from `source.metric`. Declared if missing; an error if declared with another frequency (or another aggregation, when `aggregation` is given). |
 //! | `sink.frequency` | Optional, the sink metric's frequency in seconds; defaults to `slide`. It must divide `slide`, so every window start is a slot of its own. |
@@ -84,6 +84,11 @@ use crate::Db;
 
 /// The most subtasks per operator a spec may ask for.
 pub const MAX_PARALLELISM: i64 = 64;
+
+/// The most windows one row may fall in, `ceil(width / slide)`: a sliding window operator adds every row to
+/// each of its windows, so an unbounded ratio is unbounded work and memory per row (a day at a slide of
+/// 10 s is 8,640).
+pub const MAX_WINDOWS_PER_ROW: i64 = 10_000;
 
 /// Why a pipeline spec was refused.
 #[derive(Debug, thiserror::Error)]
@@ -647,6 +652,17 @@ impl PipelineSpec {
         if let Some(slide) = w.slide {
             if !(1..=w.width).contains(&slide) {
                 return Err(invalid("window.slide", format!("{slide} is not in 1..={} (the width)", w.width)));
+            }
+            let per_row = (w.width - 1) / slide + 1;
+            if per_row > MAX_WINDOWS_PER_ROW {
+                return Err(invalid(
+                    "window.slide",
+                    format!(
+                        "a slide of {slide} in a width of {} puts each row in {per_row} windows, more than the limit \
+                         of {MAX_WINDOWS_PER_ROW}",
+                        w.width
+                    ),
+                ));
             }
         }
         validate_name("metric", &self.sink.metric).map_err(|e| invalid("sink.metric", e.to_string()))?;
