@@ -175,3 +175,40 @@ async fn http_answers_507_with_retry_after_and_keeps_serving_reads() {
     let (s, retry, b) = call(&st, Method::POST, "/api/write", lines(i)).await;
     assert_eq!((s, retry), (StatusCode::OK, None), "{b}");
 }
+
+#[test]
+fn a_full_disk_while_new_series_are_defined_never_leaves_samples_of_an_unlogged_series() {
+    // Each batch names a new host besides the 50 known ones. A definition that meets the full disk makes the
+    // database read-only (the catalog already holds it); a batch of samples only is refused. Either way,
+    // what was acknowledged reopens intact, and the WAL never holds samples of a series it does not define.
+    let vfs = SimVfs::new();
+    let db = open(&vfs);
+    db.write(&batch(0)).expect("first write");
+    let mut acked = vec![0];
+    let mut i = 1;
+    let read_only = loop {
+        assert!(i < 20_000, "no rotation met a definition");
+        let mut b = batch(i);
+        b.push(&key(1000 + i as u32), "m", T + i * F, 1.0);
+        vfs.fail_next(FaultOp::Create, ErrorKind::StorageFull);
+        let r = db.write(&b);
+        vfs.clear_faults();
+        match r {
+            Ok(_) => acked.push(i),
+            Err(Error::Storage(StorageError::NotLogged { .. })) => {}
+            Err(e) => break e,
+        }
+        i += 1;
+    };
+    assert!(
+        matches!(db.write(&batch(i + 1)), Err(Error::Storage(StorageError::PreviousIo(_)))),
+        "read-only after {read_only}"
+    );
+    check(&db, &acked);
+    drop(db);
+    let db = Db::open("/db", options(&vfs.crash_clean())).expect("reopen");
+    check(&db, &acked);
+    let last = *acked.last().expect("acked");
+    let r = db.read(&key(1000 + last as u32), "m", T, T + 1_000_000).expect("read the newest host");
+    assert_eq!(r.values, vec![1.0]);
+}

@@ -1368,19 +1368,28 @@ impl Writer {
         let mut log_err: Option<StorageError> = failed.map(StorageError::PreviousIo);
         // A write the WAL had no room for (its next segment could not be created) is refused whole, with
         // every write after it in the group, before anything of it is logged; the engine stays writable.
+        // Only samples are refused so: a metric declaration or series definition is in the catalog before it
+        // is logged and later records name it, so one that finds no room makes the engine read-only, as any
+        // failed log write did before (as do frees and seals, which are rare).
         let mut refused: Option<(bool, String)> = None;
-        let mut refused_from = group.len();
+        let mut refused_cmd = vec![false; group.len()];
         for (i, cmd) in group.iter().enumerate() {
             let mut last = Lsn(0);
-            if let (Cmd::Write { records, .. }, None, None) = (cmd, &log_err, &refused) {
+            if let (Cmd::Write { records, op, .. }, None) = (cmd, &log_err) {
+                let refusable = matches!(op, Op::Samples(_));
+                if refused.is_some() && refusable {
+                    refused_cmd[i] = true;
+                    lsns.push(last);
+                    continue;
+                }
                 let framed: u64 =
                     records.iter().map(|(_, b)| crate::storage::wal::record::frame_len(b.len()) as u64).sum();
                 match self.wal.reserve(framed) {
                     Ok(()) => {}
-                    Err(StorageError::NotLogged { full, message }) => {
+                    Err(StorageError::NotLogged { full, message }) if refusable => {
                         tracing::warn!(error = %message, "write refused: the WAL has no room");
                         refused = Some((full, message));
-                        refused_from = i;
+                        refused_cmd[i] = true;
                         lsns.push(last);
                         continue;
                     }
@@ -1427,7 +1436,7 @@ impl Writer {
                 Cmd::Write { op, unknown, reply, .. } => {
                     let r = match (&log_err, &refused) {
                         (Some(e), _) => Err(StorageError::PreviousIo(e.to_string())),
-                        (None, Some((full, message))) if i >= refused_from => {
+                        (None, Some((full, message))) if refused_cmd[i] => {
                             Err(StorageError::NotLogged { full: *full, message: message.clone() })
                         }
                         _ => self.apply(op, unknown, lsn),
