@@ -33,6 +33,9 @@ pub struct Options {
     /// cc-metric-store's buffers). Smaller pages keep less memory per series that is being written (one open
     /// page each) at the cost of more pages per series. Only for a new data directory.
     pub page_slots: u32,
+    /// Most series the database may hold, a cardinality limit against runaway tags (0, the default: no limit
+    /// but the 2^32 − 2 series ids). A write that would define more is refused whole.
+    pub max_series: u32,
     /// Time between scheduled checkpoints (`None`: only on [`Db::checkpoint`] and on close). Default 5 min.
     pub checkpoint_interval: Option<Duration>,
     /// The file system; default the real one. Tests pass a `storage::io::sim::SimVfs`.
@@ -65,6 +68,7 @@ impl Default for Options {
             segment_size: 64 << 20,
             pages_per_file: DEFAULT_PAGES_PER_FILE,
             page_slots: crate::storage::head::file::DEFAULT_PAGE_SLOTS as u32,
+            max_series: 0,
             checkpoint_interval: Some(Duration::from_secs(300)),
             vfs: Arc::new(StdVfs),
             retention: None,
@@ -297,6 +301,7 @@ impl Db {
                 segment_size: options.segment_size,
                 pages_per_file: options.pages_per_file,
                 page_slots: options.page_slots,
+                max_series: options.max_series,
                 checkpoint_interval: options.checkpoint_interval,
             },
         )?;

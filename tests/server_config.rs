@@ -947,3 +947,14 @@ fn page_slots_sets_the_head_page_class_of_a_new_data_directory() {
     let msg = invalid_at(&with(minimal(), "/metric-store/page-slots", json!(48)), "metric-store.page-slots");
     assert!(msg.contains("48 is not a power of two from 8 to 512"), "{msg}");
 }
+
+#[test]
+fn max_series_is_the_cardinality_limit() {
+    let c = parse(&minimal()).unwrap();
+    assert_eq!(c.db_options().max_series, silt::server::config::DEFAULT_SERVER_MAX_SERIES);
+    let c = parse(&with(minimal(), "/metric-store/max-series", json!(5000))).unwrap();
+    assert_eq!(c.db_options().max_series, 5000);
+    assert_eq!(parse(&with(minimal(), "/metric-store/max-series", json!(0))).unwrap().db_options().max_series, 0);
+    invalid_at(&with(minimal(), "/metric-store/max-series", json!(-1)), "metric-store.max-series");
+    invalid_at(&with(minimal(), "/metric-store/max-series", json!(1u64 << 40)), "metric-store.max-series");
+}

@@ -58,7 +58,8 @@
 //! `metric-store.retention-in-memory`, `memory-cap`, `checkpoint-interval` and `checkpoints.directory`
 //! (the data directory: [`Config::data_dir`]; see [`Config::db_options`]), `nats` and
 //! `nats-subscriptions`; and silt's own `metric-store.page-slots` (the head page class of a new data directory,
-//! [`DEFAULT_SERVER_PAGE_SLOTS`] when absent). Kept but ignored by silt for now (each field's documentation says so):
+//! [`DEFAULT_SERVER_PAGE_SLOTS`] when absent) and `metric-store.max-series` (a cardinality limit,
+//! [`DEFAULT_SERVER_MAX_SERIES`] when absent, 0 for none). Kept but ignored by silt for now (each field's documentation says so):
 //! `user`/`group`, `backend-url`, both `debug` sections, `num-workers`, `checkpoints.file-format`,
 //! `max-wal-size` and `cleanup`.
 
@@ -277,7 +278,15 @@ pub struct MetricStoreConfig {
     /// `page-slots` (a silt extension): values per head page of a new data directory, a power of two from 8
     /// to 512; default [`DEFAULT_SERVER_PAGE_SLOTS`]. An existing directory keeps its own.
     pub page_slots: u32,
+    /// `max-series` (a silt extension): the most series the store may hold, a cardinality limit against
+    /// runaway tags; a write that would define more is a 400. Default [`DEFAULT_SERVER_MAX_SERIES`]; 0 is
+    /// no limit.
+    pub max_series: u32,
 }
+
+/// The cardinality limit of `silt serve` unless `max-series` says otherwise: ten million series, about a
+/// hundred times an 82-node cluster's 105,780 (head and catalog take ~1.5 KiB each, ~15 GB at the limit).
+pub const DEFAULT_SERVER_MAX_SERIES: u32 = 10_000_000;
 
 /// Head page class of a data directory `silt serve` creates: 64 values (512-byte pages), so that the page
 /// every series being written keeps open costs 512 bytes rather than 4 KiB (52 MiB rather than 413 MiB for
@@ -306,6 +315,7 @@ impl Default for MetricStoreConfig {
             cleanup: CleanupConfig::default(),
             nats_subscriptions: Vec::new(),
             page_slots: DEFAULT_SERVER_PAGE_SLOTS,
+            max_series: DEFAULT_SERVER_MAX_SERIES,
         }
     }
 }
@@ -440,6 +450,7 @@ impl Config {
             page_slots: ms.page_slots,
             pages_per_file: SERVER_HEAD_FILE_BYTES / (8 * ms.page_slots),
             segment_size: SERVER_WAL_SEGMENT_BYTES,
+            max_series: ms.max_series,
             ..crate::Options::default()
         };
         if let Some(interval) = ms.checkpoint_interval {
@@ -806,6 +817,7 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
         "memory-cap",
         "nats-subscriptions",
         "num-workers",
+        "max-series",
         "page-slots",
         "retention-in-memory",
     ])?;
@@ -868,6 +880,13 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
         cleanup,
         nats_subscriptions,
         page_slots,
+        max_series: match o.non_negative("max-series")? {
+            None => DEFAULT_SERVER_MAX_SERIES,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|&n| n < u32::MAX - 1)
+                .ok_or_else(|| invalid(o.field("max-series"), format!("{n} is more than {}", u32::MAX - 2)))?,
+        },
     })
 }
 

@@ -119,6 +119,8 @@ impl From<Error> for ApiError {
             }
             // Read-only after a failed write or fsync: reads go on, writes wait for a restart.
             Error::Storage(crate::storage::StorageError::PreviousIo(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            // The write would pass the cardinality limit: refused whole, as bad input.
+            Error::Storage(crate::storage::StorageError::TooManySeries { .. }) => StatusCode::BAD_REQUEST,
             Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -57,6 +57,9 @@ pub struct EngineOptions {
     pub pages_per_file: u32,
     /// Values per head page: a power of two from 8 to 512. Only for a new data directory.
     pub page_slots: u32,
+    /// Most series the database may hold (a cardinality limit; 0: no limit but the id space). A write that
+    /// would define more is refused whole with [`StorageError::TooManySeries`].
+    pub max_series: u32,
     /// Time between scheduled checkpoints; `None` checkpoints only on request and on close.
     pub checkpoint_interval: Option<Duration>,
 }
@@ -68,6 +71,7 @@ impl Default for EngineOptions {
             segment_size: 64 << 20,
             pages_per_file: DEFAULT_PAGES_PER_FILE,
             page_slots: crate::storage::head::file::DEFAULT_PAGE_SLOTS as u32,
+            max_series: 0,
             checkpoint_interval: Some(Duration::from_secs(300)),
         }
     }
@@ -583,6 +587,8 @@ struct Shared {
     stats: EngineStats,
     durability: Durability,
     max_payload: usize,
+    /// Most series the catalog may hold (0: only `u32::MAX - 1`, the most a `SeriesId` numbers).
+    max_series: u32,
 }
 
 /// An open engine. `Send + Sync`; cheap operations take `&self`.
@@ -787,6 +793,7 @@ impl Engine {
             stats: EngineStats { last_checkpoint_unix_ms: AtomicU64::new(unix_ms()), ..EngineStats::default() },
             durability: options.durability,
             max_payload: wal.max_payload(),
+            max_series: options.max_series,
         });
         let (tx, rx) = unbounded();
         let (jobs_tx, jobs_rx) = bounded::<CheckpointJob>(1);
@@ -958,6 +965,31 @@ impl Engine {
         }
         self.check_failed()?;
         let mut cat = self.shared.catalog.write();
+        // Everything is checked before the catalog changes: an error leaves no series half-defined.
+        let mut new = std::collections::HashSet::new();
+        for (i, &(m, p)) in wanted.iter().enumerate() {
+            if out[i].0 != u32::MAX || cat.series_ids.contains_key(series_key(&mut key, m, p)) {
+                continue;
+            }
+            if p.is_empty() || p.len() > MAX_PATH_BYTES {
+                return Err(StorageError::corrupt(
+                    &self.dir,
+                    0,
+                    CorruptionKind::Invalid(format!("series path of {} bytes (1..={MAX_PATH_BYTES})", p.len())),
+                ));
+            }
+            if (m as usize) >= cat.metrics.len() {
+                return Err(StorageError::corrupt(&self.dir, 0, CorruptionKind::Invalid(format!("metric id {m}"))));
+            }
+            new.insert(key.clone());
+        }
+        let limit = match self.shared.max_series {
+            0 => u32::MAX - 1,
+            n => n.min(u32::MAX - 1),
+        };
+        if cat.series.len() + new.len() > limit as usize {
+            return Err(StorageError::TooManySeries { limit, new: new.len() });
+        }
         let mut defs = Vec::new();
         for (i, &(m, p)) in wanted.iter().enumerate() {
             if out[i].0 != u32::MAX {
@@ -978,9 +1010,6 @@ impl Engine {
                 return Err(StorageError::corrupt(&self.dir, 0, CorruptionKind::Invalid(format!("metric id {m}"))));
             }
             let n = cat.series.len();
-            if n >= u32::MAX as usize - 1 {
-                return Err(StorageError::TooManySeries(u32::MAX - 1));
-            }
             let id = SeriesId(n as u32);
             cat.series.push(SeriesEntry { metric: m, path: p.to_vec() });
             cat.series_ids.insert(series_key(&mut key, m, p).to_vec(), id);

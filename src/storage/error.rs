@@ -89,9 +89,15 @@ pub enum StorageError {
     /// The data directory is locked by another process.
     #[error("data directory {0} is in use by another process")]
     Locked(PathBuf),
-    /// More series than a `SeriesId` can number.
-    #[error("series limit reached ({0})")]
-    TooManySeries(u32),
+    /// A write would define series past the database's limit (`Options::max_series`, or the most a
+    /// `SeriesId` numbers); it is refused whole and nothing of it is stored.
+    #[error("series limit reached: the write would define {new} new series, past the limit of {limit}")]
+    TooManySeries {
+        /// The limit.
+        limit: u32,
+        /// The new series the write would have defined.
+        new: usize,
+    },
     /// A name of a state blob that cannot be used (see `storage::state::check_name`).
     #[error("invalid state name {name:?}: {why}")]
     InvalidName {
