@@ -456,3 +456,44 @@ async fn free_checks_every_selector_before_freeing() {
     let (s, b) = call(&st, Method::POST, &uri, r#"[["emmy","n1"]]"#).await;
     assert_eq!((s, b.as_str()), (StatusCode::OK, "buffers freed: 1\n"), "the first selector was freed already");
 }
+
+#[tokio::test]
+async fn writes_past_the_admission_budget_are_503_with_retry_after_and_reads_go_on() {
+    let st = state();
+    let send = |body: String, length: Option<usize>| {
+        let st = st.clone();
+        async move {
+            let mut req = Request::builder().method(Method::POST).uri("/api/write");
+            if let Some(n) = length {
+                req = req.header("content-length", n);
+            }
+            let resp = app(st).oneshot(req.body(Body::from(body)).expect("request")).await.expect("response");
+            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap_or("").to_owned());
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, retry, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let lines = |n: i64| -> String {
+        (0..n).map(|i| format!("load,cluster=emmy,hostname=n1 value={i} {}\n", T + 10 * i)).collect()
+    };
+    // Writes in flight hold all of the budget but 1 KiB.
+    let held = st.writes.clone().try_acquire_many_owned(st.writes.available_permits() as u32 - 1).expect("hold");
+    let big = lines(60);
+    assert!(big.len() > 1024);
+    let (s, retry, b) = send(big.clone(), Some(big.len())).await;
+    assert_eq!((s, retry.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("5")), "{b}");
+    assert!(b.contains("overloaded") && b.contains("retry later"), "{b}");
+    // Without a length a write is counted at the largest body: refused too.
+    let small = lines(3);
+    assert_eq!(send(small.clone(), None).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    // A write that fits what is left goes through, and reads are not held back.
+    assert_eq!(send(small.clone(), Some(small.len())).await.0, StatusCode::OK);
+    let (s, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n1"}"#)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Once the writes in flight are answered, the big one is admitted; the budget is whole again after it.
+    let before = st.writes.available_permits() + held.num_permits();
+    drop(held);
+    assert_eq!(send(big.clone(), Some(big.len())).await.0, StatusCode::OK);
+    assert_eq!(st.writes.available_permits(), before);
+}

@@ -56,7 +56,15 @@ pub struct AppState {
     pub jobs: Option<Arc<crate::jobs::collector::Collector>>,
     /// What one request may ask for ([`RequestLimits::DEFAULT`]).
     pub limits: RequestLimits,
+    /// Admission of writes: KiB of write bodies being handled at once ([`WRITE_BUDGET_BYTES`]). A write
+    /// that finds no room is answered 503 with `Retry-After` at once, before its body is read, so that an
+    /// overload is pushed back to the clients instead of piling up bodies in memory.
+    pub writes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Bytes of write bodies admitted at once by default (each write holds its `Content-Length`, or
+/// [`MAX_BODY_BYTES`] without one, until it is answered).
+pub const WRITE_BUDGET_BYTES: usize = 512 << 20;
 
 impl AppState {
     /// State for a database, with fresh metrics.
@@ -70,6 +78,7 @@ impl AppState {
             streams: None,
             jobs: None,
             limits: RequestLimits::DEFAULT,
+            writes: Arc::new(tokio::sync::Semaphore::new(WRITE_BUDGET_BYTES >> 10)),
         }
     }
 }
@@ -188,10 +197,44 @@ async fn time_limit(
     })
 }
 
+/// Admits a write if the bytes its `Content-Length` announces (or [`MAX_BODY_BYTES`] without one) fit what
+/// [`AppState::writes`] has left, holding them until the write is answered; else 503 with `Retry-After`.
+async fn admit_write(
+    State(writes): State<Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    let len = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(MAX_BODY_BYTES as u64)
+        .min(MAX_BODY_BYTES as u64);
+    // A body larger than the whole budget waits for all of it (the body limit answers past MAX_BODY_BYTES).
+    let budget = (WRITE_BUDGET_BYTES >> 10).max(1) as u64;
+    let kib = u32::try_from(len.div_ceil(1024).clamp(1, budget)).unwrap_or(u32::MAX);
+    let Ok(permit) = writes.clone().try_acquire_many_owned(kib) else {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "overloaded: the writes being handled leave {} KiB of the admission budget, this one needs {kib} \
+                 KiB; retry later",
+                writes.available_permits()
+            ),
+        });
+    };
+    let r = next.run(req).await;
+    drop(permit);
+    Ok(r)
+}
+
 fn api_routes(state: AppState) -> Router {
-    Router::new()
+    let writes = Router::new()
         .route("/api/write", post(write))
         .route("/api/write/", post(write))
+        .route_layer(axum::middleware::from_fn_with_state(state.writes.clone(), admit_write));
+    Router::new()
+        .merge(writes)
         .route("/api/query", get(query).post(query))
         .route("/api/query/", get(query).post(query))
         .route("/api/free", post(free))
