@@ -18,6 +18,7 @@
 //! disk do), but recovery, the ordering of acknowledgements and the server's restart. A third of the
 //! restarts are themselves killed within their first 100 ms, while they recover.
 //!
+//! `SILT_SOAK_DURABILITY` (e.g. `100ms`) runs the server with that `--durability` instead of `sync`.
 //! `SILT_SOAK_CYCLES` sets the number of kills (default 20; the SIGTERM scenario runs a quarter as many
 //! restarts, at least 3); `SILT_SOAK_SEED` the seed of the kill moments and the readers' windows (printed).
 
@@ -350,9 +351,17 @@ fn config(dir: &Path, port: u16) -> PathBuf {
     cfg
 }
 
-fn args(cfg: &Path) -> [&std::ffi::OsStr; 3] {
-    ["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]
+/// `silt serve` on the config, with `--durability $SILT_SOAK_DURABILITY` when that is set (`100ms`: the
+/// acknowledgement comes once the WAL record is written to the OS, which a SIGKILL does not undo).
+fn args(cfg: &Path) -> Vec<&std::ffi::OsStr> {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()];
+    if let Some(d) = DURABILITY.get_or_init(|| std::env::var_os("SILT_SOAK_DURABILITY")) {
+        args.extend(["--durability".as_ref(), d.as_os_str()]);
+    }
+    args
 }
+
+static DURABILITY: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
 
 fn start(cfg: &Path) -> Server {
     spawn_silt(&args(cfg))
@@ -390,7 +399,9 @@ fn write_some(s: &Soak, batches: usize) {
 fn sigkill_under_load_loses_no_acknowledged_sample() {
     let cycles = env_or("SILT_SOAK_CYCLES", 20);
     let seed = seed();
-    eprintln!("crash soak: seed {seed} (SILT_SOAK_SEED={seed} SILT_SOAK_CYCLES={cycles} repeats this run)");
+    let durability =
+        std::env::var("SILT_SOAK_DURABILITY").map_or(String::new(), |d| format!(" SILT_SOAK_DURABILITY={d}"));
+    eprintln!("crash soak: seed {seed} (SILT_SOAK_SEED={seed} SILT_SOAK_CYCLES={cycles}{durability} repeats this run)");
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = config(tmp.path(), free_port());
