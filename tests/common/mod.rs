@@ -31,6 +31,17 @@ fn die_with_spawning_thread(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Starts `silt <args>` without waiting for anything (its output discarded), e.g. to kill it while it is
+/// still recovering. Killed like [`spawn_silt`]'s if the test's thread ends first.
+pub fn spawn_silt_unwaited(args: &[&std::ffi::OsStr]) -> Child {
+    die_with_spawning_thread(&mut Command::new(env!("CARGO_BIN_EXE_silt")))
+        .args(args)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn silt")
+}
+
 /// Starts `silt <args>` and waits for the address it logs (`addr=…`). The server is killed if the test's
 /// thread ends first.
 pub fn spawn_silt(args: &[&std::ffi::OsStr]) -> Server {
@@ -44,16 +55,25 @@ pub fn spawn_silt(args: &[&std::ffi::OsStr]) -> Server {
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // What the server said before listening, for the panic message if it never does.
+        let mut said = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(a) =
                 line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()?.parse::<SocketAddr>().ok())
             {
-                let _ = tx.send(a);
+                let _ = tx.send(Ok(a));
+                said.clear();
+            } else if said.len() < 50 {
+                said.push(line);
             }
         }
+        let _ = tx.send(Err(said.join("\n")));
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server never reported its address");
-    Server { child, addr }
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(addr)) => Server { child, addr },
+        Ok(Err(said)) => panic!("silt exited before listening ({:?}):\n{said}", child.wait()),
+        Err(e) => panic!("server never reported its address: {e}"),
+    }
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns the status and the body.
@@ -104,4 +124,40 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// Like [`http`] for a server that may die at any moment: connecting, sending and each read are bounded by
+/// `timeout`, and every failure is returned instead of panicking. `Ok` only for a whole response: a body
+/// shorter than its `Content-Length` (the server was killed while sending it) is `UnexpectedEof`.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Error, ErrorKind};
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let resp = String::from_utf8_lossy(&resp);
+    let Some((head, body)) = resp.split_once("\r\n\r\n") else {
+        return Err(Error::new(ErrorKind::UnexpectedEof, format!("no whole response head: {resp:?}")));
+    };
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let length = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+    });
+    if status == 0 || length.is_some_and(|n| body.len() < n) {
+        return Err(Error::new(ErrorKind::UnexpectedEof, format!("truncated response: {resp:?}")));
+    }
+    Ok((status, body.to_owned()))
 }
