@@ -290,10 +290,26 @@ impl Block {
     /// Maps block `path` (sequence `seq`) and checks its header and index: magic, version, CRCs, and that
     /// every descriptor lies within the file, names a known codec and is in order. Chunk bytes are checked
     /// when decoded.
+    ///
+    /// The header and index are read with `pread`, not through the map: the descriptors are kept decoded,
+    /// and index pages read through the map would stay resident in the process for as long as the block.
     pub fn open(vfs: &dyn Vfs, path: &Path, seq: u64) -> Result<Block, StorageError> {
+        let corrupt = |(offset, kind)| StorageError::Corruption { file: path.to_owned(), offset, kind };
+        let file = vfs.open(path, crate::storage::io::OpenMode::Read).map_err(|e| StorageError::io("open", path, e))?;
+        let len = file.len().map_err(|e| StorageError::io("stat", path, e))?;
+        let mut header = vec![0u8; HEADER_LEN.min(len as usize)];
+        file.read_exact_at(&mut header, 0).map_err(|e| StorageError::io("read block", path, e))?;
+        let h = parse_header(&header, len).map_err(corrupt)?;
+        let mut index = vec![0u8; (len - h.index_offset) as usize];
+        file.read_exact_at(&mut index, h.index_offset).map_err(|e| StorageError::io("read block", path, e))?;
+        let (chunks, min_time, max_time) = parse_index(&h, &index).map_err(corrupt)?;
+        drop(file);
         let region = vfs.map_read(path).map_err(|e| StorageError::io("map block", path, e))?;
-        let (chunks, min_time, max_time) = parse(region.bytes())
-            .map_err(|(offset, kind)| StorageError::Corruption { file: path.to_owned(), offset, kind })?;
+        if region.bytes().len() as u64 != len {
+            let kind =
+                CorruptionKind::OutOfBounds(format!("{len} bytes when read, {} when mapped", region.bytes().len()));
+            return Err(StorageError::Corruption { file: path.to_owned(), offset: 0, kind });
+        }
         Ok(Block { path: path.to_owned(), seq, region, chunks, min_time, max_time })
     }
 
@@ -379,20 +395,40 @@ type ParseError = (u64, CorruptionKind);
 
 /// Parses and checks a block's header and index.
 pub fn parse(bytes: &[u8]) -> Result<(Vec<ChunkMeta>, i64, i64), ParseError> {
-    let oob = |what: String| (0u64, CorruptionKind::OutOfBounds(what));
-    if bytes.len() < HEADER_LEN {
-        return Err(oob(format!("{} bytes, less than a header", bytes.len())));
+    let h = parse_header(bytes, bytes.len() as u64)?;
+    parse_index(&h, &bytes[h.index_offset as usize..])
+}
+
+/// A block header's fields that reading its index needs.
+struct BlockHeader {
+    count: usize,
+    min_time: i64,
+    max_time: i64,
+    index_offset: u64,
+    index_crc: u32,
+}
+
+/// Checks a block's 64-byte header (magic, CRC, version, lengths) for a file of `file_len` bytes.
+fn parse_header(header: &[u8], file_len: u64) -> Result<BlockHeader, ParseError> {
+    if header.len() < HEADER_LEN || file_len < HEADER_LEN as u64 {
+        return Err((0, CorruptionKind::OutOfBounds(format!("{file_len} bytes, less than a header"))));
     }
-    let mut c = Cursor::new(&bytes[..HEADER_LEN]);
-    let at0 = |k: CorruptionKind| (0u64, k);
-    if c.array::<8>().map_err(at0)? != BLOCK_MAGIC {
+    let mut c = Cursor::new(&header[..HEADER_LEN]);
+    if c.array::<8>().map_err(|k| (0u64, k))? != BLOCK_MAGIC {
         return Err((0, CorruptionKind::BadMagic));
     }
-    let stored_crc = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
-    let crc = crc32fast::hash(&bytes[..60]);
+    let stored_crc = u32::from_le_bytes([header[60], header[61], header[62], header[63]]);
+    let crc = crc32fast::hash(&header[..60]);
     if crc != stored_crc {
         return Err((60, CorruptionKind::ChecksumMismatch { expected: stored_crc, got: crc }));
     }
+    parse_header_fields(&mut c, file_len)
+}
+
+/// The header's fields after the magic, `c` positioned there (the CRC already checked).
+fn parse_header_fields(c: &mut Cursor<'_>, actual_len: u64) -> Result<BlockHeader, ParseError> {
+    let at0 = |k: CorruptionKind| (0u64, k);
+    let oob = |what: String| (0u64, CorruptionKind::OutOfBounds(what));
     let version = c.u32().map_err(at0)?;
     if version != BLOCK_VERSION {
         return Err((8, CorruptionKind::Invalid(format!("block version {version}"))));
@@ -404,17 +440,20 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ChunkMeta>, i64, i64), ParseError> {
     let index_crc = c.u32().map_err(at0)?;
     let _ = c.u32().map_err(at0)?;
     let file_len = c.u64().map_err(at0)?;
-    if file_len != bytes.len() as u64 {
-        return Err((
-            48,
-            CorruptionKind::OutOfBounds(format!("header says {file_len} bytes, file has {}", bytes.len())),
-        ));
+    if file_len != actual_len {
+        return Err((48, CorruptionKind::OutOfBounds(format!("header says {file_len} bytes, file has {actual_len}"))));
     }
     let index_len = count.checked_mul(DESCRIPTOR_LEN).ok_or_else(|| oob(format!("{count} chunks")))?;
     if index_offset < HEADER_LEN as u64 || index_offset.checked_add(index_len as u64) != Some(file_len) {
         return Err((32, CorruptionKind::OutOfBounds(format!("index of {count} chunks at {index_offset}"))));
     }
-    let index = &bytes[index_offset as usize..];
+    Ok(BlockHeader { count, min_time, max_time, index_offset, index_crc })
+}
+
+/// Checks and decodes a block's index (the bytes from `h.index_offset` to the end of the file).
+fn parse_index(h: &BlockHeader, index: &[u8]) -> Result<(Vec<ChunkMeta>, i64, i64), ParseError> {
+    let (count, min_time, max_time, index_offset, index_crc) =
+        (h.count, h.min_time, h.max_time, h.index_offset, h.index_crc);
     let got = crc32fast::hash(index);
     if got != index_crc {
         return Err((index_offset, CorruptionKind::ChecksumMismatch { expected: index_crc, got }));
