@@ -411,14 +411,7 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
     let mut early_kills = 0;
     let last = std::thread::scope(|scope| {
         let _stop = StopOnDrop(&soak);
-        for i in 0..WRITERS {
-            let soak = &soak;
-            scope.spawn(move || writer(soak, i));
-        }
-        for _ in 0..READERS {
-            let (soak, seed) = (&soak, rng.gen());
-            scope.spawn(move || reader(soak, seed));
-        }
+        spawn_load(scope, &soak, &mut rng);
         for cycle in 0..cycles {
             // Half the kills come early (WAL appends, checkpoints, the start-up's last steps), half after the
             // maintenance pass (every second) has had a chance to move pages into blocks.
@@ -486,14 +479,7 @@ fn sigterm_with_writers_paused_keeps_exactly_what_was_acknowledged() {
     let mut rng = StdRng::seed_from_u64(seed);
     let last = std::thread::scope(|scope| {
         let _stop = StopOnDrop(&soak);
-        for i in 0..WRITERS {
-            let soak = &soak;
-            scope.spawn(move || writer(soak, i));
-        }
-        for _ in 0..READERS {
-            let (soak, seed) = (&soak, rng.gen());
-            scope.spawn(move || reader(soak, seed));
-        }
+        spawn_load(scope, &soak, &mut rng);
         let mut last = Verified::default();
         for r in 0..restarts {
             write_some(&soak, rng.gen_range(10..=300));
@@ -514,4 +500,15 @@ fn sigterm_with_writers_paused_keeps_exactly_what_was_acknowledged() {
         started.elapsed().as_secs_f64()
     );
     stop_gracefully(&mut srv);
+}
+
+/// Starts the writers and the readers of `soak` in `scope`.
+fn spawn_load<'scope>(scope: &'scope std::thread::Scope<'scope, '_>, soak: &'scope Soak, rng: &mut StdRng) {
+    for i in 0..WRITERS {
+        scope.spawn(move || writer(soak, i));
+    }
+    for _ in 0..READERS {
+        let seed = rng.gen();
+        scope.spawn(move || reader(soak, seed));
+    }
 }

@@ -999,16 +999,6 @@ impl Engine {
                 out[i] = id;
                 continue;
             }
-            if p.is_empty() || p.len() > MAX_PATH_BYTES {
-                return Err(StorageError::corrupt(
-                    &self.dir,
-                    0,
-                    CorruptionKind::Invalid(format!("series path of {} bytes (1..={MAX_PATH_BYTES})", p.len())),
-                ));
-            }
-            if (m as usize) >= cat.metrics.len() {
-                return Err(StorageError::corrupt(&self.dir, 0, CorruptionKind::Invalid(format!("metric id {m}"))));
-            }
             let n = cat.series.len();
             let id = SeriesId(n as u32);
             cat.series.push(SeriesEntry { metric: m, path: p.to_vec() });
