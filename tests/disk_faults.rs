@@ -10,6 +10,7 @@ use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use silt::server::{app, AppState};
 use silt::storage::io::sim::{FaultOp, SimVfs};
+use silt::storage::io::Vfs;
 use silt::storage::StorageError;
 use silt::{Aggregation, Batch, Db, Durability, Error, HostKey, MetricConfig, Options};
 use tower::ServiceExt;
@@ -211,4 +212,43 @@ fn a_full_disk_while_new_series_are_defined_never_leaves_samples_of_an_unlogged_
     let last = *acked.last().expect("acked");
     let r = db.read(&key(1000 + last as u32), "m", T, T + 1_000_000).expect("read the newest host");
     assert_eq!(r.values, vec![1.0]);
+}
+
+#[test]
+fn a_checkpoint_that_cannot_write_changes_nothing_and_the_next_one_succeeds() {
+    let vfs = SimVfs::new();
+    let db = open(&vfs);
+    db.write(&batch(0)).expect("first write");
+    let mut acked = vec![0];
+    // Each fault in turn: no room for the WAL segment a checkpoint starts (create, directory fsync), and a
+    // failed rename of the new manifest over the old one. None may turn the database read-only.
+    for (n, (op, kind)) in [
+        (FaultOp::Create, ErrorKind::StorageFull),
+        (FaultOp::SyncDir, ErrorKind::Other),
+        (FaultOp::Rename, ErrorKind::Other),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        vfs.fail_next(op, kind);
+        match db.checkpoint() {
+            Err(Error::Storage(StorageError::NotWritten { full, message })) => {
+                assert_eq!(full, kind == ErrorKind::StorageFull, "{message}");
+            }
+            other => panic!("{op:?}: expected NotWritten, got {other:?}"),
+        }
+        vfs.clear_faults();
+        let i = n as i64 + 1;
+        db.write(&batch(i)).expect("writable after a checkpoint that could not write");
+        acked.push(i);
+        assert!(!vfs.exists(std::path::Path::new("/db/MANIFEST.tmp")), "{op:?} left MANIFEST.tmp");
+    }
+    db.checkpoint().expect("the next checkpoint");
+    db.write(&batch(10)).expect("write");
+    acked.push(10);
+    check(&db, &acked);
+    for seed in [7, 8] {
+        let db = Db::open("/db", options(&vfs.crash(seed))).expect("reopen after crash");
+        check(&db, &acked);
+    }
 }

@@ -1596,6 +1596,14 @@ impl Writer {
                 }
                 self.in_flight = Some(meta);
             }
+            // No room for the segment a checkpoint starts: nothing changed; retry one interval from now.
+            Err(StorageError::NotLogged { full, message }) => {
+                tracing::warn!(error = %message, "checkpoint not started; the next one tries again");
+                self.last_checkpoint = Instant::now();
+                for w in waiters {
+                    let _ = w.send(Err(StorageError::NotWritten { full, message: message.clone() }));
+                }
+            }
             Err(e) => {
                 self.fail(&e);
                 for w in waiters {
@@ -1609,13 +1617,25 @@ impl Writer {
     fn finish_checkpoint(&mut self, r: Result<(), StorageError>) {
         let Some(meta) = self.in_flight.take() else { return };
         let r = r.and_then(|()| self.complete(meta.lsn, meta.wal_seq, meta.pending));
-        if let Err(e) = &r {
-            tracing::error!(error = %e, "checkpoint failed");
-            self.fail(e);
+        match &r {
+            // The old manifest stands and the WAL still holds everything: the next checkpoint, one interval
+            // from now, tries again; the database stays writable.
+            Err(StorageError::NotWritten { message, .. }) => {
+                tracing::warn!(error = %message, "checkpoint not written; the next one tries again");
+                self.last_checkpoint = Instant::now();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint failed");
+                self.fail(e);
+            }
+            Ok(_) => {}
         }
         for w in meta.waiters {
             let _ = w.send(match &r {
                 Ok(lsn) => Ok(*lsn),
+                Err(StorageError::NotWritten { full, message }) => {
+                    Err(StorageError::NotWritten { full: *full, message: message.clone() })
+                }
                 Err(e) => Err(StorageError::PreviousIo(e.to_string())),
             });
         }

@@ -83,6 +83,16 @@ pub enum StorageError {
         /// What failed.
         message: String,
     },
+    /// A checkpoint's manifest could not be written (a full disk, most often) before it replaced the old
+    /// one: nothing changed, the old manifest and the WAL still hold everything, and a later checkpoint tries
+    /// again.
+    #[error("checkpoint not written, nothing changed: {message}")]
+    NotWritten {
+        /// Whether the cause was a full disk or quota (`ENOSPC`, `EDQUOT`).
+        full: bool,
+        /// What failed.
+        message: String,
+    },
     /// The database is closed or its writer thread is gone.
     #[error("the database is closed")]
     Closed,

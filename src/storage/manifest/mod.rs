@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::storage::error::{CorruptionKind, StorageError};
 use crate::storage::head::{HeadState, PageRef, SeriesState};
-use crate::storage::io::{write_atomic, OpenMode, Vfs};
+use crate::storage::io::{OpenMode, Vfs};
 use crate::storage::wal::payload::{aggregation_from, aggregation_to, Cursor};
 use crate::storage::{Lsn, MetricConfig};
 
@@ -258,9 +258,31 @@ impl Manifest {
     }
 
     /// Writes the manifest atomically into `dir`.
+    ///
+    /// A failure before the rename (creating, writing or syncing `MANIFEST.tmp`, or the rename itself) leaves
+    /// the old `MANIFEST` in place and is [`StorageError::NotWritten`]: nothing changed, and a later
+    /// checkpoint may try again. A failure to sync the directory after the rename is an ordinary error: which
+    /// manifest a crash would leave is then unknown.
     pub fn store(&self, vfs: &dyn Vfs, dir: &Path) -> Result<(), StorageError> {
         let path = dir.join(MANIFEST_NAME);
-        write_atomic(vfs, &path, &self.encode()).map_err(|e| StorageError::io("write manifest", &path, e))
+        let tmp = crate::storage::io::tmp_path(&path);
+        let not_written = |op: &'static str, p: &Path, e: std::io::Error| {
+            let full = matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
+            let message = StorageError::io(op, p, e).to_string();
+            if vfs.exists(&tmp) {
+                let _ = vfs.remove_file(&tmp);
+            }
+            StorageError::NotWritten { full, message }
+        };
+        if vfs.exists(&tmp) {
+            vfs.remove_file(&tmp).map_err(|e| not_written("remove", &tmp, e))?;
+        }
+        let file = vfs.open(&tmp, OpenMode::CreateNew).map_err(|e| not_written("create", &tmp, e))?;
+        file.write_all_at(&self.encode(), 0).map_err(|e| not_written("write", &tmp, e))?;
+        file.sync_data().map_err(|e| not_written("fsync", &tmp, e))?;
+        drop(file);
+        vfs.rename(&tmp, &path).map_err(|e| not_written("rename", &tmp, e))?;
+        vfs.sync_dir(dir).map_err(|e| StorageError::io("fsync dir", dir, e))
     }
 }
 

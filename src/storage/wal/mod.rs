@@ -211,25 +211,7 @@ impl Wal {
         if self.pending.len() as u64 + bytes <= self.current.remaining() {
             return Ok(());
         }
-        self.sync()?;
-        let seq = self.current.seq() + 1;
-        let path = self.dir.join(segment_name(seq));
-        // A segment numbered past the current one holds no record: it is what an earlier failed attempt left.
-        if self.vfs.exists(&path) {
-            self.vfs.remove_file(&path).map_err(|e| not_logged(StorageError::io("remove", &path, e)))?;
-        }
-        match SegmentWriter::create(&*self.vfs, &self.dir, seq, self.next_lsn, self.segment_size) {
-            Ok(w) => {
-                self.current = w;
-                Ok(())
-            }
-            Err(e) => {
-                if self.vfs.exists(&path) {
-                    let _ = self.vfs.remove_file(&path);
-                }
-                Err(not_logged(e))
-            }
-        }
+        self.rotate().map(|_| ())
     }
 
     /// Writes the pending frames to the segment (to the OS, not synced).
@@ -259,11 +241,30 @@ impl Wal {
 
     /// Syncs the current segment and starts the next one; returns the new segment's sequence number. Every
     /// record from now on lies in segments with that number or higher.
+    ///
+    /// A failure to sync the current segment is an ordinary error. A failure to create the next one (a full
+    /// disk) is [`StorageError::NotLogged`]: the current segment stays, and a later call tries again, first
+    /// removing what the failed attempt left.
     pub fn rotate(&mut self) -> Result<u64, StorageError> {
         self.sync()?;
         let seq = self.current.seq() + 1;
-        self.current = SegmentWriter::create(&*self.vfs, &self.dir, seq, self.next_lsn, self.segment_size)?;
-        Ok(seq)
+        let path = self.dir.join(segment_name(seq));
+        // A segment numbered past the current one holds no record: it is what an earlier failed attempt left.
+        if self.vfs.exists(&path) {
+            self.vfs.remove_file(&path).map_err(|e| not_logged(StorageError::io("remove", &path, e)))?;
+        }
+        match SegmentWriter::create(&*self.vfs, &self.dir, seq, self.next_lsn, self.segment_size) {
+            Ok(w) => {
+                self.current = w;
+                Ok(seq)
+            }
+            Err(e) => {
+                if self.vfs.exists(&path) {
+                    let _ = self.vfs.remove_file(&path);
+                }
+                Err(not_logged(e))
+            }
+        }
     }
 
     /// Removes every segment numbered below `seq` (their records are covered by a durable checkpoint).
