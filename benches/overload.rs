@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{peak_rss_bytes, Client};
+use http::{peak_rss_bytes, status_bytes, Client};
 use silt::server::{app, AppState};
 use silt::{Aggregation, Db, Durability, MetricConfig, Options};
 
@@ -105,7 +105,9 @@ fn main() {
     )
     .expect("open");
     db.declare_metric("load", MetricConfig { frequency: 10, aggregation: Aggregation::Avg }).expect("declare");
-    let mut state = AppState::new(Arc::new(db));
+    let db = Arc::new(db);
+    let db_for_stats = db.clone();
+    let mut state = AppState::new(db);
     state.writes = Arc::new(tokio::sync::Semaphore::new(budget_mib << 10));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
@@ -149,6 +151,12 @@ fn main() {
         h.join().expect("writer");
     }
     let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "overload: resident at the end {} MiB anonymous, {} MiB file-backed; head pages in use {} MiB",
+        status_bytes("self", "RssAnon") >> 20,
+        status_bytes("self", "RssFile") >> 20,
+        (db_for_stats.engine().head().pages_in_use() * db_for_stats.engine().head().page_bytes()) >> 20
+    );
     let (im, ip) = (percentile(&mut idle, 50), percentile(&mut idle, 99));
     let (lm, lp) = (percentile(&mut loaded, 50), percentile(&mut loaded, 99));
     println!(

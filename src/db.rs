@@ -637,6 +637,19 @@ impl Db {
         self.inner.enforce_memory_cap()
     }
 
+    /// The head memory cap in bytes ([`Options::memory_cap_bytes`]; 0: none).
+    pub fn memory_cap_bytes(&self) -> u64 {
+        self.inner.memory_cap_bytes
+    }
+
+    /// Whether the head is so far over its memory cap (more than half again) that new writes should wait
+    /// for the background compaction to catch up: the server then refuses writes with 503 rather than let
+    /// the head grow without bound. Always false without a cap.
+    pub fn over_memory_cap(&self) -> bool {
+        let cap = self.inner.memory_cap_bytes;
+        cap > 0 && self.head_bytes_in_use() > cap.saturating_add(cap / 2)
+    }
+
     /// Bytes of head pages in use (owned by series, or freed and awaiting a checkpoint).
     pub fn head_bytes_in_use(&self) -> u64 {
         self.inner.engine.head().pages_in_use() * self.inner.engine.head().page_bytes()

@@ -497,3 +497,38 @@ async fn writes_past_the_admission_budget_are_503_with_retry_after_and_reads_go_
     assert_eq!(send(big.clone(), Some(big.len())).await.0, StatusCode::OK);
     assert_eq!(st.writes.available_permits(), before);
 }
+
+#[tokio::test]
+async fn writes_wait_while_the_head_is_far_over_its_memory_cap() {
+    // A cap of 8 pages of 4 KiB, and no background pass: the test enforces the cap itself.
+    let db = Db::open(
+        "/db",
+        Options {
+            vfs: Arc::new(SimVfs::new()),
+            checkpoint_interval: None,
+            pages_per_file: 64,
+            memory_cap_bytes: 8 * 4096,
+            maintenance_interval: std::time::Duration::from_secs(3600),
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    db.declare_metric("load", MetricConfig { frequency: 10, aggregation: Aggregation::Avg }).expect("declare");
+    let st = AppState::new(Arc::new(db));
+    let lines = |hosts: std::ops::Range<u32>| -> String {
+        hosts.map(|h| format!("load,cluster=emmy,hostname=n{h} value=1 {T}\n")).collect()
+    };
+    // 13 series, a page each: 13 pages > 1.5 x 8.
+    assert_eq!(call(&st, Method::POST, "/api/write", lines(0..13)).await.0, StatusCode::OK);
+    assert!(st.db.over_memory_cap());
+    let (s, b) = call(&st, Method::POST, "/api/write", lines(13..14)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(b.contains("over its memory cap of 0 MiB") && b.contains("retry later"), "{b}");
+    // Reads go on.
+    let (s, b) = call(&st, Method::GET, "/api/query", query_body(r#"{"metric":"load","host":"n3"}"#)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Once the cap is enforced (compacted into blocks), writes are admitted again.
+    st.db.enforce_memory_cap().expect("enforce");
+    assert!(!st.db.over_memory_cap());
+    assert_eq!(call(&st, Method::POST, "/api/write", lines(13..14)).await.0, StatusCode::OK);
+}

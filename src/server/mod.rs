@@ -197,13 +197,25 @@ async fn time_limit(
     })
 }
 
-/// Admits a write if the bytes its `Content-Length` announces (or [`MAX_BODY_BYTES`] without one) fit what
-/// [`AppState::writes`] has left, holding them until the write is answered; else 503 with `Retry-After`.
+/// Admits a write if the head is not far over its memory cap ([`Db::over_memory_cap`]) and the bytes its
+/// `Content-Length` announces (or [`MAX_BODY_BYTES`] without one) fit what [`AppState::writes`] has left,
+/// holding them until the write is answered; else 503 with `Retry-After`.
 async fn admit_write(
-    State(writes): State<Arc<tokio::sync::Semaphore>>,
+    State((writes, db)): State<(Arc<tokio::sync::Semaphore>, Arc<Db>)>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Result<Response, ApiError> {
+    if db.over_memory_cap() {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "overloaded: the head holds {} MiB, over its memory cap of {} MiB by more than half; compaction is \
+                 catching up, retry later",
+                db.head_bytes_in_use() >> 20,
+                db.memory_cap_bytes() >> 20
+            ),
+        });
+    }
     let len = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -232,7 +244,7 @@ fn api_routes(state: AppState) -> Router {
     let writes = Router::new()
         .route("/api/write", post(write))
         .route("/api/write/", post(write))
-        .route_layer(axum::middleware::from_fn_with_state(state.writes.clone(), admit_write));
+        .route_layer(axum::middleware::from_fn_with_state((state.writes.clone(), state.db.clone()), admit_write));
     Router::new()
         .merge(writes)
         .route("/api/query", get(query).post(query))
