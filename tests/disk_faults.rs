@@ -48,6 +48,15 @@ fn batch(i: i64) -> Batch {
     b
 }
 
+/// A database with batch 0 written (which creates the head file, a create too: faults start after it), and
+/// the steps acknowledged so far.
+fn started() -> (SimVfs, Db, Vec<i64>) {
+    let vfs = SimVfs::new();
+    let db = open(&vfs);
+    db.write(&batch(0)).expect("first write");
+    (vfs, db, vec![0])
+}
+
 /// Every step in `steps` is what batch `i` wrote, for every host.
 fn check(db: &Db, steps: &[i64]) {
     for h in [0u32, 17, 49] {
@@ -61,11 +70,7 @@ fn check(db: &Db, steps: &[i64]) {
 
 #[test]
 fn a_full_disk_at_a_wal_rotation_refuses_the_write_and_writing_resumes_when_space_returns() {
-    let vfs = SimVfs::new();
-    let db = open(&vfs);
-    // The first write creates the head file (a create too); the faults start after it.
-    db.write(&batch(0)).expect("first write");
-    let mut acked = vec![0];
+    let (vfs, db, mut acked) = started();
     let mut refusals = 0;
     let mut i = 1;
     // Over several rotations of 64 KiB segments, every segment creation first meets a full disk.
@@ -101,10 +106,7 @@ fn a_full_disk_at_a_wal_rotation_refuses_the_write_and_writing_resumes_when_spac
 
 #[test]
 fn an_io_error_creating_a_segment_is_a_refusal_too_but_a_failed_fsync_makes_the_database_read_only() {
-    let vfs = SimVfs::new();
-    let db = open(&vfs);
-    db.write(&batch(0)).expect("first write");
-    let mut acked = vec![0];
+    let (vfs, db, mut acked) = started();
     let mut i = 1;
     // EIO on the create: refused, not full.
     let mut seen = false;
@@ -182,10 +184,7 @@ fn a_full_disk_while_new_series_are_defined_never_leaves_samples_of_an_unlogged_
     // Each batch names a new host besides the 50 known ones. A definition that meets the full disk makes the
     // database read-only (the catalog already holds it); a batch of samples only is refused. Either way,
     // what was acknowledged reopens intact, and the WAL never holds samples of a series it does not define.
-    let vfs = SimVfs::new();
-    let db = open(&vfs);
-    db.write(&batch(0)).expect("first write");
-    let mut acked = vec![0];
+    let (vfs, db, mut acked) = started();
     let mut i = 1;
     let read_only = loop {
         assert!(i < 20_000, "no rotation met a definition");
@@ -216,10 +215,7 @@ fn a_full_disk_while_new_series_are_defined_never_leaves_samples_of_an_unlogged_
 
 #[test]
 fn a_checkpoint_that_cannot_write_changes_nothing_and_the_next_one_succeeds() {
-    let vfs = SimVfs::new();
-    let db = open(&vfs);
-    db.write(&batch(0)).expect("first write");
-    let mut acked = vec![0];
+    let (vfs, db, mut acked) = started();
     // Each fault in turn: no room for the WAL segment a checkpoint starts (create, directory fsync), and a
     // failed rename of the new manifest over the old one. None may turn the database read-only.
     for (n, (op, kind)) in [
