@@ -371,6 +371,16 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: not a number")))
 }
 
+/// A fresh data directory with its config, a server started on it, and the soak's shared state (the
+/// directory lives as long as the returned `TempDir`).
+fn boot() -> (tempfile::TempDir, PathBuf, Server, Soak) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), free_port());
+    let srv = start(&cfg);
+    let soak = Soak::new(srv.addr);
+    (tmp, cfg, srv, soak)
+}
+
 fn seed() -> u64 {
     std::env::var("SILT_SOAK_SEED").ok().map_or_else(
         || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64,
@@ -403,10 +413,7 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
         std::env::var("SILT_SOAK_DURABILITY").map_or(String::new(), |d| format!(" SILT_SOAK_DURABILITY={d}"));
     eprintln!("crash soak: seed {seed} (SILT_SOAK_SEED={seed} SILT_SOAK_CYCLES={cycles}{durability} repeats this run)");
     let started = Instant::now();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = config(tmp.path(), free_port());
-    let mut srv = start(&cfg);
-    let soak = Soak::new(srv.addr);
+    let (tmp, cfg, mut srv, soak) = boot();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut early_kills = 0;
     let last = std::thread::scope(|scope| {
@@ -472,10 +479,7 @@ fn sigterm_with_writers_paused_keeps_exactly_what_was_acknowledged() {
     let seed = seed();
     eprintln!("graceful soak: seed {seed} (SILT_SOAK_SEED={seed} repeats this run)");
     let started = Instant::now();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = config(tmp.path(), free_port());
-    let mut srv = start(&cfg);
-    let soak = Soak::new(srv.addr);
+    let (_tmp, cfg, mut srv, soak) = boot();
     let mut rng = StdRng::seed_from_u64(seed);
     let last = std::thread::scope(|scope| {
         let _stop = StopOnDrop(&soak);

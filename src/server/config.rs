@@ -825,7 +825,7 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
         None => DEFAULT_SERVER_PAGE_SLOTS,
         Some(n) => u32::try_from(n)
             .ok()
-            .filter(|n| crate::storage::head::file::check_geometry(*n, SERVER_HEAD_FILE_BYTES / 4096).is_ok())
+            .filter(|&n| crate::storage::head::file::is_page_class(n))
             .ok_or_else(|| invalid(o.field("page-slots"), format!("{n} is not a power of two from 8 to 512")))?,
     };
     let memory_cap = o.required("memory-cap", o.non_negative("memory-cap")?)?;

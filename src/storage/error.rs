@@ -118,6 +118,11 @@ pub enum StorageError {
     },
 }
 
+/// Whether an I/O error says the disk or the quota is full (`ENOSPC`, `EDQUOT`).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
 impl StorageError {
     /// Wraps an I/O error with the operation and path.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {

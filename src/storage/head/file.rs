@@ -23,13 +23,19 @@ pub const DEFAULT_PAGE_SLOTS: usize = 512;
 /// A head file's length is a multiple of this (the memory-map granularity).
 pub const FILE_ALIGN: usize = 4096;
 
+/// Whether `page_slots` is a page class: a power of two in `MIN_PAGE_SLOTS..=MAX_PAGE_SLOTS`.
+pub fn is_page_class(page_slots: u32) -> bool {
+    let slots = page_slots as usize;
+    slots.is_power_of_two() && (MIN_PAGE_SLOTS..=MAX_PAGE_SLOTS).contains(&slots)
+}
+
 /// Checks a page class: a power of two in `MIN_PAGE_SLOTS..=MAX_PAGE_SLOTS`, and `pages_per_file` pages of
 /// it (at least 2) filling whole 4096-byte units. The error names what is wrong.
 pub fn check_geometry(page_slots: u32, pages_per_file: u32) -> Result<(), String> {
-    let slots = page_slots as usize;
-    if !slots.is_power_of_two() || !(MIN_PAGE_SLOTS..=MAX_PAGE_SLOTS).contains(&slots) {
+    if !is_page_class(page_slots) {
         return Err(format!("page_slots {page_slots} is not a power of two from {MIN_PAGE_SLOTS} to {MAX_PAGE_SLOTS}"));
     }
+    let slots = page_slots as usize;
     if pages_per_file < 2 {
         return Err(format!("pages_per_file {pages_per_file} is below 2"));
     }
@@ -41,6 +47,7 @@ pub fn check_geometry(page_slots: u32, pages_per_file: u32) -> Result<(), String
     }
     Ok(())
 }
+
 /// Magic number of a head file.
 pub const HEAD_MAGIC: [u8; 4] = *b"SLTH";
 /// Head file format version.

@@ -267,7 +267,7 @@ impl Manifest {
         let path = dir.join(MANIFEST_NAME);
         let tmp = crate::storage::io::tmp_path(&path);
         let not_written = |op: &'static str, p: &Path, e: std::io::Error| {
-            let full = matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
+            let full = crate::storage::error::is_disk_full(&e);
             let message = StorageError::io(op, p, e).to_string();
             if vfs.exists(&tmp) {
                 let _ = vfs.remove_file(&tmp);

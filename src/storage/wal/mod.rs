@@ -291,7 +291,6 @@ impl Wal {
 
 /// `e`, from starting a WAL segment, as a write refused before anything was logged.
 fn not_logged(e: StorageError) -> StorageError {
-    let full = matches!(&e, StorageError::Io { source, .. }
-        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded));
+    let full = matches!(&e, StorageError::Io { source, .. } if crate::storage::error::is_disk_full(source));
     StorageError::NotLogged { full, message: e.to_string() }
 }
