@@ -33,7 +33,7 @@
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
 //! `silt,silt-100ms,victoria-metrics,influxdb`; `silt-100ms` is `silt serve --durability 100ms`; those
 //! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
-//! `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
+//! `PEERS_SILT_WRAP` (a command silt runs under, e.g. `valgrind --tool=massif`), `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
 //! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
 
 #[path = "../support/http.rs"]
@@ -113,6 +113,14 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A wrapped silt (a profiler) is stopped with SIGTERM and waited for, so that it writes its report.
+        if std::env::var_os("PEERS_SILT_WRAP").is_some() && matches!(self.system, System::Silt | System::SiltInterval) {
+            let _ = Command::new("kill").arg("-TERM").arg(self.pid()).status();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -146,7 +154,17 @@ impl Server {
                 );
                 let path = dir.join("config.json");
                 std::fs::write(&path, config).expect("config");
-                let mut c = Command::new(env!("CARGO_BIN_EXE_silt"));
+                // `PEERS_SILT_WRAP` runs silt under another program, e.g. `valgrind --tool=massif` for a heap profile.
+                let wrap = std::env::var("PEERS_SILT_WRAP").unwrap_or_default();
+                let mut wrap = wrap.split_whitespace();
+                let mut c = match wrap.next() {
+                    Some(program) => {
+                        let mut c = Command::new(program);
+                        c.args(wrap).arg(env!("CARGO_BIN_EXE_silt"));
+                        c
+                    }
+                    None => Command::new(env!("CARGO_BIN_EXE_silt")),
+                };
                 c.arg("serve").arg("--config").arg(path).env("RUST_LOG", "warn");
                 if system == System::SiltInterval {
                     c.args(["--durability", "100ms"]);

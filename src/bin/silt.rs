@@ -13,6 +13,9 @@
 //! Each subcommand is a variant of [`Command`] with its own arguments struct and a `run` function that
 //! returns the process exit code or an error; `main` renders an error exactly once, on stderr.
 
+#[path = "silt/malloc.rs"]
+mod malloc;
+
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -206,6 +209,9 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         pipelines: config.pipelines.clone(),
         stream_slots: args.stream_slots.unwrap_or_else(silt::server::default_stream_slots),
     };
+    // Before any thread starts: the allocator's arenas and thresholds, then a thread that returns freed memory.
+    malloc::tune();
+    malloc::spawn_trimmer()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(silt::server::serve(opts, None))?;
     Ok(ExitCode::SUCCESS)

@@ -282,7 +282,9 @@ impl LineWriter {
 
     /// Keeps `body`'s heads and ids as the template for bodies that start like it.
     fn remember(&self, cluster_prefix: &[u8], body: &[u8], heads: &[(usize, usize)], ids: Vec<Option<SeriesId>>) {
-        let mut t = Template { heads: Vec::new(), ends: Vec::with_capacity(heads.len()), ids };
+        // Sized exactly: grown line by line, the heads would hold up to twice their bytes.
+        let bytes = heads.iter().map(|&(a, b)| b - a).sum();
+        let mut t = Template { heads: Vec::with_capacity(bytes), ends: Vec::with_capacity(heads.len()), ids };
         for &(a, b) in heads {
             t.heads.extend_from_slice(&body[a..b]);
             t.ends.push(t.heads.len() as u32);

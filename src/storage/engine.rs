@@ -638,7 +638,13 @@ struct CheckpointJob {
 
 fn run_checkpoint_job(vfs: &dyn Vfs, dir: &Path, head: &Head, job: &CheckpointJob) -> Result<(), StorageError> {
     head.flush()?;
-    job.manifest.store(vfs, dir)
+    job.manifest.store(vfs, dir)?;
+    // The pages just synced are clean: the process need not keep the full ones resident. Only memory is at
+    // stake, not data, so a failure is logged and the checkpoint stands.
+    if let Err(e) = head.discard_idle(&job.manifest.head) {
+        tracing::warn!(error = %e, "letting go of idle head pages");
+    }
+    Ok(())
 }
 
 fn apply_payload(

@@ -153,9 +153,14 @@ pub struct HeadFile {
     /// Bumped by the writer whenever a page's existing values may change (an overwrite below its length, or
     /// the page changing owner), so cached stats of a full page are valid while the version is unchanged.
     versions: Box<[AtomicU32]>,
+    /// One per page for pages of at least [`STATS_CACHE_MIN_SLOTS`] values, else empty: a smaller page is
+    /// summed again faster than its 56 bytes of cache are worth (14 MiB for the peer benchmark's head).
     stats: Box<[parking_lot::Mutex<Option<PageStats>>]>,
     path: PathBuf,
 }
+
+/// Pages of at least this many values keep their stats once computed ([`HeadFile::cached_stats`]).
+pub const STATS_CACHE_MIN_SLOTS: usize = 256;
 
 impl HeadFile {
     /// Creates head file `index` with `pages` pages of `slots` values (zeroed, header written and synced) and
@@ -200,7 +205,8 @@ impl HeadFile {
         let region = vfs.map(path).map_err(|e| StorageError::io("mmap", path, e))?;
         let lens = (0..pages).map(|_| AtomicU32::new(0)).collect();
         let versions = (0..pages).map(|_| AtomicU32::new(0)).collect();
-        let stats = (0..pages).map(|_| parking_lot::Mutex::new(None)).collect();
+        let cached = if slots >= STATS_CACHE_MIN_SLOTS { pages } else { 0 };
+        let stats = (0..cached).map(|_| parking_lot::Mutex::new(None)).collect();
         Ok(HeadFile { region, slots, lens, versions, stats, path: path.to_owned() })
     }
 
@@ -226,22 +232,32 @@ impl HeadFile {
         v.store(v.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
     }
 
-    /// The cached stats of page `page`, if computed at its current version.
+    /// The cached stats of page `page`, if computed at its current version (never for pages of fewer than
+    /// [`STATS_CACHE_MIN_SLOTS`] values).
     pub fn cached_stats(&self, page: u32) -> Option<PageStats> {
+        let cache = self.stats.get(page as usize)?;
         let version = self.versions[page as usize].load(Ordering::Acquire);
-        (*self.stats[page as usize].lock()).filter(|s| s.version == version)
+        (*cache.lock()).filter(|s| s.version == version)
     }
 
-    /// Caches stats computed at `stats.version`, unless the page changed meanwhile.
+    /// Caches stats computed at `stats.version`, unless the page changed meanwhile or its pages are too small
+    /// to keep stats.
     pub fn cache_stats(&self, page: u32, stats: PageStats) {
+        let Some(cache) = self.stats.get(page as usize) else { return };
         if self.versions[page as usize].load(Ordering::Acquire) == stats.version {
-            *self.stats[page as usize].lock() = Some(stats);
+            *cache.lock() = Some(stats);
         }
     }
 
     /// msync.
     pub fn flush(&self) -> Result<(), StorageError> {
         self.region.flush().map_err(|e| StorageError::io("msync", &self.path, e))
+    }
+
+    /// Lets go of the resident memory behind bytes `offset..offset + len` (multiples of 4096); the bytes
+    /// stay in the file ([`MappedRegion::discard`]).
+    pub fn discard(&self, offset: usize, len: usize) -> Result<(), StorageError> {
+        self.region.discard(offset, len).map_err(|e| StorageError::io("madvise", &self.path, e))
     }
 
     /// The file's path.

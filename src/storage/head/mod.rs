@@ -523,6 +523,43 @@ impl Head {
         self.series.read().len()
     }
 
+    /// Lets go of the resident memory of every head page but the newest page of each series (the page it
+    /// is writing), 4096 bytes at a time: full pages are read by queries and compactions only, and the file
+    /// keeps their bytes ([`MappedRegion::discard`]). A page touched again is read back from the page cache.
+    /// Called after a checkpoint's msync, when the pages it lets go are clean. Returns the bytes let go.
+    ///
+    /// [`MappedRegion::discard`]: crate::storage::io::MappedRegion::discard
+    pub fn discard_idle(&self, state: &HeadState) -> Result<u64, StorageError> {
+        const OS_PAGE: u64 = 4096;
+        let files = self.files.read().clone();
+        let page_bytes = self.page_bytes();
+        let os_pages = (u64::from(self.pages_per_file) * page_bytes).div_ceil(OS_PAGE) as usize;
+        let mut keep = vec![vec![false; os_pages]; files.len()];
+        for s in &state.series {
+            let Some((last, _)) = s.pages.last() else { continue };
+            let (file, page) = (last.no / self.pages_per_file, last.no % self.pages_per_file);
+            if let Some(k) = keep.get_mut(file as usize) {
+                // A page is at most 4096 bytes and its size divides 4096: it lies within one unit.
+                k[(u64::from(page) * page_bytes / OS_PAGE) as usize] = true;
+            }
+        }
+        let mut let_go = 0;
+        for (f, keep) in files.iter().zip(&keep) {
+            let mut i = 0;
+            while i < keep.len() {
+                if keep[i] {
+                    i += 1;
+                    continue;
+                }
+                let run = keep[i..].iter().take_while(|k| !**k).count();
+                f.discard(i * OS_PAGE as usize, run * OS_PAGE as usize)?;
+                let_go += run as u64 * OS_PAGE;
+                i += run;
+            }
+        }
+        Ok(let_go)
+    }
+
     /// msync every head file.
     pub fn flush(&self) -> Result<(), StorageError> {
         let files = self.files.read().clone();
@@ -825,3 +862,63 @@ impl HeadWriter {
 
 /// Default pages per head file (16 MiB files).
 pub const DEFAULT_PAGES_PER_FILE: u32 = 4096;
+
+#[cfg(test)]
+mod discard_tests {
+    use super::*;
+    use crate::storage::io::StdVfs;
+
+    /// Resident KiB of the process's mappings of `path`, from `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn resident_kib(path: &Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = path.to_str().unwrap();
+        let mut ours = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            if line
+                .split_whitespace()
+                .next()
+                .is_some_and(|f| f.contains('-') && f.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+            {
+                ours = line.ends_with(name);
+            } else if ours {
+                if let Some(v) = line.strip_prefix("Rss:") {
+                    kib += v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap();
+                }
+            }
+        }
+        kib
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn idle_pages_leave_memory_but_keep_their_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = HeadState { pages_per_file: 1024, page_slots: 64, ..HeadState::default() };
+        let mut w = HeadWriter::open(Arc::new(StdVfs), dir.path(), &state, &[]).unwrap();
+        // 40 series of 300 values: 5 pages each, 200 pages of 512 bytes = 25 units of 4096 in use.
+        let ids: Vec<SeriesId> = (0..40).map(|_| w.add_series(60)).collect();
+        for step in 0..300i64 {
+            for (k, &id) in ids.iter().enumerate() {
+                assert_eq!(w.apply(id, 30 + step * 60, (k as i64 * 1000 + step) as f64).unwrap(), Applied::Stored);
+            }
+        }
+        let head = w.head().clone();
+        let path = dir.path().join(file::head_file_name(0));
+        let before = resident_kib(&path);
+        assert!(before >= 25 * 4, "{before} KiB resident after writing 200 pages");
+        let st = w.state();
+        let kept: std::collections::BTreeSet<u64> =
+            st.series.iter().map(|s| u64::from(s.pages.last().unwrap().0.no) * 512 / 4096).collect();
+        let let_go = head.discard_idle(&st).unwrap();
+        assert_eq!(let_go, 1024 * 512 - kept.len() as u64 * 4096, "every unit but those of the newest pages");
+        let after = resident_kib(&path);
+        assert!(after <= kept.len() as u64 * 4, "{after} KiB resident after letting go, {} units kept", kept.len());
+        for (k, &id) in ids.iter().enumerate() {
+            let r = head.read(id, 0, 300 * 60).unwrap();
+            let want: Vec<f64> = (0..300).map(|step| (k as i64 * 1000 + step) as f64).collect();
+            assert_eq!(r.values, want, "series {k} after its pages left memory");
+        }
+    }
+}

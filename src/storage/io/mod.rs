@@ -84,6 +84,14 @@ pub trait MappedRegion: Send + Sync {
     fn words(&self) -> &[AtomicU64];
     /// Writes every modified page back to the file and waits for the disk (`msync(MS_SYNC)`).
     fn flush(&self) -> io::Result<()>;
+    /// Lets go of the memory behind bytes `offset..offset + len` (multiples of 4096): the process no longer
+    /// holds those pages resident, and the next access reads them again from the file, which keeps every byte
+    /// stored (`madvise(MADV_DONTNEED)` on a shared file mapping). Nothing else changes. By default nothing
+    /// is let go.
+    fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 /// An immutable file (a block) seen as bytes: mapped read-only by [`StdVfs`], copied by the simulation.

@@ -52,6 +52,18 @@ impl MappedRegion for StdRegion {
     fn flush(&self) -> io::Result<()> {
         self.map.flush()
     }
+    #[expect(unsafe_code, reason = "MADV_DONTNEED is an unchecked advice in memmap2")]
+    fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: `map` is a *shared* mapping of a file (`MmapRaw::map_raw`), for which MADV_DONTNEED only
+        // drops this process's page-table entries: the page cache keeps the bytes, dirty ones included, and the
+        // next access maps them again with the same contents. So no store is lost and every `&[AtomicU64]`
+        // borrowed from `words` stays valid and reads the same values (it is never private or anonymous memory,
+        // where DONTNEED would zero the pages). memmap2 checks the range against the mapping.
+        unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }
+    }
 }
 
 struct StdLock(#[allow(dead_code)] File);
@@ -120,8 +132,10 @@ impl Vfs for StdVfs {
         }
         let words = usize::try_from(len / 8)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
-        // Populate: fault the whole file in now, in bulk, rather than one page fault per first store later.
-        let map = memmap2::MmapOptions::new().populate().map_raw(&file)?;
+        // Not populated: a page becomes resident when first touched, so that a head file holds memory for the
+        // pages in use, not for all of it (the blocks are allocated on disk already, so a first store never
+        // needs space).
+        let map = memmap2::MmapOptions::new().map_raw(&file)?;
         Ok(Arc::new(StdRegion { map, words }))
     }
 
