@@ -15,13 +15,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, signal, spawn_silt, Server};
+use common::{eventually, free_port, signal, Server};
 
 const F: i64 = 10;
 /// Size of the tmpfs: two 16 MiB head files and two 16 MiB WAL segments (a checkpoint starts the next before
@@ -63,12 +64,21 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A running server, killed (and waited for) on drop unless it was stopped.
-struct Running(Option<Server>);
+/// A running server, killed (and waited for) on drop unless it was stopped, with what it logged.
+struct Running(Option<Server>, Arc<Mutex<Vec<String>>>);
 
 impl Running {
     fn addr(&self) -> SocketAddr {
         self.0.as_ref().expect("server").addr
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.1.lock().expect("log").clone()
+    }
+
+    /// Whether a logged line holds every one of `words`.
+    fn logged(&self, words: &[&str]) -> bool {
+        self.log().iter().any(|l| words.iter().all(|w| l.contains(w)))
     }
 
     fn assert_alive(&mut self, when: &str) {
@@ -238,8 +248,38 @@ fn config(dir: &Path, data: &Path, port: u16, retention: &str, checkpoint: &str)
     cfg
 }
 
+/// Starts `silt serve` on the config and waits for its address; its log lines are kept.
 fn start(cfg: &Path) -> Running {
-    Running(Some(spawn_silt(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()])))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn silt serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) =
+                line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()?.parse::<SocketAddr>().ok())
+            {
+                let _ = tx.send(a);
+            }
+            lines.lock().expect("log").push(line);
+        }
+    });
+    let mut running = Running(None, log);
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => running.0 = Some(Server { child, addr }),
+        Err(e) => {
+            let _ = child.kill();
+            panic!("no address from silt serve ({e}):\n{}", running.log().join("\n"));
+        }
+    }
+    running
 }
 
 fn now() -> i64 {
@@ -304,6 +344,7 @@ fn a_full_tmpfs_refuses_the_write_that_needs_a_new_head_file_and_writing_resumes
     assert_refusal(&write(addr, &mut model, &batch));
     std::thread::sleep(Duration::from_millis(700)); // two checkpoint intervals, on a full disk
     srv.assert_alive("after checkpoints on the full disk");
+    assert!(srv.logged(&["checkpoint not started", "No space left"]), "{}", srv.log().join("\n"));
     let n = verify(addr, &model, "on the full disk");
     assert_eq!(n, model.samples());
 
@@ -427,6 +468,11 @@ fn a_compaction_on_a_full_tmpfs_keeps_the_pages_in_the_head_and_completes_when_s
     std::thread::sleep(Duration::from_millis(3_500));
     srv.assert_alive("after compactions on the full disk");
     assert_eq!(files_in(&blocks), Vec::<String>::new(), "a block (or its temporary) on the full disk");
+    assert!(
+        srv.logged(&["retention", "write block", "No space left"]),
+        "no compaction met the full disk:\n{}",
+        srv.log().join("\n")
+    );
     assert_eq!(verify(addr, &model, "compaction refused"), model.samples());
     // Still writable: the newest page of each host (not full, so not compacted) takes more.
     let more: Vec<(u32, i64, f64)> = (0..HOSTS).map(|h| (h, t0 + STEPS * F, value(h, STEPS))).collect();

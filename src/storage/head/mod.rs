@@ -23,6 +23,11 @@
 //! as free is durable (else a crash could leave the manifest pointing at a page whose bytes were overwritten by
 //! its new owner), and only under the `reclaim` write lock. Files are reused through the free list before a
 //! new file is created.
+//!
+//! **A full disk.** A head file is allocated whole when it is created (`fallocate`), so a store through the
+//! map never meets a full disk (on a sparse file it would be a SIGBUS). The writer makes sure of the files a
+//! write's samples need before it logs the write ([`HeadWriter::reserve`]): a file the disk has no room for
+//! refuses the write before anything of it is in the WAL, and applying a logged write never creates a file.
 
 pub mod file;
 
