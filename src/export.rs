@@ -168,8 +168,9 @@ impl Db {
 
     /// Archives the blocks whose every slot lies before `before` into `dir` (one file per cluster, named
     /// by [`archive::file_name`] with the blocks' time range) and removes them; without a `dir`, only
-    /// removes them. Returns the blocks removed. (Long-term retention; the maintenance thread runs it with
-    /// [`crate::Options::block_retention`].)
+    /// removes them. The archive files go through the database's [`crate::storage::io::Vfs`], and the blocks
+    /// are removed only once every archive file is written and synced. Returns the blocks removed. (Long-term
+    /// retention; the maintenance thread runs it with [`crate::Options::block_retention`].)
     pub fn archive_blocks_before(&self, before: i64, dir: Option<&Path>) -> Result<usize, Error> {
         archive_blocks(self.engine(), before, dir)
     }
@@ -204,10 +205,13 @@ pub(crate) fn archive_blocks(engine: &Engine, before: i64, dir: Option<&Path>) -
                 push_rows(rows, &metric, &path, c.frequency, c.start + c.frequency / 2, &values);
             }
         }
-        std::fs::create_dir_all(dir).map_err(|e| crate::storage::StorageError::io("create dir", dir, e))?;
+        // Through the engine's file system, like every file of the database: a full disk (or a simulated
+        // one) fails the archive before any block is removed.
+        let vfs = engine.vfs();
+        vfs.create_dir_all(dir).map_err(|e| crate::storage::StorageError::io("create dir", dir, e))?;
         for (cluster, mut rows) in by_cluster {
             let path: PathBuf = dir.join(archive::file_name(&cluster, lo, hi));
-            archive::write_parquet(&path, &mut rows)?;
+            archive::write_parquet_with(&**vfs, &path, &mut rows)?;
         }
     }
     let seqs: Vec<u64> = blocks.iter().map(|b| b.seq()).collect();

@@ -1119,6 +1119,12 @@ impl Engine {
             .collect())
     }
 
+    /// The file system every file of this engine goes through; other writers into the data directory's
+    /// neighbourhood (archives) use it too, so that a simulated disk faults them like the engine's own files.
+    pub fn vfs(&self) -> &Arc<dyn Vfs> {
+        &self.vfs
+    }
+
     /// The shared head, for the query layer.
     pub fn head(&self) -> &Arc<Head> {
         &self.shared.head
@@ -1393,19 +1399,49 @@ impl Writer {
         let mut log_err: Option<StorageError> = failed.map(StorageError::PreviousIo);
         // A write the WAL had no room for (its next segment could not be created) is refused whole, with
         // every write after it in the group, before anything of it is logged; the engine stays writable.
-        // Only samples are refused so: a metric declaration or series definition is in the catalog before it
-        // is logged and later records name it, so one that finds no room makes the engine read-only, as any
-        // failed log write did before (as do frees and seals, which are rare).
+        // Samples, frees and seals are refused so (a compaction that meets a full disk fails, it does not
+        // make the database read-only): nothing of them changes before they are applied. A metric
+        // declaration or series definition is in the catalog before it is logged and later records name it,
+        // so one that finds no room makes the engine read-only, as any failed log write does.
         let mut refused: Option<(bool, String)> = None;
         let mut refused_cmd = vec![false; group.len()];
+        // Head pages the group's writes may need, made sure of before each is logged (see
+        // `HeadWriter::reserve`), and the frequencies of series the group defines.
+        let mut head_reserved = 0u64;
+        let mut group_freq: HashMap<SeriesId, i64> = HashMap::new();
         for (i, cmd) in group.iter().enumerate() {
             let mut last = Lsn(0);
             if let (Cmd::Write { records, op, .. }, None) = (cmd, &log_err) {
-                let refusable = matches!(op, Op::Samples(_));
+                if let Op::Define(defs) = op {
+                    for d in defs {
+                        if let Some(m) = self.metrics.get(d.metric as usize) {
+                            group_freq.insert(d.id, m.config.frequency);
+                        }
+                    }
+                }
+                let refusable = matches!(op, Op::Samples(_) | Op::Free(_) | Op::Seal(_));
                 if refused.is_some() && refusable {
                     refused_cmd[i] = true;
                     lsns.push(last);
                     continue;
+                }
+                // A head file the samples need but the disk has no room for: refused like a full WAL,
+                // before anything is logged (else the write would be in the WAL but not in the head).
+                if let Op::Samples(samples) = op {
+                    let wanted = samples.iter().map(|s| (s.series, s.ts));
+                    match self.head.reserve(wanted, head_reserved, |id| group_freq.get(&id).copied()) {
+                        Ok(n) => head_reserved += n,
+                        Err(e) => {
+                            let e = crate::storage::wal::not_logged(e);
+                            tracing::warn!(error = %e, "write refused: no room for the head file it needs");
+                            if let StorageError::NotLogged { full, message } = e {
+                                refused = Some((full, message));
+                            }
+                            refused_cmd[i] = true;
+                            lsns.push(last);
+                            continue;
+                        }
+                    }
                 }
                 let framed: u64 =
                     records.iter().map(|(_, b)| crate::storage::wal::record::frame_len(b.len()) as u64).sum();

@@ -72,10 +72,11 @@ pub enum StorageError {
     /// data that write covered is unknown (the PostgreSQL fsync lesson: never retry as if it were safe).
     #[error("the database is read-only after an earlier I/O failure: {0}")]
     PreviousIo(String),
-    /// A write of samples refused before any of it was logged, because the WAL could not take it: creating
-    /// its next segment failed (a full disk, most often). Nothing acknowledged is affected, the database
-    /// stays writable, and the same write may succeed later, once there is room. (A metric declaration or
-    /// series definition that meets this makes the database read-only instead: the catalog already names it.)
+    /// A write of samples (or a free or seal of pages) refused before any of it was logged, because there was
+    /// no room for it: creating the WAL's next segment, or a head file the samples need, failed (a full disk,
+    /// most often). Nothing acknowledged is affected, the database stays writable, and the same write may
+    /// succeed later, once there is room. (A metric declaration or series definition that meets this makes
+    /// the database read-only instead: the catalog already names it.)
     #[error("write refused, nothing of it was logged: {message}")]
     NotLogged {
         /// Whether the cause was a full disk or quota (`ENOSPC`, `EDQUOT`).

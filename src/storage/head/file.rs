@@ -168,14 +168,22 @@ impl HeadFile {
     pub fn create(vfs: &dyn Vfs, dir: &Path, index: u32, pages: u32, slots: usize) -> Result<HeadFile, StorageError> {
         let path = dir.join(head_file_name(index));
         let page_bytes = (slots * 8) as u32;
-        create_zeroed(vfs, &path, u64::from(pages) * u64::from(page_bytes))
-            .map_err(|e| StorageError::io("create", &path, e))?;
-        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| StorageError::io("open", &path, e))?;
-        file.write_all_at(HeadFileHeader::new(index, pages, page_bytes).as_bytes(), 0)
-            .map_err(|e| StorageError::io("write", &path, e))?;
-        file.sync_data().map_err(|e| StorageError::io("fsync", &path, e))?;
-        drop(file);
-        Self::map(vfs, &path, pages, slots)
+        let made = (|| {
+            create_zeroed(vfs, &path, u64::from(pages) * u64::from(page_bytes))
+                .map_err(|e| StorageError::io("create", &path, e))?;
+            let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| StorageError::io("open", &path, e))?;
+            file.write_all_at(HeadFileHeader::new(index, pages, page_bytes).as_bytes(), 0)
+                .map_err(|e| StorageError::io("write", &path, e))?;
+            file.sync_data().map_err(|e| StorageError::io("fsync", &path, e))?;
+            drop(file);
+            Self::map(vfs, &path, pages, slots)
+        })();
+        if made.is_err() && vfs.exists(&path) {
+            // Nothing refers to the file yet: remove what the failed attempt left (a full disk leaves an empty
+            // or partly allocated file), so that the next attempt can create it anew.
+            let _ = vfs.remove_file(&path);
+        }
+        made
     }
 
     /// Opens and maps an existing head file of `pages` pages of `slots` values after checking its header and

@@ -23,6 +23,11 @@
 //! as free is durable (else a crash could leave the manifest pointing at a page whose bytes were overwritten by
 //! its new owner), and only under the `reclaim` write lock. Files are reused through the free list before a
 //! new file is created.
+//!
+//! **A full disk.** A head file is allocated whole when it is created (`fallocate`), so a store through the
+//! map never meets a full disk (on a sparse file it would be a SIGBUS). The writer makes sure of the files a
+//! write's samples need before it logs the write ([`HeadWriter::reserve`]): a file the disk has no room for
+//! refuses the write before anything of it is in the WAL, and applying a logged write never creates a file.
 
 pub mod file;
 
@@ -686,10 +691,7 @@ impl HeadWriter {
             self.hwm += 1; // page 0 of every file is its header
         }
         if self.hwm >= self.files.len() as u32 * ppf {
-            let index = self.files.len() as u32;
-            let f = Arc::new(HeadFile::create(&*self.vfs, &self.dir, index, ppf, self.head.page_slots())?);
-            self.files.push(f.clone());
-            self.head.files.write().push(f);
+            self.add_file()?;
             if self.hwm.is_multiple_of(ppf) {
                 self.hwm += 1;
             }
@@ -697,6 +699,116 @@ impl HeadWriter {
         let p = self.hwm;
         self.hwm += 1;
         Ok(p)
+    }
+
+    /// Creates the next head file (allocated, synced) and maps it. On failure nothing of it is left, so a
+    /// later call can try again.
+    fn add_file(&mut self) -> Result<(), StorageError> {
+        let index = self.files.len() as u32;
+        let (ppf, slots) = (self.head.pages_per_file, self.head.page_slots());
+        let f = Arc::new(HeadFile::create(&*self.vfs, &self.dir, index, ppf, slots)?);
+        self.files.push(f.clone());
+        self.head.files.write().push(f);
+        Ok(())
+    }
+
+    /// Pages that can be allocated without creating a head file: the free list and the never-used pages of
+    /// the existing files (header pages excluded).
+    fn room(&self) -> u64 {
+        let ppf = u64::from(self.head.pages_per_file);
+        let capacity = self.files.len() as u64 * ppf;
+        let hwm = u64::from(self.hwm);
+        let unused = capacity.saturating_sub(hwm);
+        // Header pages at or past the high-water mark: page 0 of files `ceil(hwm / ppf)..files`.
+        let headers = (self.files.len() as u64).saturating_sub(hwm.div_ceil(ppf));
+        self.free.len() as u64 + unused.saturating_sub(headers)
+    }
+
+    /// Makes sure the head files hold room for `already` pages (reserved by earlier writes not yet applied)
+    /// plus every page the samples `(series, ts)` could need, creating head files now if not. Returns the
+    /// pages counted for these samples, to add to `already` for the next write of the same group.
+    /// `frequency_of` gives the frequency of a series defined but not yet added to the head (by a definition
+    /// logged in the same group), if known.
+    ///
+    /// The writer calls this before it logs a write, so that applying the write after it is in the WAL
+    /// never has to create a file: a head file that cannot be created (a full disk) is then a write refused
+    /// before anything of it was logged, not a failure after the fact that makes the database read-only.
+    /// The count never falls short: a sample needs a page only if its page is not in its series' list; for a
+    /// series not written yet (its grid origin not fixed), the samples' time span bounds the pages whatever
+    /// the origin turns out to be (and their number does, where the frequency is not known).
+    pub fn reserve<I>(
+        &mut self,
+        samples: I,
+        already: u64,
+        frequency_of: impl Fn(SeriesId) -> Option<i64>,
+    ) -> Result<u64, StorageError>
+    where
+        I: ExactSizeIterator<Item = (SeriesId, i64)>,
+    {
+        // Each sample needs at most one page: the common case needs no counting.
+        let most = samples.len() as u64;
+        if already + most <= self.room() {
+            return Ok(most);
+        }
+        let need = self.pages_needed(samples, frequency_of);
+        while already + need > self.room() {
+            self.add_file()?;
+        }
+        Ok(need)
+    }
+
+    /// An upper bound of the pages applying `samples` would allocate (see [`HeadWriter::reserve`]).
+    fn pages_needed(
+        &self,
+        samples: impl Iterator<Item = (SeriesId, i64)>,
+        frequency_of: impl Fn(SeriesId) -> Option<i64>,
+    ) -> u64 {
+        let slots = i64::from(self.head.page_slots);
+        let mut new_pages = std::collections::HashSet::new();
+        // Series without an origin: (count, min ts, max ts).
+        let mut fresh: std::collections::HashMap<SeriesId, (u64, i64, i64)> = std::collections::HashMap::new();
+        for (id, ts) in samples {
+            if !(-MAX_ABS_TS..=MAX_ABS_TS).contains(&ts) {
+                continue;
+            }
+            let Some((s, origin)) = self.series.get(id.0 as usize).and_then(|s| Some((s, s.origin?))) else {
+                let e = fresh.entry(id).or_insert((0, ts, ts));
+                *e = (e.0 + 1, e.1.min(ts), e.2.max(ts));
+                continue;
+            };
+            if let Some(nx) = s.next {
+                if ts >= nx.lo && ts - nx.lo < s.frequency {
+                    continue;
+                }
+            }
+            if ts < origin {
+                continue;
+            }
+            let n = (ts - origin) / s.frequency / slots;
+            if n < s.floor {
+                continue;
+            }
+            let start = origin + n * s.span;
+            let exists = match s.pages.last() {
+                Some(last) if last.start == start => true,
+                _ => s.pages.binary_search_by_key(&start, |p| p.start).is_ok(),
+            };
+            if !exists {
+                new_pages.insert((id, start));
+            }
+        }
+        let fresh: u64 = fresh
+            .iter()
+            .map(|(&id, &(count, lo, hi))| {
+                let span = match self.series.get(id.0 as usize) {
+                    Some(s) => Some(s.span),
+                    None => frequency_of(id).filter(|&f| f > 0).map(|f| f.saturating_mul(slots)),
+                };
+                // A time span of `hi - lo` meets at most `(hi - lo) / span + 2` pages of width `span`.
+                span.map_or(count, |span| count.min(((hi - lo) / span) as u64 + 2))
+            })
+            .sum();
+        new_pages.len() as u64 + fresh
     }
 
     /// Writes one sample. The series id must have been added.

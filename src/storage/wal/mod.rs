@@ -289,8 +289,8 @@ impl Wal {
     }
 }
 
-/// `e`, from starting a WAL segment, as a write refused before anything was logged.
-fn not_logged(e: StorageError) -> StorageError {
+/// `e`, from starting a WAL segment (or a head file), as a write refused before anything was logged.
+pub(crate) fn not_logged(e: StorageError) -> StorageError {
     let full = matches!(&e, StorageError::Io { source, .. } if crate::storage::error::is_disk_full(source));
     StorageError::NotLogged { full, message: e.to_string() }
 }
