@@ -339,12 +339,9 @@ impl Engine {
     }
 }
 
-/// Opens every block in `dir` (if it exists), oldest sequence first, removing temporary files a crash
-/// left. A block that fails its checks is reported, not opened. Returns the blocks, the damaged ones and the
-/// next free sequence number.
 /// Most decoded values a merge holds at once: series are merged and encoded in groups of about this many
-/// (16 MiB of values), written out before the next group.
-const MERGE_GROUP_VALUES: usize = 2 << 20;
+/// (8 MiB of values), written out before the next group.
+const MERGE_GROUP_VALUES: usize = 1 << 20;
 
 /// Writes the merge of `run` (oldest block first) as block `seq` in `dir`, group of series by group of
 /// series ([`MERGE_GROUP_VALUES`]), each group merged and encoded in parallel (`rayon`); returns its path.
@@ -466,6 +463,9 @@ fn merge_series(
 /// Blocks opened, damaged ones (their errors), next sequence number.
 type OpenedBlocks = (Vec<Arc<Block>>, Vec<String>, u64);
 
+/// Opens every block in `dir` (if it exists), oldest sequence first, removing temporary files a crash
+/// left. A block that fails its checks is reported, not opened. Returns the blocks, the damaged ones and the
+/// next free sequence number.
 fn open_blocks(vfs: &dyn Vfs, dir: &Path) -> Result<OpenedBlocks, StorageError> {
     if !vfs.exists(dir) {
         return Ok((Vec::new(), Vec::new(), 1)); // created by the first compaction
@@ -641,7 +641,7 @@ fn run_checkpoint_job(vfs: &dyn Vfs, dir: &Path, head: &Head, job: &CheckpointJo
     job.manifest.store(vfs, dir)?;
     // The pages just synced are clean: the process need not keep the full ones resident. Only memory is at
     // stake, not data, so a failure is logged and the checkpoint stands.
-    if let Err(e) = head.discard_idle(&job.manifest.head) {
+    if let Err(e) = head.discard_idle() {
         tracing::warn!(error = %e, "letting go of idle head pages");
     }
     Ok(())
@@ -1233,6 +1233,10 @@ impl Engine {
             st.block_bytes_written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         self.free(items)?;
+        // The pages just copied became resident again when read; they are free now.
+        if let Err(e) = head.discard_idle() {
+            tracing::warn!(error = %e, "letting go of compacted head pages");
+        }
         self.shared.stats.pages_compacted.fetch_add(pages, Ordering::Relaxed);
         Ok(())
     }

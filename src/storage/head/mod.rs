@@ -529,19 +529,21 @@ impl Head {
     }
 
     /// Lets go of the resident memory of every head page but the newest page of each series (the page it
-    /// is writing), 4096 bytes at a time: full pages are read by queries and compactions only, and the file
-    /// keeps their bytes ([`MappedRegion::discard`]). A page touched again is read back from the page cache.
-    /// Called after a checkpoint's msync, when the pages it lets go are clean. Returns the bytes let go.
+    /// is writing), 4096 bytes at a time: full and free pages are read by queries and compactions only, and
+    /// the file keeps their bytes, dirty ones included ([`MappedRegion::discard`]). A page touched again is
+    /// read back from the page cache. A page a series moves to meanwhile may be let go too: its next store
+    /// maps it again. Returns the bytes let go.
     ///
     /// [`MappedRegion::discard`]: crate::storage::io::MappedRegion::discard
-    pub fn discard_idle(&self, state: &HeadState) -> Result<u64, StorageError> {
+    pub fn discard_idle(&self) -> Result<u64, StorageError> {
         const OS_PAGE: u64 = 4096;
         let files = self.files.read().clone();
         let page_bytes = self.page_bytes();
         let os_pages = (u64::from(self.pages_per_file) * page_bytes).div_ceil(OS_PAGE) as usize;
         let mut keep = vec![vec![false; os_pages]; files.len()];
-        for s in &state.series {
-            let Some((last, _)) = s.pages.last() else { continue };
+        let series = self.series.read().clone();
+        for s in &series {
+            let Some(last) = s.pages.read().last().copied() else { continue };
             let (file, page) = (last.no / self.pages_per_file, last.no % self.pages_per_file);
             if let Some(k) = keep.get_mut(file as usize) {
                 // A page is at most 4096 bytes and its size divides 4096: it lies within one unit.
@@ -1023,7 +1025,7 @@ mod discard_tests {
         let st = w.state();
         let kept: std::collections::BTreeSet<u64> =
             st.series.iter().map(|s| u64::from(s.pages.last().unwrap().0.no) * 512 / 4096).collect();
-        let let_go = head.discard_idle(&st).unwrap();
+        let let_go = head.discard_idle().unwrap();
         assert_eq!(let_go, 1024 * 512 - kept.len() as u64 * 4096, "every unit but those of the newest pages");
         let after = resident_kib(&path);
         assert!(after <= kept.len() as u64 * 4, "{after} KiB resident after letting go, {} units kept", kept.len());
