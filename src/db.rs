@@ -106,6 +106,9 @@ const MERGE_TARGET_BYTES: u64 = 256 << 20;
 /// `MergePolicy::Settle`); merges stream, so this bounds the extra disk a merge takes, not its memory.
 const SETTLE_TARGET_BYTES: u64 = 2 << 30;
 
+/// Most size-tier merges in one compacting maintenance pass (each merges one run of blocks).
+const MAX_TIERED_MERGES_PER_PASS: usize = 8;
+
 #[derive(Clone, Debug)]
 struct KeyedSample {
     path: usize,
@@ -248,7 +251,13 @@ impl Inner {
         if self.compaction {
             if n > 0 {
                 // While pages keep leaving the head, merge by size tier; once they stop, merge what is left.
-                self.engine.merge_blocks_with(MERGE_TARGET_BYTES, MergePolicy::Tiered)?;
+                // Every tier that is due is merged now, not one run a pass: a backfill compacts several
+                // blocks a pass, and blocks left waiting keep their descriptors in memory.
+                for _ in 0..MAX_TIERED_MERGES_PER_PASS {
+                    if self.engine.merge_blocks_with(MERGE_TARGET_BYTES, MergePolicy::Tiered)? == 0 {
+                        break;
+                    }
+                }
                 // The pages just freed become reusable once a checkpoint records them free: without it the
                 // head would grow by every page compacted until the next scheduled checkpoint.
                 self.engine.checkpoint()?;
