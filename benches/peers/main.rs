@@ -452,6 +452,20 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
         .unwrap_or_default();
     parts.sort();
     eprintln!("{}: on disk after the flush: {}", system.name(), parts.join(", "));
+    if let Ok(blocks) = std::fs::read_dir(server.data.join("blocks")) {
+        let mut sizes: Vec<String> = blocks
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{} {:.1} MiB",
+                    e.file_name().to_string_lossy(),
+                    disk_bytes_of(&e.path()) as f64 / (1 << 20) as f64
+                )
+            })
+            .collect();
+        sizes.sort();
+        eprintln!("{}: blocks: {}", system.name(), sizes.join(", "));
+    }
     let (from, to) = (t0, t0 + steps * FREQ);
     let mut client = Client::connect(addr);
     let mut queries = Vec::new();
