@@ -10,7 +10,9 @@
 //! 5 s). Each write has its own connection: a refused write's connection may be closed under its sender,
 //! which counts as a refusal too. Printed: samples acknowledged per second, writes accepted and refused, the process's peak resident
 //! memory, and the reader's median and p99 query latency with the writers idle and under the overload,
-//! with their ratio.
+//! with their ratio, and whether it is within the stated bound (median 3x, p99 10x). The server decodes
+//! `OVERLOAD_WRITE_WORKERS` write bodies at once (default: `silt::server::default_write_workers`, the
+//! cores less one); the others wait for a slot without using CPU.
 //!
 //! Run: `cargo bench --bench overload`. Under `cargo test --benches` it runs for 1 s with 4 writers.
 
@@ -109,6 +111,8 @@ fn main() {
     let db_for_stats = db.clone();
     let mut state = AppState::new(db);
     state.writes = Arc::new(tokio::sync::Semaphore::new(budget_mib << 10));
+    let write_workers: usize = env_or("OVERLOAD_WRITE_WORKERS", silt::server::default_write_workers());
+    state.write_workers = Arc::new(tokio::sync::Semaphore::new(write_workers));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -159,16 +163,31 @@ fn main() {
     );
     let (im, ip) = (percentile(&mut idle, 50), percentile(&mut idle, 99));
     let (lm, lp) = (percentile(&mut loaded, 50), percentile(&mut loaded, 99));
+    let (median_factor, p99_factor) = (lm / im, lp / ip);
     println!(
         "overload: {writers} writers x {lines}-line bodies for {elapsed:.1} s, admission budget {budget_mib} MiB, \
-         head memory cap {cap_mib} MiB: \
+         head memory cap {cap_mib} MiB, {write_workers} write workers: \
          {:.2} M samples/s acknowledged, {} writes accepted, {} refused (503); peak RSS {} MiB; query median \
-         {im:.2} -> {lm:.2} ms ({:.1}x), p99 {ip:.2} -> {lp:.2} ms ({:.1}x)",
+         {im:.2} -> {lm:.2} ms ({median_factor:.1}x), p99 {ip:.2} -> {lp:.2} ms ({p99_factor:.1}x) over {} -> {} \
+         queries",
         samples.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
         accepted.load(Ordering::Relaxed),
         refused.load(Ordering::Relaxed),
         peak_rss_bytes("self") >> 20,
-        lm / im,
-        lp / ip,
+        idle.len(),
+        loaded.len(),
+    );
+    // The bound stated for reads under this overload (issue #10); printed, not asserted: a bench on a
+    // shared machine measures, it does not gate.
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "overload: read latency bound: median within {MEDIAN_BOUND}x of idle ({}), p99 within {P99_BOUND}x ({})",
+        met(median_factor <= MEDIAN_BOUND),
+        met(p99_factor <= P99_BOUND),
     );
 }
+
+/// The stated bound on query latency under the overload, as a factor of the idle latency.
+const MEDIAN_BOUND: f64 = 3.0;
+/// The same for the 99th percentile.
+const P99_BOUND: f64 = 10.0;

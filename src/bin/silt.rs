@@ -205,6 +205,7 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         tls: config.main.tls_files().map(|(c, k)| (c.to_owned(), k.to_owned())),
         pipelines: config.pipelines.clone(),
         stream_slots: args.stream_slots.unwrap_or_else(silt::server::default_stream_slots),
+        write_workers: config.main.write_workers.unwrap_or_else(silt::server::default_write_workers),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(silt::server::serve(opts, None))?;

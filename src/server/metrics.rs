@@ -74,6 +74,10 @@ pub struct ServerMetrics {
     wal_sync_seconds: SyncLatency,
     checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     nats_messages: Family<Vec<(String, String)>, Counter>,
+    /// `/api/write` requests admitted and waiting for a decode slot (`main.write-workers`).
+    pub(crate) http_writes_waiting: Gauge,
+    /// `/api/write` bodies being decoded now (at most `main.write-workers`).
+    pub(crate) http_writes_decoding: Gauge,
     seen: Mutex<[u64; 6]>,
     http: std::sync::Arc<Counters>,
     nats: std::sync::Arc<Counters>,
@@ -120,6 +124,14 @@ impl ServerMetrics {
         for r in ["ok", "error"] {
             let _ = nats_messages.get_or_create(&vec![("result".to_owned(), r.to_owned())]);
         }
+        let http_writes_waiting = Gauge::default();
+        registry.register(
+            "http_writes_waiting",
+            "Writes admitted and waiting for a decode slot (main.write-workers)",
+            http_writes_waiting.clone(),
+        );
+        let http_writes_decoding = Gauge::default();
+        registry.register("http_writes_decoding", "Write bodies being decoded now", http_writes_decoding.clone());
         for o in OUTCOMES {
             let _ = samples.get_or_create(&vec![("outcome".to_owned(), o.to_owned())]);
         }
@@ -161,6 +173,8 @@ impl ServerMetrics {
             wal_sync_seconds,
             checkpoint_age,
             nats_messages,
+            http_writes_waiting,
+            http_writes_decoding,
             seen: Mutex::new([0; 6]),
         }
     }
