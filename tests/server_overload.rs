@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use silt::server::{app, AppState};
+use silt::server::{app, AppState, WriteWorkers};
 use silt::storage::io::sim::SimVfs;
 use silt::{Aggregation, Db, HostKey, MetricConfig, Options};
 use tokio::sync::Semaphore;
@@ -26,7 +26,7 @@ fn state(write_workers: usize) -> AppState {
     .expect("open");
     db.declare_metric("load", MetricConfig { frequency: 10, aggregation: Aggregation::Avg }).expect("declare");
     let mut st = AppState::new(Arc::new(db));
-    st.write_workers = Arc::new(Semaphore::new(write_workers));
+    st.write_workers = WriteWorkers::new(write_workers);
     st
 }
 
@@ -80,7 +80,7 @@ async fn writes_past_the_write_workers_wait_for_a_slot_and_reads_go_on() {
     st.writes = Arc::new(Semaphore::new(3));
     assert_eq!(call(&st, Method::POST, "/api/write", line(9)).await.0, StatusCode::OK);
     // The one decode slot is taken, as by a write being decoded: admitted writes must queue behind it.
-    let slot = st.write_workers.clone().acquire_owned().await.expect("slot");
+    let slot = st.write_workers.slots().clone().acquire_owned().await.expect("slot");
     let writes: Vec<_> = (0..3u32)
         .map(|h| {
             let st = st.clone();
@@ -117,7 +117,7 @@ async fn writes_past_the_write_workers_wait_for_a_slot_and_reads_go_on() {
     assert_eq!(metric(&st, "silt_http_writes_waiting"), 0);
     assert_eq!(metric(&st, "silt_http_writes_decoding"), 0);
     // Every slot and every KiB of the budget is back.
-    assert_eq!((st.write_workers.available_permits(), st.writes.available_permits()), (1, 3));
+    assert_eq!((st.write_workers.slots().available_permits(), st.writes.available_permits()), (1, 3));
     assert_eq!(call(&st, Method::POST, "/api/write", line(3)).await.0, StatusCode::OK);
     assert!(stored(&st, 3));
 }
@@ -127,7 +127,7 @@ async fn a_write_given_up_while_it_waits_for_a_slot_is_not_stored_and_gives_back
     let mut st = state(1);
     st.request_timeout = Duration::from_millis(300);
     let budget = st.writes.available_permits();
-    let slot = st.write_workers.clone().acquire_owned().await.expect("slot");
+    let slot = st.write_workers.slots().clone().acquire_owned().await.expect("slot");
     // It waits for the slot until the request's time limit answers it 503.
     let (s, retry, b) = call(&st, Method::POST, "/api/write", line(7)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
@@ -140,7 +140,7 @@ async fn a_write_given_up_while_it_waits_for_a_slot_is_not_stored_and_gives_back
     assert_eq!(call(&st, Method::POST, "/api/write", line(8)).await.0, StatusCode::OK);
     assert!(stored(&st, 8));
     assert!(!stored(&st, 7));
-    assert_eq!(st.write_workers.available_permits(), 1);
+    assert_eq!(st.write_workers.slots().available_permits(), 1);
 }
 
 #[test]
@@ -162,4 +162,23 @@ fn write_workers_come_from_main_write_workers() {
         }
     }
     assert!(silt::server::default_write_workers() >= 1);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_decoded_on_threads_of_lower_priority() {
+    let st = state(1);
+    assert_eq!(call(&st, Method::POST, "/api/write", line(5)).await.0, StatusCode::OK);
+    // The nice value (field 19 of /proc/<pid>/task/<tid>/stat) of every decode thread that has started.
+    let nice: Vec<i64> = std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("silt-decode-")))
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            stat.rsplit(')').next()?.split_whitespace().nth(16)?.parse().ok()
+        })
+        .collect();
+    // The write above was decoded on one, after its start lowered its priority.
+    assert!(nice.contains(&silt::server::DECODE_NICE.into()), "decode threads' nice values: {nice:?}");
 }

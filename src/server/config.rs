@@ -215,9 +215,10 @@ pub struct MainConfig {
     pub debug: DebugConfig,
     /// `jwt-public-key`: base64 Ed25519 key that verifies API tokens (see [`crate::server::auth`]).
     pub jwt_public_key: Option<String>,
-    /// `write-workers` (a silt extension): how many `/api/write` bodies are decoded at once, at least 1;
-    /// `None` (absent, or 0) for [`crate::server::default_write_workers`]. Writes admitted beyond it wait
-    /// without using CPU, so that reads keep a core under an overload.
+    /// `write-workers` (a silt extension): how many `/api/write` bodies are decoded at once (on as many
+    /// threads of lower priority), at least 1; `None` (absent, or 0) for
+    /// [`crate::server::default_write_workers`]. Writes admitted beyond it wait without using CPU, so that
+    /// reads keep a core under an overload (see [`crate::server::WriteWorkers`]).
     pub write_workers: Option<usize>,
 }
 
