@@ -129,7 +129,7 @@ fn nats_workers_hold_back_while_the_head_is_over_its_memory_cap_and_drop_what_th
 
     // Core NATS delivers only to subscriptions the server knows: publish until one message is stored.
     let probe = format!("load,hostname=probe value=1 {T}");
-    let seen = eventually(30, || publish(port, "silt-flood", &[probe.clone()]) && metric(&st, OK) >= 1);
+    let seen = eventually(30, || publish(port, "silt-flood", std::slice::from_ref(&probe)) && metric(&st, OK) >= 1);
     assert!(seen, "the probe never arrived over NATS");
     // (A late probe may still be counted; the flood below is checked by what is stored.)
 
