@@ -14,7 +14,7 @@
 //!   message that finds it full is dropped by the client and counted in `silt_nats_slow_consumer_total`;
 //! - from there messages go over a queue bounded in messages and in bytes ([`NatsLimits::queue_messages`],
 //!   [`NatsLimits::queue_bytes`]; `silt_nats_queued_messages`) to [`WORKERS`] threads that decode and
-//!   write them;
+//!   write them, at the lower priority of HTTP writes' decoding ([`crate::server::DECODE_NICE`]);
 //! - a worker holds back, polling every [`NatsLimits::hold_poll`], while the head is over its memory cap
 //!   ([`crate::Db::over_memory_cap`], the condition under which HTTP writes are answered 503;
 //!   `silt_nats_workers_holding`), so the queue and then the subscription buffers fill, and further
@@ -227,6 +227,8 @@ impl NatsIngest {
 }
 
 fn worker(rx: &Mutex<mpsc::Receiver<Job>>, state: &AppState, stopping: &AtomicBool, poll: Duration) {
+    // Decoding yields to reads, as for HTTP writes.
+    crate::storage::io::lower_thread_priority(crate::server::DECODE_NICE);
     loop {
         let Some(job) = rx.lock().blocking_recv() else { return };
         // Hold back while the head is far over its memory cap (HTTP writes are refused with 503 then), so
