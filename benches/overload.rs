@@ -10,7 +10,13 @@
 //! 5 s). Each write has its own connection: a refused write's connection may be closed under its sender,
 //! which counts as a refusal too. Printed: samples acknowledged per second, writes accepted and refused, the process's peak resident
 //! memory, and the reader's median and p99 query latency with the writers idle and under the overload,
-//! with their ratio.
+//! with their ratio, and whether it is within the stated bound (median 3x, p99 10x). The server decodes
+//! `OVERLOAD_WRITE_WORKERS` write bodies at once (default: `silt::server::default_write_workers`, the
+//! cores less one); the others wait for a slot without using CPU.
+//!
+//! The writers patch the timestamps of a body built once (see `Bodies`) instead of formatting every body,
+//! so that the load generator takes less of the cores it shares with the server; the bodies are the same
+//! bytes. Its CPU time is printed.
 //!
 //! Run: `cargo bench --bench overload`. Under `cargo test --benches` it runs for 1 s with 4 writers.
 
@@ -44,6 +50,46 @@ fn body(w: usize, k: i64, lines: usize) -> Vec<u8> {
     b.into_bytes()
 }
 
+/// Writer `w`'s bodies, built once: [`body`]'s text with every timestamp rewritten in place per batch, so
+/// that the load generator, which shares the cores with the server, spends ~0.1 ms per body rather than
+/// the ~3 ms of formatting 12,000 lines (the bytes sent are the same as [`body`]'s).
+struct Bodies {
+    text: Vec<u8>,
+    /// Offset of each line's 10-digit timestamp, and the line's step.
+    stamps: Vec<(usize, i64)>,
+    steps: i64,
+}
+
+impl Bodies {
+    fn new(w: usize, lines: usize) -> Bodies {
+        let text = body(w, 0, lines);
+        let steps = (lines / 100) as i64;
+        let mut stamps = Vec::with_capacity(lines);
+        let mut start = 0;
+        for (s, line) in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let at = start + line.len() - 10;
+            assert_eq!(&line[line.len() - 10..], (T + (s as i64 / 100) * 10).to_string().as_bytes());
+            stamps.push((at, s as i64 / 100));
+            start += line.len() + 1;
+        }
+        Bodies { text, stamps, steps }
+    }
+
+    /// [`body`]`(w, k, lines)`.
+    fn batch(&mut self, k: i64) -> &[u8] {
+        for &(at, s) in &self.stamps {
+            let ts = T + (k * self.steps + s) * 10;
+            assert!((1_000_000_000..10_000_000_000).contains(&ts), "timestamps stay 10 digits");
+            let mut v = ts;
+            for i in (0..10).rev() {
+                self.text[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        &self.text
+    }
+}
+
 /// One write on its own connection (`Connection: close`): the status, or `None` when the connection broke
 /// (a server that refuses a write before reading its body may close the connection under the sender).
 fn post(addr: std::net::SocketAddr, body: &[u8]) -> Option<u16> {
@@ -61,6 +107,23 @@ fn post(addr: std::net::SocketAddr, body: &[u8]) -> Option<u16> {
         return None;
     }
     status
+}
+
+/// CPU seconds (user + system) of this process's threads so far, summed by thread name.
+fn cpu_by_thread_name() -> Vec<(String, f64)> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut by: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let dir = t.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim().to_owned();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 = [11, 12].iter().filter_map(|&i| f.get(i)?.parse::<f64>().ok()).sum();
+        *by.entry(name).or_default() += ticks / tick;
+    }
+    let mut v: Vec<(String, f64)> = by.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v
 }
 
 fn percentile(v: &mut [f64], p: usize) -> f64 {
@@ -109,6 +172,8 @@ fn main() {
     let db_for_stats = db.clone();
     let mut state = AppState::new(db);
     state.writes = Arc::new(tokio::sync::Semaphore::new(budget_mib << 10));
+    let write_workers: usize = env_or("OVERLOAD_WRITE_WORKERS", silt::server::default_write_workers());
+    state.write_workers = silt::server::WriteWorkers::new(write_workers);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -118,18 +183,23 @@ fn main() {
     Client::connect(addr).ok("POST", "/api/write", &body(0, 0, 1_000));
     let mut idle = read_for(addr, secs.min(5.0));
 
+    assert_eq!(Bodies::new(3, lines).batch(5), body(3, 5, lines).as_slice(), "patched bodies are body()'s");
     let stop = Arc::new(AtomicBool::new(false));
     let (accepted, refused, samples) =
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let stale = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|w| {
             let (stop, accepted, refused, samples) = (stop.clone(), accepted.clone(), refused.clone(), samples.clone());
+            let stale = stale.clone();
             std::thread::spawn(move || {
                 let mut k = 1;
+                let mut bodies = Bodies::new(w, lines);
+                let cpu = http::thread_cpu_seconds();
                 while !stop.load(Ordering::Relaxed) {
-                    let b = body(w, k, lines);
-                    match post(addr, &b) {
+                    let b = bodies.batch(k);
+                    match post(addr, b) {
                         Some(200) => {
                             accepted.fetch_add(1, Ordering::Relaxed);
                             samples.fetch_add((lines / 100 * 100) as u64, Ordering::Relaxed);
@@ -139,18 +209,26 @@ fn main() {
                             refused.fetch_add(1, Ordering::Relaxed);
                             std::thread::sleep(Duration::from_millis(100));
                         }
+                        // A writer that fell far behind the others in time (after many 503s): the memory
+                        // cap compacts the oldest pages first and seals them, and its next body lands in a
+                        // sealed page: 400, samples older than the data kept. Counted; it moves on.
+                        Some(400) => {
+                            stale.fetch_add(1, Ordering::Relaxed);
+                            k += 1;
+                        }
                         Some(s) => panic!("write: status {s}"),
                     }
                 }
+                http::thread_cpu_seconds() - cpu
             })
         })
         .collect();
     let mut loaded = read_for(addr, secs);
     stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().expect("writer");
-    }
+    let generator_cpu: f64 = handles.into_iter().map(|h| h.join().expect("writer")).sum();
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu: Vec<String> = cpu_by_thread_name().iter().take(8).map(|(n, s)| format!("{n} {s:.1}")).collect();
+    eprintln!("overload: CPU seconds by thread name (server and bench, since start): {}", cpu.join(", "));
     eprintln!(
         "overload: resident at the end {} MiB anonymous, {} MiB file-backed; head pages in use {} MiB",
         status_bytes("self", "RssAnon") >> 20,
@@ -159,16 +237,32 @@ fn main() {
     );
     let (im, ip) = (percentile(&mut idle, 50), percentile(&mut idle, 99));
     let (lm, lp) = (percentile(&mut loaded, 50), percentile(&mut loaded, 99));
+    let (median_factor, p99_factor) = (lm / im, lp / ip);
     println!(
         "overload: {writers} writers x {lines}-line bodies for {elapsed:.1} s, admission budget {budget_mib} MiB, \
-         head memory cap {cap_mib} MiB: \
-         {:.2} M samples/s acknowledged, {} writes accepted, {} refused (503); peak RSS {} MiB; query median \
-         {im:.2} -> {lm:.2} ms ({:.1}x), p99 {ip:.2} -> {lp:.2} ms ({:.1}x)",
+         head memory cap {cap_mib} MiB, {write_workers} write workers: \
+         {:.2} M samples/s acknowledged, {} writes accepted, {} refused (503), {} stale retries (400); peak RSS {} MiB; query median \
+         {im:.2} -> {lm:.2} ms ({median_factor:.1}x), p99 {ip:.2} -> {lp:.2} ms ({p99_factor:.1}x) over {} -> {} \
+         queries; load generator CPU {generator_cpu:.1} s",
         samples.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
         accepted.load(Ordering::Relaxed),
         refused.load(Ordering::Relaxed),
+        stale.load(Ordering::Relaxed),
         peak_rss_bytes("self") >> 20,
-        lm / im,
-        lp / ip,
+        idle.len(),
+        loaded.len(),
+    );
+    // The bound stated for reads under this overload (issue #10); printed, not asserted: a bench on a
+    // shared machine measures, it does not gate.
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "overload: read latency bound: median within {MEDIAN_BOUND}x of idle ({}), p99 within {P99_BOUND}x ({})",
+        met(median_factor <= MEDIAN_BOUND),
+        met(p99_factor <= P99_BOUND),
     );
 }
+
+/// The stated bound on query latency under the overload, as a factor of the idle latency.
+const MEDIAN_BOUND: f64 = 3.0;
+/// The same for the 99th percentile.
+const P99_BOUND: f64 = 10.0;

@@ -208,6 +208,7 @@ fn run_serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         tls: config.main.tls_files().map(|(c, k)| (c.to_owned(), k.to_owned())),
         pipelines: config.pipelines.clone(),
         stream_slots: args.stream_slots.unwrap_or_else(silt::server::default_stream_slots),
+        write_workers: config.main.write_workers.unwrap_or_else(silt::server::default_write_workers),
     };
     // Before any thread starts: the allocator's arenas and thresholds, then a thread that returns freed memory.
     malloc::tune();

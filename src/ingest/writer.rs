@@ -94,6 +94,27 @@ pub struct LineWriteReport {
     pub error: Option<(usize, LineError)>,
 }
 
+/// A body decoded by [`LineWriter::decode`], not written yet.
+#[derive(Debug)]
+pub struct DecodedBody {
+    batch: Batch,
+    added: usize,
+    error: Option<(usize, LineError)>,
+}
+
+impl DecodedBody {
+    /// Samples decoded (lines up to the first bad one).
+    pub fn samples(&self) -> usize {
+        self.added
+    }
+
+    /// Writes the samples as one batch under the database's durability (nothing when no line gave one).
+    pub fn write(self, db: &Db) -> Result<LineWriteReport, Error> {
+        let ack = if self.added > 0 { Some(db.write(&self.batch)?) } else { None };
+        Ok(LineWriteReport { added: self.added, ack, error: self.error })
+    }
+}
+
 /// Writes line-protocol bodies into a [`Db`], caching series lookups across bodies. Share one per database.
 #[derive(Debug, Default)]
 pub struct LineWriter {
@@ -140,6 +161,7 @@ impl LineWriter {
     /// Decodes `body` (see [`crate::ingest::lineproto::decode_into`] for the mapping) and writes what it
     /// decoded up to the first bad line as one batch, under the database's durability. A storage error is
     /// `Err`; a bad line is reported in [`LineWriteReport::error`] after the lines before it were written.
+    /// The same as [`LineWriter::decode`] then [`DecodedBody::write`].
     pub fn write(
         &self,
         db: &Db,
@@ -148,6 +170,21 @@ impl LineWriter {
         precision: Precision,
         now: i64,
     ) -> Result<LineWriteReport, Error> {
+        self.decode(db, body, default_cluster, precision, now)?.write(db)
+    }
+
+    /// The CPU-bound half of [`LineWriter::write`]: decodes `body` up to its first bad line and resolves
+    /// its series (defining new ones, which does not wait for the WAL), without writing the samples. The
+    /// server runs this under its limit of writes decoded at once, and the write, which mostly waits for
+    /// the WAL, outside it.
+    pub fn decode(
+        &self,
+        db: &Db,
+        body: &[u8],
+        default_cluster: Option<&str>,
+        precision: Precision,
+        now: i64,
+    ) -> Result<DecodedBody, Error> {
         // The cache key: the default cluster, length-prefixed, then the line's head bytes.
         let mut key = Vec::with_capacity(128);
         let cluster = default_cluster.unwrap_or("").as_bytes();
@@ -275,9 +312,7 @@ impl LineWriter {
             }
         }
         batch.add_unknown(unknown);
-        let added = pending.len();
-        let ack = if added > 0 { Some(db.write(&batch)?) } else { None };
-        Ok(LineWriteReport { added, ack, error })
+        Ok(DecodedBody { batch, added: pending.len(), error })
     }
 
     /// Keeps `body`'s heads and ids as the template for bodies that start like it.

@@ -59,7 +59,8 @@
 //! (the data directory: [`Config::data_dir`]; see [`Config::db_options`]), `nats` and
 //! `nats-subscriptions`; and silt's own `metric-store.page-slots` (the head page class of a new data directory,
 //! [`DEFAULT_SERVER_PAGE_SLOTS`] when absent) and `metric-store.max-series` (a cardinality limit,
-//! [`DEFAULT_SERVER_MAX_SERIES`] when absent, 0 for none). Kept but ignored by silt for now (each field's documentation says so):
+//! [`DEFAULT_SERVER_MAX_SERIES`] when absent, 0 for none), and `main.write-workers` (how many `/api/write`
+//! bodies are decoded at once; [`crate::server::default_write_workers`] when absent or 0). Kept but ignored by silt for now (each field's documentation says so):
 //! `user`/`group`, `backend-url`, both `debug` sections, `num-workers`, `checkpoints.file-format`,
 //! `max-wal-size` and `cleanup`.
 
@@ -78,6 +79,9 @@ use crate::storage::{Aggregation, MetricConfig};
 /// The data directory when the file names none (cc-metric-store's own default, `./var/checkpoints`, is not
 /// used: silt's files are not cc-metric-store's checkpoints).
 pub const DEFAULT_DATA_DIR: &str = "./silt-data";
+
+/// The most `main.write-workers` accepted (each is a thread of tokio's blocking pool at most).
+pub const MAX_WRITE_WORKERS: usize = 256;
 
 /// The address [`Config::default_loopback`] listens on.
 pub const DEFAULT_LOOPBACK_ADDR: &str = "127.0.0.1:8082";
@@ -211,6 +215,11 @@ pub struct MainConfig {
     pub debug: DebugConfig,
     /// `jwt-public-key`: base64 Ed25519 key that verifies API tokens (see [`crate::server::auth`]).
     pub jwt_public_key: Option<String>,
+    /// `write-workers` (a silt extension): how many `/api/write` bodies are decoded at once (on as many
+    /// threads of lower priority), at least 1; `None` (absent, or 0) for
+    /// [`crate::server::default_write_workers`]. Writes admitted beyond it wait without using CPU, so that
+    /// reads keep a core under an overload (see [`crate::server::WriteWorkers`]).
+    pub write_workers: Option<usize>,
 }
 
 impl MainConfig {
@@ -742,8 +751,19 @@ fn parse_main(o: &Obj<'_>) -> Result<MainConfig, ConfigError> {
         "https-key-file",
         "jwt-public-key",
         "user",
+        "write-workers",
     ])?;
+    let write_workers = match o.non_negative("write-workers")? {
+        None | Some(0) => None,
+        Some(n) => Some(
+            usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= MAX_WRITE_WORKERS)
+                .ok_or_else(|| invalid(o.field("write-workers"), format!("{n} is more than {MAX_WRITE_WORKERS}")))?,
+        ),
+    };
     Ok(MainConfig {
+        write_workers,
         addr: parse_addr(o, "addr")?,
         https_cert_file: o.opt_path("https-cert-file")?,
         https_key_file: o.opt_path("https-key-file")?,

@@ -74,6 +74,15 @@ pub struct ServerMetrics {
     wal_sync_seconds: SyncLatency,
     checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     nats_messages: Family<Vec<(String, String)>, Counter>,
+    /// `/api/write` requests admitted and waiting for a decode slot (`main.write-workers`).
+    pub(crate) http_writes_waiting: Gauge,
+    /// `/api/write` bodies being decoded now (at most `main.write-workers`).
+    pub(crate) http_writes_decoding: Gauge,
+    nats_slow_consumer: Counter,
+    /// NATS messages received and not yet written (silt's queue and the workers' hands).
+    pub(crate) nats_queued: Gauge,
+    /// NATS workers holding back because the head is over its memory cap.
+    pub(crate) nats_workers_holding: Gauge,
     seen: Mutex<[u64; 6]>,
     http: std::sync::Arc<Counters>,
     nats: std::sync::Arc<Counters>,
@@ -120,6 +129,28 @@ impl ServerMetrics {
         for r in ["ok", "error"] {
             let _ = nats_messages.get_or_create(&vec![("result".to_owned(), r.to_owned())]);
         }
+        let http_writes_waiting = Gauge::default();
+        registry.register(
+            "http_writes_waiting",
+            "Writes admitted and waiting for a decode slot (main.write-workers)",
+            http_writes_waiting.clone(),
+        );
+        let http_writes_decoding = Gauge::default();
+        registry.register("http_writes_decoding", "Write bodies being decoded now", http_writes_decoding.clone());
+        let nats_slow_consumer = Counter::default();
+        registry.register(
+            "nats_slow_consumer",
+            "NATS messages dropped by the client because silt's subscription buffer was full (slow consumer)",
+            nats_slow_consumer.clone(),
+        );
+        let nats_queued = Gauge::default();
+        registry.register("nats_queued_messages", "NATS messages received and not yet written", nats_queued.clone());
+        let nats_workers_holding = Gauge::default();
+        registry.register(
+            "nats_workers_holding",
+            "NATS workers holding back while the head is over its memory cap",
+            nats_workers_holding.clone(),
+        );
         for o in OUTCOMES {
             let _ = samples.get_or_create(&vec![("outcome".to_owned(), o.to_owned())]);
         }
@@ -161,6 +192,11 @@ impl ServerMetrics {
             wal_sync_seconds,
             checkpoint_age,
             nats_messages,
+            http_writes_waiting,
+            http_writes_decoding,
+            nats_slow_consumer,
+            nats_queued,
+            nats_workers_holding,
             seen: Mutex::new([0; 6]),
         }
     }
@@ -175,6 +211,11 @@ impl ServerMetrics {
         let r = if ok { "ok" } else { "error" };
         self.nats_messages.get_or_create(&vec![("result".to_owned(), r.to_owned())]).inc();
         self.nats.add(if ok { "messages_ok" } else { "messages_error" }, 1);
+    }
+
+    /// Counts one NATS message the client dropped because its subscription buffer was full; returns the count.
+    pub fn nats_slow_consumer(&self) -> u64 {
+        self.nats_slow_consumer.inc() + 1
     }
 
     /// Counts one HTTP response by its status.

@@ -8,6 +8,13 @@
 //!
 //! The database's calls block (a write waits for its WAL acknowledgement), so handlers run them on tokio's
 //! blocking pool.
+//!
+//! **Overload.** A write is admitted ([`AppState::writes`], the head's memory cap) or answered 503 with
+//! `Retry-After` before its body is read. An admitted write then waits for one of
+//! [`AppState::write_workers`] decode slots (`main.write-workers`, by default the cores less one) before
+//! its body is decoded, on a thread of lower priority, and gives the slot back before it waits for the
+//! WAL. So however many writes are admitted, at most that many use CPU for decoding at once, and reads,
+//! which take no slot, keep a core and come first.
 
 pub mod auth;
 pub mod config;
@@ -60,6 +67,67 @@ pub struct AppState {
     /// that finds no room is answered 503 with `Retry-After` at once, before its body is read, so that an
     /// overload is pushed back to the clients instead of piling up bodies in memory.
     pub writes: Arc<tokio::sync::Semaphore>,
+    /// Where write bodies are decoded (`main.write-workers`, [`default_write_workers`]).
+    pub write_workers: WriteWorkers,
+}
+
+/// Default for [`AppState::write_workers`]: the machine's cores less one (kept for reads, the WAL writer
+/// and compaction), at least 1.
+pub fn default_write_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)).max(1)
+}
+
+/// How much lower than the rest of the process the decode threads run (a nice value, Linux only), so
+/// that under an overload of writes the reads get the CPU first.
+pub const DECODE_NICE: i32 = 10;
+
+/// The decode slots and threads of writes. An admitted write waits for a slot before its body is
+/// decoded, on one of as many threads as slots, at a lower priority ([`DECODE_NICE`]), and gives the slot
+/// back before it waits for the WAL. Writes beyond the slots queue without using CPU, so that an overload
+/// of writes cannot take the cores from reads; their bodies are bounded by [`AppState::writes`].
+#[derive(Clone)]
+pub struct WriteWorkers {
+    slots: Arc<tokio::sync::Semaphore>,
+    /// `None` if its threads could not be started: then bodies are decoded on tokio's blocking pool.
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl WriteWorkers {
+    /// `n` slots (at least 1) and threads.
+    pub fn new(n: usize) -> WriteWorkers {
+        let n = n.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("silt-decode-{i}"))
+            .start_handler(|_| crate::storage::io::lower_thread_priority(DECODE_NICE))
+            // A panic answers its write 500 (its reply is dropped) instead of aborting the process.
+            .panic_handler(|_| {})
+            .build()
+            .inspect_err(|e| tracing::warn!(error = %e, "no decode threads; decoding on the blocking pool"))
+            .ok()
+            .map(Arc::new);
+        WriteWorkers { slots: Arc::new(tokio::sync::Semaphore::new(n)), pool }
+    }
+
+    /// The slots: one is held by each write being decoded.
+    pub fn slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.slots
+    }
+
+    /// Runs `f` on a decode thread.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let failed = |e: String| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: e };
+        match &self.pool {
+            Some(pool) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                pool.spawn(move || {
+                    let _ = tx.send(f());
+                });
+                rx.await.map_err(|_| failed("decoding the request body failed".into()))
+            }
+            None => tokio::task::spawn_blocking(f).await.map_err(|e| failed(format!("request handler failed: {e}"))),
+        }
+    }
 }
 
 /// Bytes of write bodies admitted at once by default (each write holds its `Content-Length`, or
@@ -79,6 +147,7 @@ impl AppState {
             jobs: None,
             limits: RequestLimits::DEFAULT,
             writes: Arc::new(tokio::sync::Semaphore::new(WRITE_BUDGET_BYTES >> 10)),
+            write_workers: WriteWorkers::new(default_write_workers()),
         }
     }
 }
@@ -273,6 +342,22 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     })?
 }
 
+/// A gauge raised while this is held (also when the future holding it is dropped).
+struct Held(prometheus_client::metrics::gauge::Gauge);
+
+impl Held {
+    fn new(g: &prometheus_client::metrics::gauge::Gauge) -> Held {
+        g.inc();
+        Held(g.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[derive(Deserialize)]
 struct WriteParams {
     cluster: Option<String>,
@@ -285,9 +370,31 @@ async fn write(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from)?;
+    // Wait for a decode slot without using CPU (the admission budget bounds the bodies that wait).
+    let waiting = Held::new(&st.metrics.http_writes_waiting);
+    let slot = st.write_workers.slots.clone().acquire_owned().await.map_err(|_| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "the server is shutting down".into(),
+    })?;
+    drop(waiting);
+    let decoded = {
+        let st = st.clone();
+        let cluster = p.cluster.clone();
+        st.write_workers
+            .clone()
+            .run(move || {
+                let _decoding = Held::new(&st.metrics.http_writes_decoding);
+                let decoded = st.lines.decode(&st.db, &body, cluster.as_deref(), Precision::Auto, unix_now());
+                drop(slot);
+                decoded
+            })
+            .await?
+    };
+    // The slot is given back before the wait for the WAL, which costs no CPU: writes waiting there are
+    // committed together (group commit).
     blocking(move || {
         // Lines before a bad one are stored, as cc-metric-store does.
-        let report = st.lines.write(&st.db, &body, p.cluster.as_deref(), Precision::Auto, unix_now())?;
+        let report = decoded?.write(&st.db)?;
         // Samples the store refused (older than what it keeps for their series, or out of range) are never
         // acknowledged with a 200: cc-metric-store answers 400 for a write "from past" too. The other
         // samples were stored.
@@ -868,6 +975,8 @@ pub struct ServeOptions {
     pub pipelines: Vec<crate::stream::spec::PipelineSpec>,
     /// Worker slots (threads) of the stream engine.
     pub stream_slots: usize,
+    /// `/api/write` bodies decoded at once (`main.write-workers`; [`default_write_workers`]).
+    pub write_workers: usize,
 }
 
 /// Default for [`ServeOptions::stream_slots`]: the machine's cores, at least 2.
@@ -966,7 +1075,13 @@ pub async fn serve(
         .await
         .map_err(|e| Error::InvalidArgument(format!("starting the job-metrics collector failed: {e}")))??
     };
-    let state = AppState { auth, streams: Some(streams.clone()), jobs: Some(collector.clone()), ..base };
+    let state = AppState {
+        auth,
+        streams: Some(streams.clone()),
+        jobs: Some(collector.clone()),
+        write_workers: WriteWorkers::new(opts.write_workers),
+        ..base
+    };
     let nats = match &opts.nats {
         Some((config, subs)) if !subs.is_empty() => Some(nats::NatsIngest::start(config, subs, state.clone()).await?),
         Some((config, _)) => {

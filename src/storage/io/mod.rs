@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+pub(crate) use std_vfs::lower_thread_priority;
 pub use std_vfs::StdVfs;
 
 /// How [`Vfs::open`] opens a file.

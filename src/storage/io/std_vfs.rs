@@ -195,3 +195,21 @@ fn allocate(file: &File, len: libc::off_t) -> i32 {
     // integer arguments and touches no memory of ours.
     unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) }
 }
+
+/// Lowers the calling thread's scheduling priority by `nice` (Linux, where the nice value is per
+/// thread; elsewhere nothing). Raising the nice value needs no privilege; failure is ignored (the thread
+/// then keeps its priority).
+pub(crate) fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id; no memory is passed.
+        #[expect(unsafe_code)]
+        unsafe {
+            let tid = libc::gettid();
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, now.saturating_add(nice).min(19));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
