@@ -281,7 +281,12 @@ impl Inner {
         if used <= self.memory_cap_bytes {
             return Ok(0);
         }
-        let excess = ((used - self.memory_cap_bytes).div_ceil(page)) as usize;
+        // With compaction, the freed pages move into blocks and nothing leaves the database: free down to
+        // three quarters of the cap, so that writes (refused past the cap, `over_memory_cap`) have room until
+        // the next pass. Without it, freeing drops data: free down to the cap only, as cc-metric-store does.
+        let target =
+            if self.compaction { self.memory_cap_bytes - self.memory_cap_bytes / 4 } else { self.memory_cap_bytes };
+        let excess = ((used - target).div_ceil(page)) as usize;
         let Some(cutoff) = query::oldest_pages_cutoff(&self.engine, &self.index, excess) else { return Ok(0) };
         let freed = query::free_except(&self.engine, &self.index, &[], cutoff, self.compaction, false)?;
         if self.compaction {
@@ -651,12 +656,13 @@ impl Db {
         self.inner.memory_cap_bytes
     }
 
-    /// Whether the head is so far over its memory cap (more than half again) that new writes should wait
-    /// for the background compaction to catch up: the server then refuses writes with 503 rather than let
-    /// the head grow without bound. Always false without a cap.
+    /// Whether the head holds more than its memory cap, so that new writes should wait for the background
+    /// pass to catch up: the server then refuses writes with 503 rather than let the head grow past the cap.
+    /// (A compacting pass frees the head down to three quarters of the cap, so a server that runs at its cap
+    /// keeps taking writes.) Always false without a cap.
     pub fn over_memory_cap(&self) -> bool {
         let cap = self.inner.memory_cap_bytes;
-        cap > 0 && self.head_bytes_in_use() > cap.saturating_add(cap / 2)
+        cap > 0 && self.head_bytes_in_use() > cap
     }
 
     /// Bytes of head pages in use (owned by series, or freed and awaiting a checkpoint).

@@ -518,7 +518,7 @@ async fn writes_wait_while_the_head_is_far_over_its_memory_cap() {
     let lines = |hosts: std::ops::Range<u32>| -> String {
         hosts.map(|h| format!("load,cluster=emmy,hostname=n{h} value=1 {T}\n")).collect()
     };
-    // 13 series, a page each: 13 pages > 1.5 x 8.
+    // 13 series, a page each: 13 pages > 8.
     assert_eq!(call(&st, Method::POST, "/api/write", lines(0..13)).await.0, StatusCode::OK);
     assert!(st.db.over_memory_cap());
     let (s, b) = call(&st, Method::POST, "/api/write", lines(13..14)).await;

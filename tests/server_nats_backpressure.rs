@@ -133,7 +133,7 @@ fn nats_workers_hold_back_while_the_head_is_over_its_memory_cap_and_drop_what_th
     assert!(seen, "the probe never arrived over NATS");
     // (A late probe may still be counted; the flood below is checked by what is stored.)
 
-    // Put the head over 1.5 x its cap (13 series, a page each) and pause the writer, so that it stays
+    // Put the head over its cap (13 series, a page each) and pause the writer, so that it stays
     // there. The maintenance pass the write nudges may bring it down before the pause: then again.
     let mut round = 0;
     let pause = loop {

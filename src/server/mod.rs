@@ -266,7 +266,7 @@ async fn time_limit(
     })
 }
 
-/// Admits a write if the head is not far over its memory cap ([`Db::over_memory_cap`]) and the bytes its
+/// Admits a write if the head is not over its memory cap ([`Db::over_memory_cap`]) and the bytes its
 /// `Content-Length` announces (or [`MAX_BODY_BYTES`] without one) fit what [`AppState::writes`] has left,
 /// holding them until the write is answered; else 503 with `Retry-After`.
 async fn admit_write(
@@ -278,7 +278,7 @@ async fn admit_write(
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: format!(
-                "overloaded: the head holds {} MiB, over its memory cap of {} MiB by more than half; compaction is \
+                "overloaded: the head holds {} MiB, over its memory cap of {} MiB; compaction is \
                  catching up, retry later",
                 db.head_bytes_in_use() >> 20,
                 db.memory_cap_bytes() >> 20

@@ -4,8 +4,9 @@
 //! file system ([`StdVfs`]) for a simulated one ([`sim::SimVfs`]) that loses unsynced data, tears writes and
 //! undoes directory operations that were not synced.
 //!
-//! This module is the only place in the crate that may use `unsafe`, and only for memory maps
-//! (`std_vfs.rs`). The rules that make the maps sound:
+//! This module is the only place in the crate that may use `unsafe` (the `silt` binary has its own, for the
+//! allocator): for memory maps, and for the few system calls std has no wrapper for (`posix_fallocate`,
+//! `madvise`, a thread's nice value), all in `std_vfs.rs`. The rules that make the maps sound:
 //! - the data directory is locked exclusively ([`Vfs::lock_dir`]), so no other process of ours maps the same
 //!   files;
 //! - a mapped file is never truncated or shrunk while mapped ([`VFile::set_len`] is only called on files
