@@ -618,6 +618,8 @@ struct Writer {
     /// Callers that asked for a checkpoint while one was in flight: they need one that starts later.
     waiting: Vec<Reply<Lsn>>,
     jobs: Sender<CheckpointJob>,
+    /// Wakes the thread that lets go of idle head pages ([`Head::discard_idle`]).
+    discards: Sender<()>,
     done: Receiver<Result<(), StorageError>>,
 }
 
@@ -819,6 +821,22 @@ impl Engine {
                 })
                 .map_err(|e| StorageError::io("spawn checkpointer thread", dir, e))?;
         }
+        // Series moving to new pages leave full ones resident; a thread lets go of them every
+        // DISCARD_EVERY_BYTES of new pages, off the writer thread.
+        let (discards_tx, discards_rx) = bounded::<()>(1);
+        {
+            let head = shared.head.clone();
+            std::thread::Builder::new()
+                .name("silt-head-trim".into())
+                .spawn(move || {
+                    for () in discards_rx {
+                        if let Err(e) = head.discard_idle() {
+                            tracing::warn!(error = %e, "letting go of idle head pages");
+                        }
+                    }
+                })
+                .map_err(|e| StorageError::io("spawn head trim thread", dir, e))?;
+        }
         let writer = Writer {
             shared: shared.clone(),
             vfs: vfs.clone(),
@@ -833,6 +851,7 @@ impl Engine {
             in_flight: None,
             waiting: Vec::new(),
             jobs: jobs_tx,
+            discards: discards_tx,
             done: done_rx,
         };
         let thread = std::thread::Builder::new()
@@ -1344,6 +1363,9 @@ impl Writer {
             }
             if self.process(&mut group) {
                 return;
+            }
+            if self.head.take_discard_due() {
+                let _ = self.discards.try_send(()); // one already waiting will do
             }
             self.tick();
         }

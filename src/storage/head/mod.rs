@@ -249,7 +249,16 @@ pub struct HeadWriter {
     free: Vec<u32>,
     pending: Vec<u32>,
     hwm: u32,
+    /// Pages handed out since [`HeadWriter::take_discard_due`] last said yes.
+    allocated: u64,
 }
+
+/// Fewest consecutive 4096-byte units [`Head::discard_idle`] lets go of at once (64 KiB).
+pub const MIN_DISCARD_RUN: usize = 16;
+
+/// Bytes of pages handed out between two [`Head::discard_idle`] calls the writer asks for: series that
+/// move to new pages leave full ones resident until then.
+pub const DISCARD_EVERY_BYTES: u64 = 16 << 20;
 
 impl Head {
     fn file_of(&self, no: u32) -> Option<(Arc<HeadFile>, u32)> {
@@ -559,8 +568,12 @@ impl Head {
                     continue;
                 }
                 let run = keep[i..].iter().take_while(|k| !**k).count();
-                f.discard(i * OS_PAGE as usize, run * OS_PAGE as usize)?;
-                let_go += run as u64 * OS_PAGE;
+                // Each call interrupts the process's other threads (a TLB shootdown): short runs between
+                // newest pages stay resident rather than cost a call each.
+                if run >= MIN_DISCARD_RUN {
+                    f.discard(i * OS_PAGE as usize, run * OS_PAGE as usize)?;
+                    let_go += run as u64 * OS_PAGE;
+                }
                 i += run;
             }
         }
@@ -621,6 +634,7 @@ impl HeadWriter {
             series: Vec::new(),
             free: state.free.clone(),
             pending: Vec::new(),
+            allocated: 0,
             hwm: state.hwm,
         };
         let capacity = state.files.saturating_mul(ppf);
@@ -678,8 +692,19 @@ impl HeadWriter {
         SeriesId((self.series.len() - 1) as u32)
     }
 
+    /// Whether [`DISCARD_EVERY_BYTES`] of pages were handed out since it last said yes: the full pages the
+    /// series left behind should leave memory ([`Head::discard_idle`]).
+    pub fn take_discard_due(&mut self) -> bool {
+        let due = self.allocated * self.head.page_bytes() >= DISCARD_EVERY_BYTES;
+        if due {
+            self.allocated = 0;
+        }
+        due
+    }
+
     fn alloc_page(&mut self) -> Result<u32, StorageError> {
         let p = self.alloc_page_inner()?;
+        self.allocated += 1;
         self.head.in_use.fetch_add(1, Ordering::Relaxed);
         Ok(p)
     }
