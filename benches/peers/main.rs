@@ -33,7 +33,7 @@
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
 //! `silt,silt-100ms,victoria-metrics,influxdb`; `silt-100ms` is `silt serve --durability 100ms`; those
 //! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
-//! `PEERS_SILT_WRAP` (a command silt runs under, e.g. `valgrind --tool=massif`), `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
+//! `PEERS_SILT_WRITE_WORKERS` (silt's `main.write-workers`; default the server's), `PEERS_SILT_WRAP` (a command silt runs under, e.g. `valgrind --tool=massif`), `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
 //! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
 
 #[path = "../support/http.rs"]
@@ -145,12 +145,15 @@ impl Server {
                 }
                 metrics.pop();
                 let config = format!(
-                    r#"{{"main": {{"addr": "{addr}"}}, "metrics": {{{metrics}}},
+                    r#"{{"main": {{"addr": "{addr}"{workers}}}, "metrics": {{{metrics}}},
                         "metric-store": {{"retention-in-memory": "{retention}", "memory-cap": 0, "checkpoint-interval": "10s",
                                           "page-slots": {slots}, "checkpoints": {{"directory": "{}"}}}}}}"#,
                     data.display(),
                     retention = std::env::var("PEERS_SILT_RETENTION").unwrap_or_else(|_| "1h".into()),
                     slots = std::env::var("PEERS_SILT_PAGE_SLOTS").unwrap_or_else(|_| "64".into()),
+                    workers = std::env::var("PEERS_SILT_WRITE_WORKERS")
+                        .map(|n| format!(r#", "write-workers": {n}"#))
+                        .unwrap_or_default(),
                 );
                 let path = dir.join("config.json");
                 std::fs::write(&path, config).expect("config");
