@@ -13,12 +13,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, free_port};
+use common::{eventually, free_port, nats_server_binary, start_nats};
 use silt::ingest::lineproto::Precision;
 use silt::server::config::{NatsConfig, NatsSubscription};
 use silt::server::nats::{NatsIngest, NatsLimits, WORKERS};
@@ -27,25 +25,6 @@ use silt::storage::io::sim::SimVfs;
 use silt::{Aggregation, Db, HostKey, MetricConfig, Options};
 
 const T: i64 = 1_700_000_000;
-
-fn nats_server_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/usr/local/bin".into()])
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-}
-
-fn start_nats(bin: &PathBuf, port: u16) -> Child {
-    let child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nats-server");
-    assert!(eventually(10, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "nats-server did not start");
-    child
-}
 
 /// Publishes each payload on `subject` with the plain NATS text protocol and waits for the server's PONG,
 /// so every message has been routed when this returns.

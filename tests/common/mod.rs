@@ -161,3 +161,24 @@ pub fn try_http(
     }
     Ok((status, body.to_owned()))
 }
+
+/// The `nats-server` binary (Debian's package), if installed.
+pub fn nats_server_binary() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/usr/local/bin".into()])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// Starts `nats-server` on loopback at `port` and waits until it accepts connections.
+pub fn start_nats(bin: &std::path::Path, port: u16) -> Child {
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nats-server");
+    assert!(eventually(10, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "nats-server did not start");
+    child
+}
