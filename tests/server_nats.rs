@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{eventually, free_port, http, nats_server_binary, signal, spawn_silt, start_nats};
+use common::{eventually, http, nats_or_skip, nats_server_binary, signal, spawn_silt, start_nats};
 
 const T: i64 = 1_700_000_000;
 
@@ -59,13 +59,7 @@ const CONFIG: &str = r#"{
 
 #[test]
 fn nats_ingest_survives_a_nats_restart() {
-    let Some(bin) = nats_server_binary() else {
-        assert!(std::env::var_os("SILT_REQUIRE_NATS").is_none(), "SILT_REQUIRE_NATS is set but nats-server is missing");
-        eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server; .ci/run does)");
-        return;
-    };
-    let port = free_port();
-    let mut nats = start_nats(&bin, port);
+    let Some((mut nats, port)) = nats_or_skip() else { return };
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = tmp.path().join("config.json");
@@ -95,7 +89,7 @@ fn nats_ingest_survives_a_nats_restart() {
     // Kill the NATS server and start it again on the same port: silt reconnects and resubscribes.
     nats.kill().expect("kill nats");
     nats.wait().expect("wait nats");
-    let mut nats = start_nats(&bin, port);
+    let mut nats = start_nats(&nats_server_binary().expect("nats-server"), port);
     let again = format!("load,hostname=n1 value=7 {}", T + 20);
     let seen =
         eventually(30, || publish(port, "silt-test", &again) && query(silt.addr).contains("[1.000,2.000,7.000]"));

@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, free_port, nats_server_binary, start_nats};
+use common::{eventually, nats_or_skip};
 use silt::ingest::lineproto::Precision;
 use silt::server::config::{NatsConfig, NatsSubscription};
 use silt::server::nats::{NatsIngest, NatsLimits, WORKERS};
@@ -67,13 +67,7 @@ const HOLDING: &str = "silt_nats_workers_holding";
 
 #[test]
 fn nats_workers_hold_back_while_the_head_is_over_its_memory_cap_and_drop_what_they_cannot_hold() {
-    let Some(bin) = nats_server_binary() else {
-        assert!(std::env::var("SILT_REQUIRE_NATS").is_err(), "nats-server is required but not installed");
-        eprintln!("nats-server not installed: skipping");
-        return;
-    };
-    let port = free_port();
-    let mut nats = start_nats(&bin, port);
+    let Some((mut nats, port)) = nats_or_skip() else { return };
 
     // A head memory cap of 8 pages of 4 KiB; the background pass runs only when a write nudges it.
     let db = Db::open(

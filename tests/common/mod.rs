@@ -182,3 +182,15 @@ pub fn start_nats(bin: &std::path::Path, port: u16) -> Child {
     assert!(eventually(10, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "nats-server did not start");
     child
 }
+
+/// `nats-server` started on a free loopback port, with the port; `None` (after saying SKIPPED) when it is
+/// not installed, unless `SILT_REQUIRE_NATS` is set (`.ci/run` installs it), which makes that a failure.
+pub fn nats_or_skip() -> Option<(Child, u16)> {
+    let Some(bin) = nats_server_binary() else {
+        assert!(std::env::var_os("SILT_REQUIRE_NATS").is_none(), "SILT_REQUIRE_NATS is set but nats-server is missing");
+        eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server; .ci/run does)");
+        return None;
+    };
+    let port = free_port();
+    Some((start_nats(&bin, port), port))
+}
