@@ -8,34 +8,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
-use common::{eventually, http, nats_or_skip, nats_server_binary, signal, spawn_silt, start_nats};
+use common::{eventually, http, nats_or_skip, nats_publish, nats_server_binary, signal, spawn_silt, start_nats};
 
 const T: i64 = 1_700_000_000;
-
-/// Publishes `payload` on `subject` with the plain NATS text protocol and waits for the server's PONG, so
-/// the message has been routed when this returns.
-fn publish(port: u16, subject: &str, payload: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let mut r = BufReader::new(s.try_clone().expect("clone"));
-    let mut info = String::new();
-    if r.read_line(&mut info).is_err() || !info.starts_with("INFO") {
-        return false;
-    }
-    let msg = format!(
-        "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n",
-        payload.len()
-    );
-    if s.write_all(msg.as_bytes()).is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    r.read_line(&mut line).is_ok() && line.starts_with("PONG")
-}
 
 fn query(addr: std::net::SocketAddr) -> String {
     let body = format!(
@@ -71,12 +47,14 @@ fn nats_ingest_survives_a_nats_restart() {
     // NATS core delivers only to subscriptions that exist: publish until silt has subscribed and stored.
     // The samples are idempotent (same slots), so repeats do not change the answer.
     let first = format!("load,hostname=n1 value=1 {T}\nload,hostname=n1 value=2 {}", T + 10);
-    let seen = eventually(30, || publish(port, "silt-test", &first) && query(silt.addr).contains("[1.000,2.000]"));
+    let seen = eventually(30, || {
+        nats_publish(port, "silt-test", std::slice::from_ref(&first)) && query(silt.addr).contains("[1.000,2.000]")
+    });
     assert!(seen, "first samples never arrived over NATS: {}", query(silt.addr));
 
     // A bad message: the good line before it is stored, the message is counted as an error.
     let bad = format!("load,hostname=n1 value=3 {}\nthis is not line protocol", T + 20);
-    assert!(publish(port, "silt-test", &bad));
+    assert!(nats_publish(port, "silt-test", std::slice::from_ref(&bad)));
     assert!(
         eventually(10, || http(silt.addr, "GET", "/metrics", "")
             .1
@@ -91,8 +69,10 @@ fn nats_ingest_survives_a_nats_restart() {
     nats.wait().expect("wait nats");
     let mut nats = start_nats(&nats_server_binary().expect("nats-server"), port);
     let again = format!("load,hostname=n1 value=7 {}", T + 20);
-    let seen =
-        eventually(30, || publish(port, "silt-test", &again) && query(silt.addr).contains("[1.000,2.000,7.000]"));
+    let seen = eventually(30, || {
+        nats_publish(port, "silt-test", std::slice::from_ref(&again))
+            && query(silt.addr).contains("[1.000,2.000,7.000]")
+    });
     assert!(seen, "no samples after the NATS restart: {}", query(silt.addr));
 
     signal(&silt.child, "TERM");

@@ -11,12 +11,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, nats_or_skip};
+use common::{eventually, nats_or_skip, nats_publish};
 use silt::ingest::lineproto::Precision;
 use silt::server::config::{NatsConfig, NatsSubscription};
 use silt::server::nats::{NatsIngest, NatsLimits, WORKERS};
@@ -25,28 +23,6 @@ use silt::storage::io::sim::SimVfs;
 use silt::{Aggregation, Db, HostKey, MetricConfig, Options};
 
 const T: i64 = 1_700_000_000;
-
-/// Publishes each payload on `subject` with the plain NATS text protocol and waits for the server's PONG,
-/// so every message has been routed when this returns.
-fn publish(port: u16, subject: &str, payloads: &[String]) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let mut r = BufReader::new(s.try_clone().expect("clone"));
-    let mut info = String::new();
-    if r.read_line(&mut info).is_err() || !info.starts_with("INFO") {
-        return false;
-    }
-    let mut msg = String::from("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
-    for p in payloads {
-        msg.push_str(&format!("PUB {subject} {}\r\n{p}\r\n", p.len()));
-    }
-    msg.push_str("PING\r\n");
-    if s.write_all(msg.as_bytes()).is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    r.read_line(&mut line).is_ok() && line.starts_with("PONG")
-}
 
 /// The value of a metric line (with its labels, if any) on `/metrics`; 0 if absent.
 fn metric(st: &AppState, name: &str) -> u64 {
@@ -102,7 +78,8 @@ fn nats_workers_hold_back_while_the_head_is_over_its_memory_cap_and_drop_what_th
 
     // Core NATS delivers only to subscriptions the server knows: publish until one message is stored.
     let probe = format!("load,hostname=probe value=1 {T}");
-    let seen = eventually(30, || publish(port, "silt-flood", std::slice::from_ref(&probe)) && metric(&st, OK) >= 1);
+    let seen =
+        eventually(30, || nats_publish(port, "silt-flood", std::slice::from_ref(&probe)) && metric(&st, OK) >= 1);
     assert!(seen, "the probe never arrived over NATS");
     // (A late probe may still be counted; the flood below is checked by what is stored.)
 
@@ -125,7 +102,7 @@ fn nats_workers_hold_back_while_the_head_is_over_its_memory_cap_and_drop_what_th
     let sent = 60;
     let flood: Vec<String> = (0..sent).map(|i| format!("load,hostname=f{i} value=1 {T}")).collect();
     let stored = |db: &Db| (0..sent).filter(|i| has_value(db, &format!("f{i}"))).count() as u64;
-    assert!(publish(port, "silt-flood", &flood));
+    assert!(nats_publish(port, "silt-flood", &flood));
     // At most: one per worker, the queue, one in a reader's hand, the subscription's buffer.
     let held = WORKERS + limits.queue_messages + 1 + limits.subscription_capacity;
     let mut max_queued = 0;

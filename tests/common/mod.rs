@@ -194,3 +194,25 @@ pub fn nats_or_skip() -> Option<(Child, u16)> {
     let port = free_port();
     Some((start_nats(&bin, port), port))
 }
+
+/// Publishes each payload on `subject` with the plain NATS text protocol and waits for the server's PONG,
+/// so every message has been routed when this returns.
+pub fn nats_publish(port: u16, subject: &str, payloads: &[String]) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut info = String::new();
+    if r.read_line(&mut info).is_err() || !info.starts_with("INFO") {
+        return false;
+    }
+    let mut msg = String::from("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+    for p in payloads {
+        msg.push_str(&format!("PUB {subject} {}\r\n{p}\r\n", p.len()));
+    }
+    msg.push_str("PING\r\n");
+    if s.write_all(msg.as_bytes()).is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    r.read_line(&mut line).is_ok() && line.starts_with("PONG")
+}
