@@ -8,7 +8,6 @@
 
 mod common;
 
-
 use common::{eventually, http, nats_or_skip, nats_publish, nats_server_binary, signal, spawn_silt, start_nats};
 
 const T: i64 = 1_700_000_000;

@@ -589,6 +589,15 @@ struct Shared {
     max_payload: usize,
     /// Most series the catalog may hold (0: only `u32::MAX - 1`, the most a `SeriesId` numbers).
     max_series: u32,
+    /// Wakes the thread that lets go of idle head pages ([`Head::discard_idle`]).
+    discards: Sender<()>,
+}
+
+impl Shared {
+    /// Asks the head-trim thread to let go of idle head pages; a request already waiting will do.
+    fn request_discard(&self) {
+        let _ = self.discards.try_send(());
+    }
 }
 
 /// An open engine. `Send + Sync`; cheap operations take `&self`.
@@ -618,8 +627,6 @@ struct Writer {
     /// Callers that asked for a checkpoint while one was in flight: they need one that starts later.
     waiting: Vec<Reply<Lsn>>,
     jobs: Sender<CheckpointJob>,
-    /// Wakes the thread that lets go of idle head pages ([`Head::discard_idle`]).
-    discards: Sender<()>,
     done: Receiver<Result<(), StorageError>>,
 }
 
@@ -640,13 +647,7 @@ struct CheckpointJob {
 
 fn run_checkpoint_job(vfs: &dyn Vfs, dir: &Path, head: &Head, job: &CheckpointJob) -> Result<(), StorageError> {
     head.flush()?;
-    job.manifest.store(vfs, dir)?;
-    // The pages just synced are clean: the process need not keep the full ones resident. Only memory is at
-    // stake, not data, so a failure is logged and the checkpoint stands.
-    if let Err(e) = head.discard_idle() {
-        tracing::warn!(error = %e, "letting go of idle head pages");
-    }
-    Ok(())
+    job.manifest.store(vfs, dir)
 }
 
 fn apply_payload(
@@ -789,6 +790,22 @@ impl Engine {
         catalog.series = series.clone();
 
         let (blocks, damaged_blocks, next_block_seq) = open_blocks(&*vfs, &dir.join(BLOCK_DIR))?;
+        // One thread lets go of idle head pages (Head::discard_idle), when asked (Shared::request_discard):
+        // after a checkpoint, after a compaction batch, and every DISCARD_EVERY_BYTES of new pages.
+        let (discards_tx, discards_rx) = bounded::<()>(1);
+        {
+            let head = head.head().clone();
+            std::thread::Builder::new()
+                .name("silt-head-trim".into())
+                .spawn(move || {
+                    for () in discards_rx {
+                        if let Err(e) = head.discard_idle() {
+                            tracing::warn!(error = %e, "letting go of idle head pages");
+                        }
+                    }
+                })
+                .map_err(|e| StorageError::io("spawn head trim thread", dir, e))?;
+        }
         let shared = Arc::new(Shared {
             catalog: RwLock::new(catalog),
             head: head.head().clone(),
@@ -802,6 +819,7 @@ impl Engine {
             durability: options.durability,
             max_payload: wal.max_payload(),
             max_series: options.max_series,
+            discards: discards_tx,
         });
         let (tx, rx) = unbounded();
         let (jobs_tx, jobs_rx) = bounded::<CheckpointJob>(1);
@@ -821,22 +839,6 @@ impl Engine {
                 })
                 .map_err(|e| StorageError::io("spawn checkpointer thread", dir, e))?;
         }
-        // Series moving to new pages leave full ones resident; a thread lets go of them every
-        // DISCARD_EVERY_BYTES of new pages, off the writer thread.
-        let (discards_tx, discards_rx) = bounded::<()>(1);
-        {
-            let head = shared.head.clone();
-            std::thread::Builder::new()
-                .name("silt-head-trim".into())
-                .spawn(move || {
-                    for () in discards_rx {
-                        if let Err(e) = head.discard_idle() {
-                            tracing::warn!(error = %e, "letting go of idle head pages");
-                        }
-                    }
-                })
-                .map_err(|e| StorageError::io("spawn head trim thread", dir, e))?;
-        }
         let writer = Writer {
             shared: shared.clone(),
             vfs: vfs.clone(),
@@ -851,7 +853,6 @@ impl Engine {
             in_flight: None,
             waiting: Vec::new(),
             jobs: jobs_tx,
-            discards: discards_tx,
             done: done_rx,
         };
         let thread = std::thread::Builder::new()
@@ -1253,9 +1254,7 @@ impl Engine {
         }
         self.free(items)?;
         // The pages just copied became resident again when read; they are free now.
-        if let Err(e) = head.discard_idle() {
-            tracing::warn!(error = %e, "letting go of compacted head pages");
-        }
+        self.shared.request_discard();
         self.shared.stats.pages_compacted.fetch_add(pages, Ordering::Relaxed);
         Ok(())
     }
@@ -1365,7 +1364,7 @@ impl Writer {
                 return;
             }
             if self.head.take_discard_due() {
-                let _ = self.discards.try_send(()); // one already waiting will do
+                self.shared.request_discard();
             }
             self.tick();
         }
@@ -1696,7 +1695,8 @@ impl Writer {
                 tracing::error!(error = %e, "checkpoint failed");
                 self.fail(e);
             }
-            Ok(_) => {}
+            // The pages just synced are clean: the process need not keep the full ones resident.
+            Ok(_) => self.shared.request_discard(),
         }
         for w in meta.waiters {
             let _ = w.send(match &r {
