@@ -521,14 +521,18 @@ impl Db {
 
     /// The time `t mod frequency` at which series `id`'s slots have their nominal times (from its oldest head
     /// page, else from a block chunk), if it holds anything.
-    pub(crate) fn grid_phase(&self, id: SeriesId, frequency: i64) -> Option<i64> {
+    pub(crate) fn grid_phase(&self, id: SeriesId, frequency: i64) -> Result<Option<i64>, Error> {
         let engine = &self.inner.engine;
-        let start = engine
-            .head()
-            .pages(id)
-            .and_then(|(p, _)| p.first().map(|p| p.start))
-            .or_else(|| engine.blocks().iter().find_map(|b| b.chunks_of(id).first().map(|c| c.start)))?;
-        Some((start + frequency / 2).rem_euclid(frequency))
+        let mut start = engine.head().pages(id).and_then(|(p, _)| p.first().map(|p| p.start));
+        for b in engine.blocks().iter() {
+            if start.is_some() {
+                break;
+            }
+            if b.holds(id) {
+                start = b.chunks_of(id)?.first().map(|c| c.start);
+            }
+        }
+        Ok(start.map(|start| (start + frequency / 2).rem_euclid(frequency)))
     }
 
     /// The names of the children of a selector's levels, sorted (cc-metric-store's `ListChildren`).
@@ -579,25 +583,34 @@ impl Db {
 
     /// The nominal time of the newest stored slot of series `id` (of frequency `f`), from the head, else
     /// from the blocks (which hold only what is older than the head's pages); `None` if it holds nothing.
-    pub(crate) fn stored_last(&self, id: SeriesId, f: i64) -> Option<i64> {
+    pub(crate) fn stored_last(&self, id: SeriesId, f: i64) -> Result<Option<i64>, Error> {
         let engine = &self.inner.engine;
-        engine.head().last_time(id).or_else(|| {
-            let blocks = engine.blocks();
-            let ends = blocks.iter().flat_map(|b| b.chunks_of(id)).filter(|c| c.count > 0 && c.frequency == f);
-            ends.map(|c| c.end() - f + f / 2).max()
-        })
+        if let Some(t) = engine.head().last_time(id) {
+            return Ok(Some(t));
+        }
+        let mut last = None;
+        for c in self.block_chunks(id)?.iter().filter(|c| c.count > 0 && c.frequency == f) {
+            last = last.max(Some(c.end() - f + f / 2));
+        }
+        Ok(last)
     }
 
     /// The nominal time of the oldest stored slot of series `id` (of frequency `f`), from the blocks, else
     /// from the head; `None` if it holds nothing.
-    pub(crate) fn stored_first(&self, id: SeriesId, f: i64) -> Option<i64> {
+    pub(crate) fn stored_first(&self, id: SeriesId, f: i64) -> Result<Option<i64>, Error> {
         let engine = &self.inner.engine;
-        let blocks = engine.blocks();
-        let starts = blocks.iter().flat_map(|b| b.chunks_of(id)).filter(|c| c.count > 0 && c.frequency == f);
-        starts
-            .map(|c| c.start + f / 2)
-            .min()
-            .or_else(|| engine.head().pages(id).and_then(|(p, _)| p.first().map(|p| p.start + f / 2)))
+        let starts = self.block_chunks(id)?;
+        let first = starts.iter().filter(|c| c.count > 0 && c.frequency == f).map(|c| c.start + f / 2).min();
+        Ok(first.or_else(|| engine.head().pages(id).and_then(|(p, _)| p.first().map(|p| p.start + f / 2))))
+    }
+
+    /// Every chunk of series `id` in the blocks, read from their files.
+    fn block_chunks(&self, id: SeriesId) -> Result<Vec<crate::storage::block::ChunkMeta>, Error> {
+        let mut out = Vec::new();
+        for b in self.inner.engine.blocks().iter().filter(|b| b.holds(id)) {
+            out.extend(b.chunks_of(id)?);
+        }
+        Ok(out)
     }
 
     /// Series `id` (of frequency `f`) at `t0 + k*f` for `k` in `0..n` into `out` (cleared first): the value

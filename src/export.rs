@@ -105,7 +105,7 @@ impl Db {
             let Some(cfg) = self.metric(&metric) else { continue };
             let f = cfg.frequency;
             // Sample at the nominal times: the series' grid phase is that of any page or chunk start + F/2.
-            let Some(phase) = self.grid_phase(id, f) else { continue };
+            let Some(phase) = self.grid_phase(id, f)? else { continue };
             let t0 = from + (phase - from).rem_euclid(f);
             if t0 >= to {
                 continue;
@@ -197,9 +197,10 @@ pub(crate) fn archive_blocks(engine: &Engine, before: i64, dir: Option<&Path>) -
             let (a, z) = b.time_range();
             (lo, hi) = (lo.min(a), hi.max(z));
             for c in b.chunks() {
+                let c = c?;
                 let Some((metric, path)) = series_name(engine, c.series) else { continue };
                 values.clear();
-                b.decode(c, &mut values)?;
+                b.decode(&c, &mut values)?;
                 let (cluster, ..) = columns_of(&path);
                 let rows = by_cluster.entry(cluster).or_default();
                 push_rows(rows, &metric, &path, c.frequency, c.start + c.frequency / 2, &values);

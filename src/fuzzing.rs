@@ -285,16 +285,23 @@ pub fn check_block(data: &[u8]) {
     use crate::storage::io::sim::SimVfs;
     use crate::storage::io::{write_atomic, Vfs};
 
-    let Ok(_) = parse(data) else { return };
+    let Ok((parsed, _, _)) = parse(data) else { return };
     let vfs = SimVfs::new();
     let dir = Path::new("/f");
     vfs.create_dir_all(dir).expect("sim mkdir");
     let path = dir.join("00000000000000000001.blk");
     write_atomic(&vfs, &path, data).expect("sim write");
     let block = Block::open(&vfs, &path, 1).expect("a block that parses opens");
+    // The descriptors read from the file, in order and series by series, are the ones parsed whole.
+    let read: Vec<_> = block.chunks().collect::<Result<_, _>>().expect("a block that opens reads its index");
+    assert_eq!(read, parsed, "the index read in batches differs from the index parsed whole");
+    for c in &parsed {
+        let of = block.chunks_of(c.series).expect("a block that opens reads a series' descriptors");
+        assert!(block.holds(c.series) && of.contains(c), "series {} lost a chunk", c.series.0);
+    }
     let mut chunks = Vec::new();
     let mut codec = None;
-    for c in block.chunks() {
+    for c in &read {
         let mut values = Vec::new();
         if block.decode(c, &mut values).is_err() {
             return;
@@ -305,7 +312,7 @@ pub fn check_block(data: &[u8]) {
     }
     let Some(codec) = codec else { return };
     // Re-encode only blocks of one codec, with chunk values that silt itself would write.
-    if block.chunks().iter().any(|c| c.codec != codec) {
+    if read.iter().any(|c| c.codec != codec) {
         return;
     }
     let again = encode_block(chunks.clone(), codec);
@@ -313,9 +320,10 @@ pub fn check_block(data: &[u8]) {
     assert_eq!(metas.len(), chunks.len(), "re-encoding lost chunks");
     write_atomic(&vfs, &path, &again).expect("sim write");
     let block = Block::open(&vfs, &path, 1).expect("silt's own block opens");
-    for (m, c) in block.chunks().iter().zip(&chunks) {
+    for (m, c) in block.chunks().zip(&chunks) {
+        let m = m.expect("silt's own index reads");
         let mut values = Vec::new();
-        block.decode(m, &mut values).expect("silt's own chunk decodes");
+        block.decode(&m, &mut values).expect("silt's own chunk decodes");
         assert_eq!((m.series, m.start, m.frequency), (c.series, c.start, c.frequency));
         let bits = |v: &[f64]| v.iter().map(|x| if x.is_nan() { u64::MAX } else { x.to_bits() }).collect::<Vec<_>>();
         assert_eq!(bits(&values), bits(&c.values), "values changed in a round trip");

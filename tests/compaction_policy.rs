@@ -69,7 +69,10 @@ fn a_compaction_writes_short_chunks_with_gorilla_and_settling_makes_them_long_an
     }
     let blocks = db.engine().blocks();
     assert_eq!(blocks.len(), pages as usize);
-    assert!(blocks.iter().flat_map(|b| b.chunks()).all(|c| c.codec == Codec::Gorilla && c.count == 64));
+    assert!(blocks
+        .iter()
+        .flat_map(|b| b.chunks().map(Result::unwrap))
+        .all(|c| c.codec == Codec::Gorilla && c.count == 64));
     assert_eq!(read_all(&db, 3, pages * SLOTS), expected(3, pages * SLOTS));
 
     // Tiered merges only runs of one size tier; these are all tiny (one tier), so all of them go.
@@ -77,7 +80,7 @@ fn a_compaction_writes_short_chunks_with_gorilla_and_settling_makes_them_long_an
     let blocks = db.engine().blocks();
     assert_eq!(blocks.len(), 1);
     // One chunk per series: 1,536 values, long enough for pco.
-    assert!(blocks[0].chunks().iter().all(|c| c.codec == Codec::Pco && c.count as i64 == pages * SLOTS));
+    assert!(blocks[0].chunks().map(Result::unwrap).all(|c| c.codec == Codec::Pco && c.count as i64 == pages * SLOTS));
     assert!(pages * SLOTS >= PCO_MIN_VALUES as i64);
     assert_eq!(read_all(&db, 3, pages * SLOTS), expected(3, pages * SLOTS));
 
@@ -92,7 +95,7 @@ fn a_compaction_writes_short_chunks_with_gorilla_and_settling_makes_them_long_an
     let blocks = db.engine().blocks();
     assert_eq!(blocks.len(), 2);
     assert_eq!(blocks[0].path(), long);
-    assert!(blocks[1].chunks().iter().all(|c| c.codec == Codec::Gorilla && c.count == 128));
+    assert!(blocks[1].chunks().map(Result::unwrap).all(|c| c.codec == Codec::Gorilla && c.count == 128));
     assert_eq!(db.engine().merge_blocks_with(1 << 30, MergePolicy::Settle).expect("settle again"), 0);
     assert_eq!(read_all(&db, 3, (pages + 2) * SLOTS), expected(3, (pages + 2) * SLOTS));
     drop(db);
@@ -112,7 +115,7 @@ fn a_large_compaction_is_split_into_bounded_blocks() {
     let blocks = db.engine().blocks();
     assert_eq!(blocks.len(), 2, "{} values in batches of {COMPACT_BATCH_VALUES}", pages as i64 * SLOTS);
     for b in blocks.iter() {
-        let values: u64 = b.chunks().iter().map(|c| u64::from(c.count)).sum();
+        let values: u64 = b.chunks().map(|c| u64::from(c.unwrap().count)).sum();
         assert!(values <= COMPACT_BATCH_VALUES as u64, "{values}");
     }
     for h in [0, hosts / 2, hosts - 1] {

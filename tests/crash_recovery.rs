@@ -282,10 +282,9 @@ fn reconcile(
         let (Some(&lo), Some(&hi)) = (moved.first(), moved.last()) else { return Ok(model.clone()) };
         // Series ids follow the order of the first write (series 0, 1, 2 in `setup`).
         let (t_lo, t_hi) = (T - F / 2 + lo / PAGE * PAGE * F, T - F / 2 + hi * F);
-        let happened =
-            db.engine().blocks().iter().any(|b| {
-                b.chunks_of(silt::storage::SeriesId(s as u32)).iter().any(|c| c.start <= t_lo && c.end() > t_hi)
-            });
+        let happened = db.engine().blocks().iter().any(|b| {
+            b.chunks_of(silt::storage::SeriesId(s as u32)).unwrap().iter().any(|c| c.start <= t_lo && c.end() > t_hi)
+        });
         if happened {
             return Ok(with);
         }

@@ -263,7 +263,7 @@ fn combine(
             // The first series taking part is stored, not added to 0.0, so one series comes back bit for bit
             // (-0.0 stays -0.0).
             let first = taking_part == 0;
-            let r = if attempts > 2 || blocks.iter().any(|b| !b.chunks_of(id).is_empty()) {
+            let r = if attempts > 2 || blocks.iter().any(|b| b.holds(id)) {
                 source::add_into(engine, id, f, t0, &mut acc, first, &mut tmp)?
             } else {
                 engine.head().sample_add(id, t0, &mut acc, first)
@@ -427,7 +427,7 @@ fn combined_stats(
     // <= floor((hi - 1 - from) / F).
     let (mut k0, mut k1) = (n, -1i128);
     for &id in ids {
-        if let Some((lo, hi)) = source::extent(engine, id) {
+        if let Some((lo, hi)) = source::extent(engine, id)? {
             k0 = k0.min((i128::from(lo) - from_w + f_w - 1).div_euclid(f_w).max(0));
             k1 = k1.max((i128::from(hi) - 1 - from_w).div_euclid(f_w).min(n - 1));
         }

@@ -14,33 +14,32 @@ use crate::storage::{Engine, SeriesId};
 use super::QueryError;
 
 /// The chunks of series `id` in `blocks` (oldest block first) that hold slots in `[lo, hi)` (slot
-/// boundaries), with their block.
-fn chunks(blocks: &[Arc<Block>], id: SeriesId, lo: i64, hi: i64) -> Vec<(&Block, ChunkMeta)> {
+/// boundaries), with their block: the descriptors are read from the files of the blocks that hold the series
+/// in that range.
+fn chunks(blocks: &[Arc<Block>], id: SeriesId, lo: i64, hi: i64) -> Result<Vec<(&Block, ChunkMeta)>, QueryError> {
     let mut out = Vec::new();
     for b in blocks {
         let (bmin, bmax) = b.time_range();
-        if bmax <= lo || bmin >= hi {
+        if bmax <= lo || bmin >= hi || !b.holds(id) {
             continue;
         }
-        for c in b.chunks_of(id) {
+        for c in b.chunks_of(id)? {
             if c.start < hi && c.end() > lo {
-                out.push((&**b, *c));
+                out.push((&**b, c));
             }
         }
     }
-    out
+    Ok(out)
 }
 
-/// The slot boundaries `[lo, hi)` that the blocks hold of series `id` below `limit` (where the head's
-/// domain starts), if any.
-fn block_extent(blocks: &[Arc<Block>], id: SeriesId, limit: i64) -> Option<(i64, i64)> {
+/// The slot boundaries `[lo, hi)` that `found` (chunks of one series) holds below `limit` (where the
+/// head's domain starts), if any.
+fn block_extent(found: &[(&Block, ChunkMeta)], limit: i64) -> Option<(i64, i64)> {
     let mut r: Option<(i64, i64)> = None;
-    for b in blocks {
-        for c in b.chunks_of(id) {
-            if c.start < limit {
-                let (a, e) = (c.start, c.end().min(limit));
-                r = Some(r.map_or((a, e), |(x, y)| (x.min(a), y.max(e))));
-            }
+    for (_, c) in found {
+        if c.start < limit {
+            let (a, e) = (c.start, c.end().min(limit));
+            r = Some(r.map_or((a, e), |(x, y)| (x.min(a), y.max(e))));
         }
     }
     r
@@ -49,7 +48,7 @@ fn block_extent(blocks: &[Arc<Block>], id: SeriesId, limit: i64) -> Option<(i64,
 /// The slot boundaries `[lo, hi)` of everything series `id` holds, its head pages (whole) and its block
 /// chunks, `None` if it holds nothing. A bound: slots inside may read as NaN. The head is read first and the
 /// block list taken after, as in [`sample_into`], so a compaction meanwhile cannot hide a page.
-pub(crate) fn extent(engine: &Engine, id: SeriesId) -> Option<(i64, i64)> {
+pub(crate) fn extent(engine: &Engine, id: SeriesId) -> Result<Option<(i64, i64)>, QueryError> {
     let mut r: Option<(i64, i64)> = None;
     if let Some((pages, f)) = engine.head().pages(id) {
         if let (Some(first), Some(last)) = (pages.first(), pages.last()) {
@@ -57,13 +56,11 @@ pub(crate) fn extent(engine: &Engine, id: SeriesId) -> Option<(i64, i64)> {
             r = Some((first.start, last.start.saturating_add(span)));
         }
     }
-    for b in engine.blocks().iter() {
-        for c in b.chunks_of(id) {
-            let (a, e) = (c.start, c.end());
-            r = Some(r.map_or((a, e), |(x, y)| (x.min(a), y.max(e))));
-        }
+    for (_, c) in chunks(&engine.blocks(), id, i64::MIN, i64::MAX)? {
+        let (a, e) = (c.start, c.end());
+        r = Some(r.map_or((a, e), |(x, y)| (x.min(a), y.max(e))));
     }
-    r
+    Ok(r)
 }
 
 /// Samples series `id` at `t0 + k*F` for `k` in `0..n` into `out` (cleared first), as
@@ -86,7 +83,8 @@ pub(crate) fn sample_into(
     let (head_range, extent) = engine.head().sample_store(id, t0, out);
     let limit = extent.map_or(i64::MAX, |(start, _)| start);
     let blocks = engine.blocks();
-    let Some((lo, hi)) = block_extent(&blocks, id, limit) else {
+    let found = chunks(&blocks, id, i64::MIN, i64::MAX)?;
+    let Some((lo, hi)) = block_extent(&found, limit) else {
         if head_range.is_none() {
             out.clear();
         }
@@ -104,7 +102,7 @@ pub(crate) fn sample_into(
     }
     let span_hi = t0.saturating_add((n as i64).saturating_mul(f)).min(limit);
     let mut tmp = Vec::new();
-    for (block, c) in chunks(&blocks, id, t0, span_hi) {
+    for (block, c) in found.into_iter().filter(|(_, c)| c.start < span_hi && c.end() > t0) {
         // Step k samples the slot containing t0 + k*F: slot s = (t0 + k*F - start) / F of this chunk.
         let first_k = (c.start - t0 + f - 1).div_euclid(f).max(0);
         let end = c.end().min(limit); // slots at or after the head's start belong to the head
@@ -154,7 +152,7 @@ pub(crate) fn stats(engine: &Engine, id: SeriesId, from: i64, to: i64) -> Result
     let blocks = engine.blocks();
     let to_b = to.min(limit);
     // Slots whose nominal time (start + i*F + F/2) lies in [from, to_b) lie within these boundaries.
-    let found = chunks(&blocks, id, from.saturating_sub(crate::storage::head::MAX_FREQUENCY), to_b);
+    let found = chunks(&blocks, id, from.saturating_sub(crate::storage::head::MAX_FREQUENCY), to_b)?;
     if found.is_empty() {
         return Ok(st);
     }

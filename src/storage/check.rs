@@ -553,13 +553,21 @@ impl<'a> Checker<'a> {
                 Err(e) if is_not_found(&e) => self.vanished = true,
                 Err(e) => self.report.problems.push(Problem::from_error(Severity::Damage, &path, "block", &e)),
                 Ok(b) => {
-                    br.chunks = b.chunks().len();
+                    br.chunks = b.chunk_count();
                     br.ok = true;
                     let mut values = Vec::new();
                     for c in b.chunks() {
+                        let c = match c {
+                            Ok(c) => c,
+                            Err(e) => {
+                                br.ok = false;
+                                self.report.problems.push(Problem::from_error(Severity::Damage, &path, "block", &e));
+                                break;
+                            }
+                        };
                         values.clear();
                         br.values += u64::from(c.count);
-                        if let Err(e) = b.decode(c, &mut values) {
+                        if let Err(e) = b.decode(&c, &mut values) {
                             br.ok = false;
                             self.report.problems.push(Problem::from_error(Severity::Damage, &path, "block chunk", &e));
                             continue;

@@ -355,20 +355,26 @@ fn write_merged(vfs: &dyn Vfs, run: &[Arc<Block>], dir: &Path, seq: u64) -> Resu
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut writer = crate::storage::block::BlockWriter::create(vfs, dir, seq)?;
-    // Each block's chunks are sorted by series: walk them all with one cursor per block, series by series, a
-    // group of about MERGE_GROUP_VALUES values at a time, so only one group's descriptors are copied.
-    let mut cursors = vec![0usize; run.len()];
+    // Each block's chunks are sorted by series: walk them all with one cursor per block (which reads the
+    // descriptors from the file a batch at a time), series by series, a group of about MERGE_GROUP_VALUES
+    // values at a time, so only one group's descriptors are held.
+    let mut cursors: Vec<_> = run.iter().map(|b| b.chunks()).collect();
     loop {
         let mut group: Vec<(SeriesId, Chunks)> = Vec::new();
         let mut values = 0usize;
         while group.is_empty() || values < MERGE_GROUP_VALUES {
-            let next = run.iter().zip(&cursors).filter_map(|(b, &k)| b.chunks().get(k).map(|c| c.series)).min();
+            let mut next = None;
+            for cursor in &mut cursors {
+                if let Some(c) = cursor.peek()? {
+                    next = Some(next.map_or(c.series, |n: SeriesId| n.min(c.series)));
+                }
+            }
             let Some(series) = next else { break };
             let mut chunks: Chunks = Vec::new();
-            for (i, b) in run.iter().enumerate() {
-                while let Some(c) = b.chunks().get(cursors[i]).filter(|c| c.series == series) {
-                    chunks.push((i, *c));
-                    cursors[i] += 1;
+            for (i, cursor) in cursors.iter_mut().enumerate() {
+                while let Some(&c) = cursor.peek()?.filter(|c| c.series == series) {
+                    chunks.push((i, c));
+                    cursor.advance();
                 }
             }
             values += series_values(&chunks);

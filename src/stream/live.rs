@@ -189,16 +189,18 @@ struct Track {
 impl Track {
     /// Notes that a sample at time `t` was emitted (unless its slot is below `floor`, where it is forgotten
     /// anyway).
-    fn record(&mut self, db: &Db, f: i64, t: i64, floor: Option<i64>) {
+    fn record(&mut self, db: &Db, f: i64, t: i64, floor: Option<i64>) -> Result<(), StreamError> {
         if self.phase.is_none() {
             // The write was applied before its tap batch was made: its series has a grid, unless the sample
             // was refused as too old (or freed since), and then there is nothing to replay either.
-            self.phase = self.id.and_then(|id| db.grid_phase(id, f));
+            if let Some(id) = self.id {
+                self.phase = db.grid_phase(id, f)?;
+            }
         }
-        let Some(phase) = self.phase else { return };
+        let Some(phase) = self.phase else { return Ok(()) };
         let g = nominal(t, phase, f);
         if floor.is_some_and(|fl| g < fl) {
-            return;
+            return Ok(());
         }
         self.known.insert(g, f);
         if self.known.0.len() > PRUNE_AT {
@@ -206,6 +208,7 @@ impl Track {
                 self.known.prune(fl);
             }
         }
+        Ok(())
     }
 }
 
@@ -420,7 +423,7 @@ impl LiveSource {
         let all =
             list.iter().zip(texts).map(|((id, _), t)| (*id, t)).chain(extra.iter().map(|(id, p)| (*id, p.to_string())));
         for (id, text) in all {
-            if let Some(last) = self.db.stored_last(id, f) {
+            if let Some(last) = self.db.stored_last(id, f)? {
                 let i = self.tracks.of(id, &text);
                 self.tracks.all[i].known = Known(vec![(i64::MIN, last.saturating_add(f))]);
             }
@@ -475,7 +478,7 @@ impl LiveSource {
                 names.append_value(&*track.text);
                 times.push(s.time);
                 values.push(s.value);
-                track.record(&self.db, self.frequency, s.time, floor);
+                track.record(&self.db, self.frequency, s.time, floor)?;
             }
             if i < samples.len() {
                 self.carry = Some((batch, i));
@@ -507,9 +510,9 @@ impl LiveSource {
         while let Some((ti, id)) = replay.pending.pop_front() {
             let track = &mut tracks.all[ti];
             track.cutoff = pause.lsn();
-            let (Some(first), Some(last)) = (db.stored_first(id, f), db.stored_last(id, f)) else { continue };
+            let (Some(first), Some(last)) = (db.stored_first(id, f)?, db.stored_last(id, f)?) else { continue };
             if track.phase.is_none() {
-                track.phase = db.grid_phase(id, f);
+                track.phase = db.grid_phase(id, f)?;
             }
             let Some(phase) = track.phase else { continue };
             let lo = horizon.map_or(first, |h| nominal(h, phase, f).max(first));
