@@ -226,8 +226,9 @@ fn a_compaction_failing_at_any_step_loses_nothing_over_a_power_cut_and_completes
 
 #[test]
 fn enospc_or_eio_at_any_one_step_of_a_compaction_fails_it_cleanly() {
-    // The same history every time: a compaction of 9 operations (seal record: write, fsync; block: create,
-    // write, fsync, rename, directory fsync; free record: write, fsync).
+    // The same history every time: a compaction of 10 operations (seal record: write, fsync; block: create,
+    // write of the chunks and index, write of the header, fsync, rename, directory fsync; free record: write,
+    // fsync).
     let steps = {
         let sim = SimVfs::new();
         let db = setup(Arc::new(sim.clone()));
@@ -275,7 +276,7 @@ fn enospc_or_eio_at_any_one_step_of_a_compaction_fails_it_cleanly() {
             verified += check_image(&sim.crash_clean(), &format!("{what}, clean crash"));
         }
     }
-    assert_eq!((block_steps, wal_steps), (10, 8), "block and WAL steps of {steps}");
+    assert_eq!((block_steps, wal_steps), (12, 8), "block and WAL steps of {steps}");
     eprintln!(
         "{faults} one-shot faults over {steps} steps ({block_steps} in the block write, {wal_steps} in WAL \
          records), {verified} samples verified"

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
-use crate::storage::block::{parse_block_name, write_block, Block, BlockList, ChunkData, BLOCK_DIR};
+use crate::storage::block::{parse_block_name, Block, BlockList, ChunkData, BLOCK_DIR};
 use crate::storage::error::{CorruptionKind, StorageError};
 use crate::storage::head::{Applied, Head, HeadState, HeadWriter, DEFAULT_PAGES_PER_FILE, MAX_FREQUENCY};
 use crate::storage::io::{DirLock, Vfs};
@@ -1211,10 +1211,15 @@ impl Engine {
             return Ok(());
         }
         let head = self.head();
-        let mut chunks = Vec::new();
-        let mut pages = 0u64;
-        let mut values = Vec::new();
-        for &(id, before) in &items {
+        // Series by series, in order, each chunk encoded and handed to the block writer before the next is
+        // read: one series' values are held at a time, not the batch's (nor the encoded block).
+        let mut order: Vec<(SeriesId, i64)> = items.clone();
+        order.sort_unstable_by_key(|&(id, before)| (id, std::cmp::Reverse(before)));
+        order.dedup_by_key(|(id, _)| *id);
+        let dir = self.dir.join(BLOCK_DIR);
+        let mut writer: Option<(crate::storage::block::BlockWriter, u64)> = None;
+        let (mut pages, mut values, mut bytes) = (0u64, Vec::new(), Vec::new());
+        for &(id, before) in &order {
             let Some((list, f)) = head.pages(id) else { continue };
             let span = head.page_span(f);
             let n_pages = list.iter().take_while(|p| p.start.saturating_add(span) <= before).count();
@@ -1227,24 +1232,37 @@ impl Engine {
             while values.last().is_some_and(|v| v.is_nan()) {
                 values.pop();
             }
-            if !values.is_empty() {
-                chunks.push(ChunkData { series: id, start: first.start, frequency: f, values: values.clone() });
+            if values.is_empty() {
+                continue;
             }
+            let (w, seq) = match &mut writer {
+                Some(ws) => ws,
+                None => {
+                    self.vfs.create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
+                    let seq = self.shared.next_block_seq.fetch_add(1, Ordering::Relaxed);
+                    let w = crate::storage::block::BlockWriter::create(&*self.vfs, &dir, seq)
+                        .map_err(|e| self.abandon_block(&dir, seq, e))?;
+                    writer.insert((w, seq))
+                }
+            };
+            let c = ChunkData { series: id, start: first.start, frequency: f, values: std::mem::take(&mut values) };
+            bytes.clear();
+            let codec = codec_for(c.values.len());
+            crate::storage::codec::encode(codec, &c.values, &mut bytes);
+            let seq = *seq;
+            w.push(&c, codec, &bytes).map_err(|e| self.abandon_block(&dir, seq, e))?;
+            report.series += 1;
+            report.samples += c.values.iter().filter(|v| !v.is_nan()).count() as u64;
+            values = c.values;
         }
         report.pages += pages;
-        report.series += chunks.len();
-        if !chunks.is_empty() {
-            report.samples +=
-                chunks.iter().map(|c| c.values.iter().filter(|v| !v.is_nan()).count() as u64).sum::<u64>();
-            let bytes = crate::storage::block::encode_block_by(chunks, |c| codec_for(c.values.len()));
-            let dir = self.dir.join(BLOCK_DIR);
-            self.vfs.create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
-            let seq = self.shared.next_block_seq.fetch_add(1, Ordering::Relaxed);
-            let block = write_block(&*self.vfs, &dir, seq, &bytes)
+        if let Some((w, seq)) = writer {
+            let block = w
+                .finish(&*self.vfs)
                 .and_then(|path| Block::open(&*self.vfs, &path, seq))
                 .map_err(|e| self.abandon_block(&dir, seq, e))?;
             let block = Arc::new(block);
-            let path = block.path().to_owned();
+            let (path, size) = (block.path().to_owned(), block.size());
             {
                 let mut list = self.shared.blocks.write();
                 let mut next = (**list).clone();
@@ -1252,11 +1270,11 @@ impl Engine {
                 *list = Arc::new(next);
                 self.shared.block_generation.fetch_add(1, Ordering::AcqRel);
             }
-            report.bytes += bytes.len() as u64;
+            report.bytes += size;
             report.block = Some(path);
             let st = &self.shared.stats;
             st.blocks_written.fetch_add(1, Ordering::Relaxed);
-            st.block_bytes_written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            st.block_bytes_written.fetch_add(size, Ordering::Relaxed);
         }
         self.free(items)?;
         // The pages just copied became resident again when read; they are free now.

@@ -214,7 +214,7 @@ impl BlockWriter {
         }
         let file = vfs
             .open(&tmp, crate::storage::io::OpenMode::CreateNew)
-            .map_err(|e| StorageError::io("create block", &tmp, e))?;
+            .map_err(|e| StorageError::io("write block", &tmp, e))?;
         Ok(BlockWriter { file, path, offset: HEADER_LEN as u64, buf: vec![0u8; HEADER_LEN], metas: Vec::new() })
     }
 
@@ -253,11 +253,11 @@ impl BlockWriter {
         self.flush()?;
         let tmp = crate::storage::io::tmp_path(&self.path);
         self.file.write_all_at(&header, 0).map_err(|e| StorageError::io("write block", &tmp, e))?;
-        self.file.sync_data().map_err(|e| StorageError::io("fsync", &tmp, e))?;
+        self.file.sync_data().map_err(|e| StorageError::io("write block", &tmp, e))?;
         drop(self.file);
-        vfs.rename(&tmp, &self.path).map_err(|e| StorageError::io("rename", &tmp, e))?;
+        vfs.rename(&tmp, &self.path).map_err(|e| StorageError::io("write block", &tmp, e))?;
         if let Some(dir) = self.path.parent() {
-            vfs.sync_dir(dir).map_err(|e| StorageError::io("fsync dir", dir, e))?;
+            vfs.sync_dir(dir).map_err(|e| StorageError::io("write block", dir, e))?;
         }
         Ok(self.path)
     }
