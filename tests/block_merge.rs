@@ -104,3 +104,58 @@ fn a_crash_at_every_step_of_a_merge_changes_no_answer() {
     }
     assert!(completed, "the merge never got through: the sweep did not reach its end");
 }
+
+#[test]
+fn chunks_no_other_chunk_touches_are_copied_unchanged_and_give_the_bytes_of_encoding_them_anew() {
+    use silt::storage::block::{encode_block_by, ChunkData};
+    use silt::storage::engine::codec_for;
+    use std::sync::atomic::Ordering::Relaxed;
+    let vfs = SimVfs::new();
+    let db = open(&vfs);
+    let mut b = Batch::new();
+    for h in 0..4u32 {
+        for i in 0..2 * PAGE {
+            b.push(&key(h), "m", T + i * F, f64::from(h) * 1e4 + (i * i % 97) as f64 / 8.0);
+        }
+    }
+    db.write(&b).expect("write");
+    // One block per host (disjoint series), plus a second page of host 0 in a fifth block: host 0's two
+    // chunks touch and are merged, the other hosts' are copied.
+    for h in 0..4 {
+        db.compact_selector(&Selector::from(&key(h)), T - F / 2 + PAGE * F).expect("compact");
+    }
+    db.compact_selector(&Selector::from(&key(0)), T - F / 2 + 2 * PAGE * F).expect("compact");
+    assert_eq!(db.engine().blocks().len(), 5);
+    let before = snapshot4(&db);
+    let st = db.engine().stats();
+    let (copied, encoded) = (st.merge_chunks_copied.load(Relaxed), st.merge_chunks_encoded.load(Relaxed));
+    assert_eq!(db.engine().merge_blocks(1 << 30).expect("merge"), 4);
+    assert_eq!(st.merge_chunks_copied.load(Relaxed) - copied, 3, "hosts 1-3 copied");
+    assert_eq!(st.merge_chunks_encoded.load(Relaxed) - encoded, 1, "host 0 merged");
+    assert_eq!(snapshot4(&db), before);
+    // The merged block holds exactly the bytes of its chunks encoded whole.
+    let block = db.engine().blocks()[0].clone();
+    let mut chunks = Vec::new();
+    for c in block.chunks() {
+        let c = c.expect("descriptor");
+        let mut values = Vec::new();
+        block.decode(&c, &mut values).expect("decode");
+        chunks.push(ChunkData { series: c.series, start: c.start, frequency: c.frequency, values });
+    }
+    assert_eq!(chunks.iter().map(|c| c.values.len()).collect::<Vec<_>>(), [1024, 512, 512, 512]);
+    let whole = encode_block_by(chunks, |c| codec_for(c.values.len()));
+    let file = silt::storage::io::Vfs::open(&vfs, block.path(), silt::storage::io::OpenMode::Read).expect("open block");
+    assert!(silt::storage::io::VFile::read_all(&*file).expect("read block") == whole);
+    drop(db);
+    assert_eq!(snapshot4(&open(&vfs)), before);
+}
+
+/// [`snapshot`] of four hosts over two pages.
+fn snapshot4(db: &Db) -> Vec<Vec<u64>> {
+    (0..4)
+        .map(|h| {
+            let r = db.read(&key(h), "m", T - 100, T + 2 * PAGE * F).expect("read");
+            r.values.iter().map(|x| if x.is_nan() { u64::MAX } else { x.to_bits() }).collect()
+        })
+        .collect()
+}

@@ -33,7 +33,7 @@
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
 //! `silt,silt-100ms,victoria-metrics,influxdb`; `silt-100ms` is `silt serve --durability 100ms`; those
 //! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
-//! `PEERS_SILT_WRITE_WORKERS` (silt's `main.write-workers`; default the server's), `PEERS_SILT_WRAP` (a command silt runs under, e.g. `valgrind --tool=massif`), `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
+//! `PEERS_SILT_WRITE_WORKERS` (silt's `main.write-workers`; default the server's), `PEERS_SILT_WRAP` (a command silt runs under, e.g. `valgrind --tool=massif`; the memory and CPU figures are then the wrapper's), `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
 //! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
 
 #[path = "../support/http.rs"]
@@ -114,13 +114,16 @@ struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         // A wrapped silt (a profiler) is stopped with SIGTERM and waited for, so that it writes its report.
+        let group = format!("-{}", self.pid());
         if std::env::var_os("PEERS_SILT_WRAP").is_some() && matches!(self.system, System::Silt | System::SiltInterval) {
-            let _ = Command::new("kill").arg("-TERM").arg(self.pid()).status();
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
             let deadline = Instant::now() + Duration::from_secs(300);
             while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
+        // The whole group: a wrapper's child too.
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -202,6 +205,8 @@ impl Server {
                 c
             }
         };
+        // In a process group of its own, so that a wrapped silt (a profiler's child) is stopped with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -183,6 +183,10 @@ pub struct EngineStats {
     pub blocks_written: AtomicU64,
     /// Bytes of the blocks written by compaction.
     pub block_bytes_written: AtomicU64,
+    /// Chunks merges copied unchanged (no other chunk of their series touched them).
+    pub merge_chunks_copied: AtomicU64,
+    /// Chunks merges wrote anew (merged from several, or re-encoded).
+    pub merge_chunks_encoded: AtomicU64,
 }
 
 /// Which runs of adjacent blocks [`Engine::merge_blocks_with`] merges.
@@ -267,7 +271,7 @@ impl Engine {
         }
         let newest = run.iter().map(|b| b.seq()).max().unwrap_or(0);
         let dir = self.dir.join(BLOCK_DIR);
-        let block = write_merged(&*self.vfs, &run, &dir, newest)
+        let block = write_merged(&*self.vfs, &self.shared.stats, &run, &dir, newest)
             .and_then(|path| Block::open(&*self.vfs, &path, newest))
             .inspect_err(|_| {
                 let tmp = crate::storage::io::tmp_path(&dir.join(crate::storage::block::block_name(newest)));
@@ -345,7 +349,13 @@ const MERGE_GROUP_VALUES: usize = 1 << 20;
 
 /// Writes the merge of `run` (oldest block first) as block `seq` in `dir`, group of series by group of
 /// series ([`MERGE_GROUP_VALUES`]), each group merged and encoded in parallel (`rayon`); returns its path.
-fn write_merged(vfs: &dyn Vfs, run: &[Arc<Block>], dir: &Path, seq: u64) -> Result<PathBuf, StorageError> {
+fn write_merged(
+    vfs: &dyn Vfs,
+    stats: &EngineStats,
+    run: &[Arc<Block>],
+    dir: &Path,
+    seq: u64,
+) -> Result<PathBuf, StorageError> {
     use rayon::prelude::*;
     type Chunks = Vec<(usize, crate::storage::block::ChunkMeta)>;
     let files = run
@@ -383,25 +393,21 @@ fn write_merged(vfs: &dyn Vfs, run: &[Arc<Block>], dir: &Path, seq: u64) -> Resu
         if group.is_empty() {
             break;
         }
-        type Encoded = Vec<(ChunkData, crate::storage::codec::Codec, Vec<u8>)>;
-        let encoded: Vec<Result<Encoded, StorageError>> = group
-            .par_iter()
-            .map(|(series, chunks)| {
-                let merged = merge_series(run, &files, *series, chunks.clone())?;
-                Ok(merged
-                    .into_iter()
-                    .map(|c| {
-                        let mut bytes = Vec::new();
-                        let codec = codec_for(c.values.len());
-                        crate::storage::codec::encode(codec, &c.values, &mut bytes);
-                        (c, codec, bytes)
-                    })
-                    .collect())
-            })
-            .collect();
-        for series in encoded {
-            for (c, codec, bytes) in series? {
-                writer.push(&c, codec, &bytes)?;
+        let merged: Vec<Result<Vec<Merged>, StorageError>> =
+            group.par_iter().map(|(series, chunks)| merge_series(run, &files, *series, chunks.clone())).collect();
+        for series in merged {
+            for chunk in series? {
+                let counter = match chunk {
+                    Merged::Encoded(c, codec, bytes) => {
+                        writer.push(&c, codec, &bytes)?;
+                        &stats.merge_chunks_encoded
+                    }
+                    Merged::Copied(meta, bytes) => {
+                        writer.push_copied(&meta, &bytes)?;
+                        &stats.merge_chunks_copied
+                    }
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -413,29 +419,55 @@ fn series_values(chunks: &[(usize, crate::storage::block::ChunkMeta)]) -> usize 
     chunks.iter().map(|(_, c)| c.count as usize).sum()
 }
 
+/// One chunk of a merged block.
+enum Merged {
+    /// Merged from several chunks (or re-encoded), with its codec and bytes.
+    Encoded(ChunkData, crate::storage::codec::Codec, Vec<u8>),
+    /// A chunk that touches no other, copied with its descriptor (offset aside) and bytes unchanged.
+    Copied(crate::storage::block::ChunkMeta, Vec<u8>),
+}
+
+impl Merged {
+    fn start(&self) -> i64 {
+        match self {
+            Merged::Encoded(c, ..) => c.start,
+            Merged::Copied(m, _) => m.start,
+        }
+    }
+}
+
 /// The chunks of one series from the blocks of `run` (oldest block first) merged: chunks that overlap or
-/// touch become one, slot by slot with the newer block's values (NaN included) over the older's. Sorted by
-/// start.
+/// touch become one, slot by slot with the newer block's values (NaN included) over the older's, and are
+/// encoded anew. A chunk that touches no other and already has the codec its length calls for is copied
+/// unchanged, without decoding: merging blocks of different series, or of times apart, costs a read and a
+/// write. Sorted by start.
 fn merge_series(
     run: &[Arc<Block>],
     files: &[Box<dyn crate::storage::io::VFile>],
     series: SeriesId,
     mut chunks: Vec<(usize, crate::storage::block::ChunkMeta)>,
-) -> Result<Vec<ChunkData>, StorageError> {
+) -> Result<Vec<Merged>, StorageError> {
     // Group chunks that overlap or touch (same frequency), in start order.
     chunks.sort_by_key(|(i, c)| (c.frequency, c.start, *i));
-    let mut out: Vec<ChunkData> = Vec::new();
+    let mut out: Vec<Merged> = Vec::new();
     let mut group: Vec<(usize, crate::storage::block::ChunkMeta)> = Vec::new();
-    let flush = |group: &mut Vec<(usize, crate::storage::block::ChunkMeta)>, out: &mut Vec<ChunkData>| {
-        if group.is_empty() {
-            return Ok(());
+    let flush = |group: &mut Vec<(usize, crate::storage::block::ChunkMeta)>, out: &mut Vec<Merged>| {
+        let (mut tmp, mut buf) = (Vec::new(), Vec::new());
+        match group.as_slice() {
+            [] => return Ok(()),
+            [(i, c)] if c.codec == codec_for(c.count as usize) => {
+                run[*i].read_encoded(&*files[*i], c, &mut buf)?;
+                out.push(Merged::Copied(*c, buf));
+                group.clear();
+                return Ok(());
+            }
+            _ => {}
         }
         let f = group[0].1.frequency;
         let start = group.iter().map(|(_, c)| c.start).min().unwrap_or(0);
         let end = group.iter().map(|(_, c)| c.end()).max().unwrap_or(start);
         let mut values = vec![f64::NAN; ((end - start) / f) as usize];
         group.sort_by_key(|(i, _)| *i); // older blocks first, newer overwrite
-        let (mut tmp, mut buf) = (Vec::new(), Vec::new());
         for (i, c) in group.iter() {
             tmp.clear();
             run[*i].decode_read(&*files[*i], c, &mut buf, &mut tmp)?;
@@ -445,7 +477,10 @@ fn merge_series(
         while values.last().is_some_and(|v| v.is_nan()) {
             values.pop();
         }
-        out.push(ChunkData { series, start, frequency: f, values });
+        let codec = codec_for(values.len());
+        let mut bytes = Vec::new();
+        crate::storage::codec::encode(codec, &values, &mut bytes);
+        out.push(Merged::Encoded(ChunkData { series, start, frequency: f, values }, codec, bytes));
         group.clear();
         Ok::<(), StorageError>(())
     };
@@ -462,7 +497,7 @@ fn merge_series(
     }
     flush(&mut group, &mut out)?;
     // Chunks of different frequencies were grouped apart: the block wants them by start.
-    out.sort_by_key(|c| c.start);
+    out.sort_by_key(Merged::start);
     Ok(out)
 }
 

@@ -236,6 +236,23 @@ impl BlockWriter {
         Ok(())
     }
 
+    /// Appends a chunk copied unchanged from another block: `meta` is its descriptor there (all but the
+    /// offset carry over) and `encoded` its bytes, already checked against `meta.crc`.
+    pub fn push_copied(&mut self, meta: &ChunkMeta, encoded: &[u8]) -> Result<(), StorageError> {
+        debug_assert!(
+            self.metas.last().is_none_or(|m| (m.series, m.start) < (meta.series, meta.start)),
+            "chunks out of order"
+        );
+        debug_assert_eq!(encoded.len(), meta.len as usize);
+        self.metas.push(ChunkMeta { offset: self.offset, ..*meta });
+        self.buf.extend_from_slice(encoded);
+        self.offset += encoded.len() as u64;
+        if self.buf.len() >= Self::FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), StorageError> {
         let at = self.offset - self.buf.len() as u64;
         let tmp = crate::storage::io::tmp_path(&self.path);
@@ -457,13 +474,31 @@ impl Block {
         buf: &mut Vec<u8>,
         out: &mut Vec<f64>,
     ) -> Result<(), StorageError> {
+        self.read_encoded(file, c, buf)?;
+        let bad = |kind| StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind };
+        codec::decode(c.codec, buf, c.count as usize, out).map_err(|e| bad(CorruptionKind::Invalid(e.to_string())))
+    }
+
+    /// Reads chunk `c`'s encoded bytes from `file` (this block's file, opened) into `buf` (replaced), after
+    /// checking them against its CRC: what a merge copies unchanged into a new block.
+    pub fn read_encoded(
+        &self,
+        file: &dyn crate::storage::io::VFile,
+        c: &ChunkMeta,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
         if c.offset.saturating_add(u64::from(c.len)) > self.size() {
             let kind = CorruptionKind::OutOfBounds(format!("chunk of {} bytes past the end", c.len));
             return Err(StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind });
         }
         buf.resize(c.len as usize, 0);
         file.read_exact_at(buf, c.offset).map_err(|e| StorageError::io("read block", &self.path, e))?;
-        self.decode_bytes(c, buf, out)
+        let got = crc32fast::hash(buf);
+        if got != c.crc {
+            let kind = CorruptionKind::ChecksumMismatch { expected: c.crc, got };
+            return Err(StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind });
+        }
+        Ok(())
     }
 
     fn decode_bytes(&self, c: &ChunkMeta, data: &[u8], out: &mut Vec<f64>) -> Result<(), StorageError> {
