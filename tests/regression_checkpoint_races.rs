@@ -179,3 +179,46 @@ fn damage_before_an_interrupted_segment_is_reported_not_truncated() {
     let e = Db::open("/db", opts(&crashed)).expect_err("damage in a sealed segment must be reported");
     assert!(matches!(e, Error::Storage(silt::storage::StorageError::Corruption { .. })), "{e}");
 }
+
+/// An idle engine rewrote its manifest (12 MiB for 100,000 series) and started a WAL segment at every
+/// timed checkpoint: readers saw the latency. A timed checkpoint now waits until something was logged.
+#[test]
+fn timed_checkpoints_skip_an_idle_engine_and_resume_after_a_write() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::{Duration, Instant};
+    let vfs = SimVfs::new();
+    let iv = Duration::from_millis(20);
+    let db = Db::open("/db", Options { checkpoint_interval: Some(iv), ..opts(&vfs) }).expect("open");
+    db.declare_metric("m", MetricConfig { frequency: 10, aggregation: Aggregation::Sum }).expect("declare");
+    let key = JobKey::new("job", "op", 0).expect("key");
+    let checkpoints = || db.engine().stats().checkpoints.load(Relaxed);
+    let wait_for_more_than = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while checkpoints() <= n {
+            assert!(Instant::now() < deadline, "no timed checkpoint after a write");
+            std::thread::sleep(iv / 4);
+        }
+    };
+    let mut b = Batch::new();
+    b.push(&key, "m", T, 1.0);
+    db.write(&b).expect("write");
+    wait_for_more_than(0);
+    // Let a checkpoint in flight finish, then stay idle for 15 intervals.
+    std::thread::sleep(iv * 3);
+    let idle = checkpoints();
+    let manifest = vfs.open(Path::new("/db/MANIFEST"), silt::storage::io::OpenMode::Read).expect("manifest");
+    let bytes = manifest.read_all().expect("read manifest");
+    std::thread::sleep(iv * 15);
+    assert_eq!(checkpoints(), idle, "timed checkpoints of an idle engine");
+    let again = vfs.open(Path::new("/db/MANIFEST"), silt::storage::io::OpenMode::Read).expect("manifest");
+    assert!(again.read_all().expect("read manifest") == bytes, "the manifest was rewritten");
+    // A write: the next interval checkpoints again, and a reopen finds both values.
+    let mut b = Batch::new();
+    b.push(&key, "m", T + 10, 2.0);
+    db.write(&b).expect("write");
+    wait_for_more_than(idle);
+    drop(db);
+    let db = open(&vfs);
+    let r = db.read(&key, "m", T, T + 20).expect("read");
+    assert_eq!(r.values, [1.0, 2.0]);
+}

@@ -121,7 +121,7 @@ impl ServerMetrics {
         let checkpoint_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "checkpoint_age_seconds",
-            "Time since the last checkpoint completed (or since start, before the first)",
+            "Time since the last checkpoint completed (or since start, before the first), or since a timed checkpoint last found nothing new to write",
             checkpoint_age.clone(),
         );
         let nats_messages = Family::<Vec<(String, String)>, Counter>::default();

@@ -175,7 +175,8 @@ pub struct EngineStats {
     pub wal_sync_buckets: [AtomicU64; WAL_SYNC_BUCKETS_US.len() + 1],
     /// Total time spent in WAL fsyncs, in nanoseconds.
     pub wal_sync_nanos: AtomicU64,
-    /// When the last checkpoint completed (or the engine opened, before the first), in unix milliseconds.
+    /// When the last checkpoint completed (or the engine opened, before the first), in unix milliseconds; while
+    /// nothing was logged since it, when a timed checkpoint last found it current.
     pub last_checkpoint_unix_ms: AtomicU64,
     /// Head pages compacted into blocks.
     pub pages_compacted: AtomicU64,
@@ -663,6 +664,8 @@ struct Writer {
     options: EngineOptions,
     last_sync: Instant,
     last_checkpoint: Instant,
+    /// The LSN of the last checkpoint completed since the engine opened.
+    last_checkpoint_lsn: Option<Lsn>,
     /// The checkpoint whose msync and manifest write run on the checkpointer thread.
     in_flight: Option<InFlight>,
     /// Callers that asked for a checkpoint while one was in flight: they need one that starts later.
@@ -891,6 +894,7 @@ impl Engine {
             options,
             last_sync: Instant::now(),
             last_checkpoint: Instant::now(),
+            last_checkpoint_lsn: None,
             in_flight: None,
             waiting: Vec::new(),
             jobs: jobs_tx,
@@ -1456,7 +1460,15 @@ impl Writer {
         }
         if let Some(iv) = self.options.checkpoint_interval {
             if self.in_flight.is_none() && self.last_checkpoint.elapsed() >= iv {
-                self.start_checkpoint(Vec::new());
+                // Nothing logged since the last checkpoint: the manifest would say the same again (blocks are
+                // not in it), so an idle engine does not rewrite it, nor start a WAL segment, every interval.
+                if self.last_checkpoint_lsn == Some(Lsn(self.wal.next_lsn().0 - 1)) && self.head.pending_len() == 0 {
+                    self.last_checkpoint = Instant::now();
+                    // The durable state is current: the age of the last checkpoint does not grow while idle.
+                    self.shared.stats.last_checkpoint_unix_ms.store(unix_ms(), Ordering::Relaxed);
+                } else {
+                    self.start_checkpoint(Vec::new());
+                }
             }
         }
     }
@@ -1786,6 +1798,7 @@ impl Writer {
         self.head.release_pending(pending);
         self.wal.remove_below(wal_seq)?;
         self.last_checkpoint = Instant::now();
+        self.last_checkpoint_lsn = Some(lsn);
         self.shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.shared.stats.last_checkpoint_unix_ms.store(unix_ms(), Ordering::Relaxed);
         Ok(lsn)
