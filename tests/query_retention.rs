@@ -174,7 +174,15 @@ fn with_compaction_the_memory_cap_moves_old_pages_to_blocks() {
         }
     }
     db.write(&b).expect("write");
-    assert!(db.over_memory_cap(), "{} bytes in use for a cap of {cap}", db.head_bytes_in_use());
+    // The write found the head over its cap and nudged the maintenance thread, which may already be running
+    // the pass: then the head comes down to three quarters of the cap by itself.
+    if !db.over_memory_cap() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while db.head_bytes_in_use() > cap - cap / 4 {
+            assert!(std::time::Instant::now() < deadline, "{} bytes in use for a cap of {cap}", db.head_bytes_in_use());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     db.enforce_memory_cap().expect("cap");
     assert!(db.head_bytes_in_use() <= cap - cap / 4, "{} bytes in use after the pass", db.head_bytes_in_use());
     assert!(!db.over_memory_cap());
