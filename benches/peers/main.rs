@@ -32,7 +32,7 @@
 //! Run: `benches/peers/run.sh` (installs the peers, then `cargo bench --bench peers`). Environment:
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
 //! `silt,silt-100ms,victoria-metrics,influxdb`; `silt-100ms` is `silt serve --durability 100ms`; those
-//! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
+//! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_QUERY_TIMES` (set: print each query's times in run order), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
 //! `PEERS_SILT_WRITE_WORKERS` (silt's `main.write-workers`; default the server's), `PEERS_SILT_WRAP` (a command silt runs under, e.g. `valgrind --tool=massif`; the memory and CPU figures are then the wrapper's), `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
 //! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
 
@@ -491,6 +491,10 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
                 String::from_utf8_lossy(&answer)
             );
             points = points_in(system, &answer);
+        }
+        if std::env::var_os("PEERS_QUERY_TIMES").is_some() {
+            let times: Vec<String> = took.iter().map(|t| format!("{t:.2}")).collect();
+            eprintln!("{}: {what}: ms in run order: {}", system.name(), times.join(" "));
         }
         took.sort_by(f64::total_cmp);
         let p99 = took[((took.len() * 99).div_ceil(100)).saturating_sub(1).min(took.len() - 1)];
