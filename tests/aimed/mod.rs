@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use silt::storage::io::sim::{FaultOp, SimVfs};
-use silt::storage::io::{DirLock, MappedRegion, OpenMode, VFile, Vfs};
+use silt::storage::io::{DirLock, MappedRegion, OpenMode, ReadRegion, VFile, Vfs};
 
 /// One armed fault: after `skip` matching operations, the next `op` (any mutating operation if `None`) on
 /// a path under `under` fails with `kind`.
@@ -136,6 +136,9 @@ impl Vfs for Aimed {
     }
     fn map(&self, path: &Path) -> io::Result<Arc<dyn MappedRegion>> {
         self.sim.map(path)
+    }
+    fn map_read(&self, path: &Path) -> io::Result<Arc<dyn ReadRegion>> {
+        self.sim.map_read(path)
     }
     fn create_allocated(&self, path: &Path, len_bytes: u64) -> io::Result<()> {
         Aimed::check(&self.rule, FaultOp::Create, path)?;

@@ -8,10 +8,8 @@
 //! start and sit in an index at the end of the file, which is CRC-checked when the block is opened; each
 //! chunk's bytes carry their own CRC, checked when the chunk is decoded.
 //!
-//! Blocks are written whole to a temporary name, synced and renamed into `blocks/` ([`write_block`],
-//! [`BlockWriter`]), then opened ([`Block::open`]) and read with `pread`, never mapped: pages read through a
-//! map would stay resident in the process for as long as the block (the first query over many series paid
-//! for faulting them in, too). Where two blocks hold the same slot of a series (only after a crash
+//! Blocks are written whole to a temporary name, synced and renamed into `blocks/` ([`write_block`]), then
+//! mapped read-only ([`Block::open`]). Where two blocks hold the same slot of a series (only after a crash
 //! between publishing a block and freeing its pages in the head, or a merge), the block with the higher
 //! sequence number wins; the head wins over every block.
 
@@ -20,7 +18,7 @@ use std::sync::Arc;
 
 use crate::storage::codec::{self, Codec};
 use crate::storage::error::{CorruptionKind, StorageError};
-use crate::storage::io::{write_atomic, OpenMode, VFile, Vfs};
+use crate::storage::io::{write_atomic, OpenMode, ReadRegion, VFile, Vfs};
 use crate::storage::wal::payload::Cursor;
 use crate::storage::SeriesId;
 
@@ -300,10 +298,9 @@ pub fn write_block(vfs: &dyn Vfs, dir: &Path, seq: u64, bytes: &[u8]) -> Result<
 pub struct Block {
     path: PathBuf,
     seq: u64,
-    /// The file, open for reading descriptors and chunks.
+    region: Arc<dyn ReadRegion>,
+    /// The file, open for reading descriptors.
     file: Box<dyn VFile>,
-    /// Bytes of the file.
-    len: u64,
     /// Each series the block holds, sorted, with the index of its first descriptor.
     series: Vec<(SeriesId, u32)>,
     /// Descriptors in the index.
@@ -329,7 +326,8 @@ impl Block {
     /// every descriptor lies within the file, names a known codec and is in order. Chunk bytes are checked
     /// when decoded.
     ///
-    /// The header and index are read with `pread`, a batch of descriptors at a time.
+    /// The header and index are read with `pread`, a batch of descriptors at a time, not through the map:
+    /// index pages read through the map would stay resident in the process for as long as the block.
     pub fn open(vfs: &dyn Vfs, path: &Path, seq: u64) -> Result<Block, StorageError> {
         let corrupt = |(offset, kind)| StorageError::Corruption { file: path.to_owned(), offset, kind };
         let file = vfs.open(path, OpenMode::Read).map_err(|e| StorageError::io("open", path, e))?;
@@ -351,11 +349,17 @@ impl Block {
             ScanError::Parse(p) => corrupt(p),
         })?;
         series.shrink_to_fit();
+        let region = vfs.map_read(path).map_err(|e| StorageError::io("map block", path, e))?;
+        if region.bytes().len() as u64 != len {
+            let kind =
+                CorruptionKind::OutOfBounds(format!("{len} bytes when read, {} when mapped", region.bytes().len()));
+            return Err(StorageError::Corruption { file: path.to_owned(), offset: 0, kind });
+        }
         Ok(Block {
             path: path.to_owned(),
             seq,
+            region,
             file,
-            len,
             series,
             count: h.count,
             index_offset: h.index_offset,
@@ -387,7 +391,7 @@ impl Block {
 
     /// Bytes of the file.
     pub fn size(&self) -> u64 {
-        self.len
+        self.region.bytes().len() as u64
     }
 
     /// Smallest chunk start and largest chunk end (both 0 for an empty block).
@@ -449,15 +453,20 @@ impl Block {
         Ok(())
     }
 
-    /// Decodes a chunk of this block into `out` (appended), after checking its CRC, reading its bytes with
-    /// `pread`.
+    /// Decodes a chunk of this block into `out` (appended), after checking its CRC.
     pub fn decode(&self, c: &ChunkMeta, out: &mut Vec<f64>) -> Result<(), StorageError> {
-        let mut buf = Vec::new();
-        self.decode_read(&*self.file, c, &mut buf, out)
+        let bytes = self.region.bytes();
+        let range = c.offset as usize..(c.offset as usize).saturating_add(c.len as usize);
+        let Some(data) = bytes.get(range) else {
+            let kind = CorruptionKind::OutOfBounds(format!("chunk of {} bytes past the end", c.len));
+            return Err(StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind });
+        };
+        self.decode_bytes(c, data, out)
     }
 
-    /// [`Block::decode`], reading the chunk's bytes from `file` (this block's file, opened) into `buf`, which
-    /// a merge reuses from chunk to chunk.
+    /// [`Block::decode`], reading the chunk's bytes from `file` (this block's file, opened) into `buf`
+    /// rather than through the map: a merge reads every chunk once, and pages read through the map would
+    /// stay resident in the process until the block goes.
     pub fn decode_read(
         &self,
         file: &dyn crate::storage::io::VFile,
@@ -490,6 +499,15 @@ impl Block {
             return Err(StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind });
         }
         Ok(())
+    }
+
+    fn decode_bytes(&self, c: &ChunkMeta, data: &[u8], out: &mut Vec<f64>) -> Result<(), StorageError> {
+        let bad = |kind| StorageError::Corruption { file: self.path.clone(), offset: c.offset, kind };
+        let got = crc32fast::hash(data);
+        if got != c.crc {
+            return Err(bad(CorruptionKind::ChecksumMismatch { expected: c.crc, got }));
+        }
+        codec::decode(c.codec, data, c.count as usize, out).map_err(|e| bad(CorruptionKind::Invalid(e.to_string())))
     }
 }
 
@@ -763,7 +781,7 @@ mod tests {
         let written = vfs.open(&path, crate::storage::io::OpenMode::Read).unwrap().read_all().unwrap();
         assert!(written == whole, "{} bytes written, {} encoded whole", written.len(), whole.len());
         assert!(!vfs.exists(&crate::storage::io::tmp_path(&path)));
-        // Read back through the block's own file handle and through another alike.
+        // Read back through the map and through a file handle alike.
         let b = Block::open(&vfs, &path, 9).unwrap();
         let metas: Vec<ChunkMeta> = b.chunks().collect::<Result<_, _>>().unwrap();
         assert_eq!(metas.iter().map(|c| c.codec).collect::<Vec<_>>(), [Codec::Pco, Codec::Gorilla, Codec::Pco]);

@@ -12,9 +12,11 @@
 //! - a mapped file is never truncated or shrunk while mapped ([`VFile::set_len`] is only called on files
 //!   that are not mapped, and head files are allocated at their full size before they are mapped);
 //! - mapped memory is only ever seen as `&[AtomicU64]` borrowed from the [`MappedRegion`], never as
-//!   `&[f64]` or `&'static`, so concurrent readers and the single writer never race on plain memory.
-//!
-//! Block files are not mapped: they are read with `pread` ([`VFile::read_at`]).
+//!   `&[f64]` or `&'static`, so concurrent readers and the single writer never race on plain memory;
+//! - a read-only map ([`Vfs::map_read`], seen as `&[u8]`) is only made of a block file, which silt writes
+//!   in full under a temporary name, syncs and renames into place before it maps it, and never writes,
+//!   truncates or renames again while mapped (it is deleted only after the last map of it is dropped, and
+//!   unlinking does not change mapped pages).
 
 mod std_vfs;
 
@@ -94,6 +96,21 @@ pub trait MappedRegion: Send + Sync {
     }
 }
 
+/// An immutable file (a block) seen as bytes: mapped read-only by [`StdVfs`], copied by the simulation.
+pub trait ReadRegion: Send + Sync {
+    /// The whole file.
+    fn bytes(&self) -> &[u8];
+}
+
+/// A [`ReadRegion`] held in memory.
+pub struct OwnedBytes(pub Vec<u8>);
+
+impl ReadRegion for OwnedBytes {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Guard of an exclusive lock on a directory; dropping it releases the lock.
 pub trait DirLock: Send + Sync {}
 
@@ -115,6 +132,11 @@ pub trait Vfs: Send + Sync + 'static {
     fn exists(&self, path: &Path) -> bool;
     /// Maps an existing file whose length is a non-zero multiple of 4096 bytes.
     fn map(&self, path: &Path) -> io::Result<Arc<dyn MappedRegion>>;
+    /// Maps a file that nobody writes any more (a published block) read-only. The default reads it into
+    /// memory.
+    fn map_read(&self, path: &Path) -> io::Result<Arc<dyn ReadRegion>> {
+        Ok(Arc::new(OwnedBytes(self.open(path, OpenMode::Read)?.read_all()?)))
+    }
     /// Creates a file of `len_bytes` zero bytes whose blocks are allocated on disk (so later stores through a
     /// map never meet a full disk), synced with its directory. The default writes the zeros.
     fn create_allocated(&self, path: &Path, len_bytes: u64) -> io::Result<()> {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use super::{DirLock, MappedRegion, OpenMode, VFile, Vfs};
+use super::{DirLock, MappedRegion, OpenMode, OwnedBytes, ReadRegion, VFile, Vfs};
 
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
@@ -69,6 +69,15 @@ impl MappedRegion for StdRegion {
 struct StdLock(#[allow(dead_code)] File);
 impl DirLock for StdLock {}
 
+/// A read-only map of a block file.
+struct StdReadRegion(memmap2::Mmap);
+
+impl ReadRegion for StdReadRegion {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl Vfs for StdVfs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::create_dir_all(path)
@@ -128,6 +137,21 @@ impl Vfs for StdVfs {
         // needs space).
         let map = memmap2::MmapOptions::new().map_raw(&file)?;
         Ok(Arc::new(StdRegion { map, words }))
+    }
+
+    fn map_read(&self, path: &Path) -> io::Result<Arc<dyn ReadRegion>> {
+        let file = File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            return Ok(Arc::new(OwnedBytes(Vec::new()))); // an empty map is an error; nothing to map anyway
+        }
+        // SAFETY: a read-only, private mapping of a block file. Block files are written in full under a
+        // temporary name, synced and renamed into place before they are mapped, and silt never writes,
+        // truncates or renames a published block (it only unlinks it, which leaves mapped pages intact); the
+        // data directory is locked, so no other silt process writes it either. The bytes are therefore
+        // immutable while mapped, and `Mmap` ties their lifetime to the returned region.
+        #[expect(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(Arc::new(StdReadRegion(map)))
     }
 
     fn create_allocated(&self, path: &Path, len_bytes: u64) -> io::Result<()> {
