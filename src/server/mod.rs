@@ -82,8 +82,8 @@ pub fn default_write_workers() -> usize {
 pub const DECODE_NICE: i32 = 10;
 
 /// The decode slots and threads of writes. An admitted write waits for a slot before its body is
-/// decoded, on one of as many threads as slots, at a lower priority ([`DECODE_NICE`]), and gives the slot
-/// back before it waits for the WAL. Writes beyond the slots queue without using CPU, so that an overload
+/// decoded, on a thread of a lower priority ([`DECODE_NICE`]), and gives the slot back before it waits, on
+/// the same thread, for the WAL. Writes beyond the slots queue without using CPU, so that an overload
 /// of writes cannot take the cores from reads; their bodies are bounded by [`AppState::writes`].
 #[derive(Clone)]
 pub struct WriteWorkers {
@@ -93,11 +93,15 @@ pub struct WriteWorkers {
 }
 
 impl WriteWorkers {
-    /// `n` slots (at least 1) and threads.
+    /// Threads beyond the slots: a write waits for the WAL on the thread that decoded it, slot given back, so
+    /// that this many writes can wait there together (and be committed together) while others decode.
+    pub const WAITING_THREADS: usize = 8;
+
+    /// `n` slots (at least 1), and `n` + [`WriteWorkers::WAITING_THREADS`] threads.
     pub fn new(n: usize) -> WriteWorkers {
         let n = n.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
+            .num_threads(n + Self::WAITING_THREADS)
             .thread_name(|i| format!("silt-decode-{i}"))
             .start_handler(|_| crate::storage::io::lower_thread_priority(DECODE_NICE))
             // A panic answers its write 500 (its reply is dropped) instead of aborting the process.
@@ -377,45 +381,41 @@ async fn write(
         message: "the server is shutting down".into(),
     })?;
     drop(waiting);
-    let decoded = {
-        let st = st.clone();
-        let cluster = p.cluster.clone();
-        st.write_workers
-            .clone()
-            .run(move || {
+    // Decoded, then written, on one decode thread: the slot is given back before the wait for the WAL, which
+    // costs no CPU (writes waiting there are committed together: group commit), and the thread hand-offs of a
+    // write stay few (tokio, the decode thread, the engine's writer).
+    let st2 = st.clone();
+    st.write_workers
+        .run(move || {
+            let st = st2;
+            let decoded = {
                 let _decoding = Held::new(&st.metrics.http_writes_decoding);
-                let decoded = st.lines.decode(&st.db, &body, cluster.as_deref(), Precision::Auto, unix_now());
-                drop(slot);
-                decoded
-            })
-            .await?
-    };
-    // The slot is given back before the wait for the WAL, which costs no CPU: writes waiting there are
-    // committed together (group commit).
-    blocking(move || {
-        // Lines before a bad one are stored, as cc-metric-store does.
-        let report = decoded?.write(&st.db)?;
-        // Samples the store refused (older than what it keeps for their series, or out of range) are never
-        // acknowledged with a 200: cc-metric-store answers 400 for a write "from past" too. The other
-        // samples were stored.
-        let refused = report.ack.map_or(0, |a| a.outcome.too_old + a.outcome.out_of_range);
-        if refused > 0 && report.error.is_none() {
-            return Err(ApiError::bad_request(format!(
-                "{refused} of {} samples were not stored: older than the data kept for their series (freed or \
-                 compacted) or out of range; the others were stored",
-                report.added
-            )));
-        }
-        match report.error {
-            None => Ok(StatusCode::OK.into_response()),
-            // A line over the limit is too large, not malformed (cc-metric-store's reader gives up on it).
-            Some((line, error @ LineError::TooLong { .. })) => {
-                Err(ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, message: format!("line {line}: {error}") })
+                st.lines.decode(&st.db, &body, p.cluster.as_deref(), Precision::Auto, unix_now())
+            };
+            drop(slot);
+            // Lines before a bad one are stored, as cc-metric-store does.
+            let report = decoded?.write(&st.db)?;
+            // Samples the store refused (older than what it keeps for their series, or out of range) are
+            // never acknowledged with a 200: cc-metric-store answers 400 for a write "from past" too. The
+            // other samples were stored.
+            let refused = report.ack.map_or(0, |a| a.outcome.too_old + a.outcome.out_of_range);
+            if refused > 0 && report.error.is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "{refused} of {} samples were not stored: older than the data kept for their series (freed \
+                     or compacted) or out of range; the others were stored",
+                    report.added
+                )));
             }
-            Some((line, error)) => Err(ApiError::bad_request(format!("line {line}: {error}"))),
-        }
-    })
-    .await
+            match report.error {
+                None => Ok(StatusCode::OK.into_response()),
+                // A line over the limit is too large, not malformed (cc-metric-store's reader gives up on it).
+                Some((line, error @ LineError::TooLong { .. })) => {
+                    Err(ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, message: format!("line {line}: {error}") })
+                }
+                Some((line, error)) => Err(ApiError::bad_request(format!("line {line}: {error}"))),
+            }
+        })
+        .await?
 }
 
 fn default_true() -> bool {
