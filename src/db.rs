@@ -524,13 +524,9 @@ impl Db {
     pub(crate) fn grid_phase(&self, id: SeriesId, frequency: i64) -> Result<Option<i64>, Error> {
         let engine = &self.inner.engine;
         let mut start = engine.head().pages(id).and_then(|(p, _)| p.first().map(|p| p.start));
-        for b in engine.blocks().iter() {
-            if start.is_some() {
-                break;
-            }
-            if b.holds(id) {
-                start = b.chunks_of(id)?.first().map(|c| c.start);
-            }
+        if start.is_none() {
+            let blocks = engine.blocks();
+            start = query::source::chunks(&blocks, id, i64::MIN, i64::MAX)?.first().map(|(_, c)| c.start);
         }
         Ok(start.map(|start| (start + frequency / 2).rem_euclid(frequency)))
     }
@@ -588,29 +584,21 @@ impl Db {
         if let Some(t) = engine.head().last_time(id) {
             return Ok(Some(t));
         }
-        let mut last = None;
-        for c in self.block_chunks(id)?.iter().filter(|c| c.count > 0 && c.frequency == f) {
-            last = last.max(Some(c.end() - f + f / 2));
-        }
-        Ok(last)
+        let blocks = engine.blocks();
+        let found = query::source::chunks(&blocks, id, i64::MIN, i64::MAX)?;
+        let ends = found.iter().filter(|(_, c)| c.count > 0 && c.frequency == f);
+        Ok(ends.map(|(_, c)| c.end() - f + f / 2).max())
     }
 
     /// The nominal time of the oldest stored slot of series `id` (of frequency `f`), from the blocks, else
     /// from the head; `None` if it holds nothing.
     pub(crate) fn stored_first(&self, id: SeriesId, f: i64) -> Result<Option<i64>, Error> {
         let engine = &self.inner.engine;
-        let starts = self.block_chunks(id)?;
-        let first = starts.iter().filter(|c| c.count > 0 && c.frequency == f).map(|c| c.start + f / 2).min();
+        let blocks = engine.blocks();
+        let found = query::source::chunks(&blocks, id, i64::MIN, i64::MAX)?;
+        let starts = found.iter().filter(|(_, c)| c.count > 0 && c.frequency == f);
+        let first = starts.map(|(_, c)| c.start + f / 2).min();
         Ok(first.or_else(|| engine.head().pages(id).and_then(|(p, _)| p.first().map(|p| p.start + f / 2))))
-    }
-
-    /// Every chunk of series `id` in the blocks, read from their files.
-    fn block_chunks(&self, id: SeriesId) -> Result<Vec<crate::storage::block::ChunkMeta>, Error> {
-        let mut out = Vec::new();
-        for b in self.inner.engine.blocks().iter().filter(|b| b.holds(id)) {
-            out.extend(b.chunks_of(id)?);
-        }
-        Ok(out)
     }
 
     /// Series `id` (of frequency `f`) at `t0 + k*f` for `k` in `0..n` into `out` (cleared first): the value

@@ -46,7 +46,7 @@
 pub mod index;
 pub mod resample;
 pub mod selector;
-mod source;
+pub(crate) mod source;
 
 use parking_lot::RwLock;
 

@@ -16,7 +16,12 @@ use super::QueryError;
 /// The chunks of series `id` in `blocks` (oldest block first) that hold slots in `[lo, hi)` (slot
 /// boundaries), with their block: the descriptors are read from the files of the blocks that hold the series
 /// in that range.
-fn chunks(blocks: &[Arc<Block>], id: SeriesId, lo: i64, hi: i64) -> Result<Vec<(&Block, ChunkMeta)>, QueryError> {
+pub(crate) fn chunks(
+    blocks: &[Arc<Block>],
+    id: SeriesId,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<(&Block, ChunkMeta)>, QueryError> {
     let mut out = Vec::new();
     for b in blocks {
         let (bmin, bmax) = b.time_range();
