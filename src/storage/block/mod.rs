@@ -381,7 +381,7 @@ impl Block {
 
     /// Every chunk, sorted by series and start, read from the file a batch at a time.
     pub fn chunks(&self) -> ChunkCursor<'_> {
-        ChunkCursor { block: self, next: 0, end: self.count, buf: Vec::new(), pos: 0 }
+        ChunkCursor { block: self, next: 0, buf: Vec::new(), pos: 0 }
     }
 
     /// How many chunks the block holds.
@@ -516,7 +516,6 @@ pub struct ChunkCursor<'a> {
     block: &'a Block,
     /// The next descriptor to read.
     next: usize,
-    end: usize,
     buf: Vec<ChunkMeta>,
     /// The next chunk in `buf`.
     pos: usize,
@@ -525,13 +524,14 @@ pub struct ChunkCursor<'a> {
 impl ChunkCursor<'_> {
     /// The next chunk, without moving past it (`None` at the end).
     pub fn peek(&mut self) -> Result<Option<&ChunkMeta>, StorageError> {
-        if self.pos == self.buf.len() && self.next < self.end {
-            let hi = (self.next + INDEX_BATCH).min(self.end);
+        let end = self.block.count;
+        if self.pos == self.buf.len() && self.next < end {
+            let hi = (self.next + INDEX_BATCH).min(end);
             self.buf.clear();
             self.pos = 0;
             if let Err(e) = self.block.read_descriptors(self.next, hi, &mut self.buf) {
                 self.buf.clear();
-                self.next = self.end;
+                self.next = end;
                 return Err(e);
             }
             self.next = hi;
