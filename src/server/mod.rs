@@ -384,10 +384,9 @@ async fn write(
     // Decoded, then written, on one decode thread: the slot is given back before the wait for the WAL, which
     // costs no CPU (writes waiting there are committed together: group commit), and the thread hand-offs of a
     // write stay few (tokio, the decode thread, the engine's writer).
-    let st2 = st.clone();
-    st.write_workers
+    let workers = st.write_workers.clone();
+    workers
         .run(move || {
-            let st = st2;
             let decoded = {
                 let _decoding = Held::new(&st.metrics.http_writes_decoding);
                 st.lines.decode(&st.db, &body, p.cluster.as_deref(), Precision::Auto, unix_now())
