@@ -32,7 +32,7 @@
 //! Run: `benches/peers/run.sh` (installs the peers, then `cargo bench --bench peers`). Environment:
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
 //! `silt,silt-100ms,victoria-metrics,influxdb`; `silt-100ms` is `silt serve --durability 100ms`; those
-//! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_QUERY_TIMES` (set: print each query's times in run order), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
+//! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_QUERY_TIMES` (set: print each query's times and the server's page faults in run order), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
 //! `PEERS_SILT_WRITE_WORKERS` (silt's `main.write-workers`; default the server's), `PEERS_SILT_WRAP` (a command silt runs under, e.g. `valgrind --tool=massif`; the memory and CPU figures are then the wrapper's), `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
 //! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
 
@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::{peak_rss_bytes, process_cpu_seconds, status_bytes, thread_cpu_seconds, Client};
+use http::{page_faults, peak_rss_bytes, process_cpu_seconds, status_bytes, thread_cpu_seconds, Client};
 use workload::{push_fixed, Writer, FREQ, HW, NODE, THREADS};
 
 const WRITERS: usize = 4;
@@ -479,11 +479,15 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
     let mut queries = Vec::new();
     for (what, path, body) in server.queries(from, to) {
         let mut took = Vec::with_capacity(runs);
+        let mut faults = Vec::with_capacity(runs);
         let mut points = 0;
         for _ in 0..runs {
+            let before = page_faults(&pid);
             let t = Instant::now();
             let (status, answer) = client.request("GET", &path, body.as_bytes());
             took.push(t.elapsed().as_secs_f64() * 1e3);
+            let after = page_faults(&pid);
+            faults.push((after.0 - before.0, after.1 - before.1));
             assert!(
                 (200..300).contains(&status),
                 "{}: {what}: {status} {}",
@@ -495,6 +499,8 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
         if std::env::var_os("PEERS_QUERY_TIMES").is_some() {
             let times: Vec<String> = took.iter().map(|t| format!("{t:.2}")).collect();
             eprintln!("{}: {what}: ms in run order: {}", system.name(), times.join(" "));
+            let faults: Vec<String> = faults.iter().map(|(min, maj)| format!("{min}/{maj}")).collect();
+            eprintln!("{}: {what}: page faults (minor/major) in run order: {}", system.name(), faults.join(" "));
         }
         took.sort_by(f64::total_cmp);
         let p99 = took[((took.len() * 99).div_ceil(100)).saturating_sub(1).min(took.len() - 1)];

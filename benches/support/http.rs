@@ -116,6 +116,14 @@ pub fn process_cpu_seconds(pid: &str) -> f64 {
     ticks / hz.max(1) as f64
 }
 
+/// Minor and major page faults of process `pid` so far (`/proc/<pid>/stat`); zeros if unreadable.
+pub fn page_faults(pid: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (field(7), field(9))
+}
+
 /// Peak resident memory of process `pid` (`VmHWM`), in bytes.
 pub fn peak_rss_bytes(pid: &str) -> u64 {
     status_bytes(pid, "VmHWM")

@@ -252,29 +252,52 @@ fn combine(
     }
     acc = vec![0.0f64; n];
     let mut tmp = Vec::new();
-    // Series without blocks are added straight from their pages. If a compaction publishes a block while
-    // this runs, a page it frees may be missed: the block generation tells, and the sum starts over.
+    // The series are taken a batch at a time, each batch's block chunks found before any of its values are
+    // read, so that reads of cold data can be asked for together (`source::Ahead`). Series without blocks
+    // are added straight from their pages. The head is read after the block list was taken: if a compaction
+    // publishes a block meanwhile, a page it frees may be missed, the block generation tells, and the sum
+    // starts over. The third attempt reads each series as `sample_into` does, head first, which no
+    // compaction can fool.
     let mut attempts = 0;
+    let to = t0.saturating_add((n as i64).saturating_mul(f));
     while ids.len() > 1 {
         let generation = engine.block_generation();
         let blocks = engine.blocks();
         attempts += 1;
-        for &id in ids {
-            // The first series taking part is stored, not added to 0.0, so one series comes back bit for bit
-            // (-0.0 stays -0.0).
-            let first = taking_part == 0;
-            let r = if attempts > 2 || blocks.iter().any(|b| b.holds(id)) {
-                source::add_into(engine, id, f, t0, &mut acc, first, &mut tmp)?
-            } else {
-                engine.head().sample_add(id, t0, &mut acc, first)
-            };
+        // Counts a series that took part (had data in the steps `a..=b`).
+        let add = |r: Option<(usize, usize)>, taking_part: &mut usize, lo: &mut usize, hi: &mut usize| {
             if let Some((a, b)) = r {
-                taking_part += 1;
-                lo = lo.min(a);
-                hi = hi.max(b);
+                *taking_part += 1;
+                *lo = (*lo).min(a);
+                *hi = (*hi).max(b);
+            }
+        };
+        if attempts > 2 {
+            for &id in ids {
+                let first = taking_part == 0;
+                let r = source::add_into(engine, id, f, t0, &mut acc, first, &mut tmp)?;
+                add(r, &mut taking_part, &mut lo, &mut hi);
+            }
+            break;
+        }
+        for batch in ids.chunks(source::AHEAD) {
+            let mut ahead = source::Ahead::new(engine, &blocks, t0, to);
+            let found = ahead.chunks(batch)?;
+            for (k, &id) in batch.iter().enumerate() {
+                ahead.before_sampling(k, batch, &found);
+                let found = &found[k];
+                // The first series taking part is stored, not added to 0.0, so one series comes back bit for
+                // bit (-0.0 stays -0.0).
+                let first = taking_part == 0;
+                let r = if found.is_empty() {
+                    engine.head().sample_add(id, t0, &mut acc, first)
+                } else {
+                    source::add_found(engine, id, found, f, t0, &mut acc, first, &mut tmp)?
+                };
+                add(r, &mut taking_part, &mut lo, &mut hi);
             }
         }
-        if attempts > 2 || engine.block_generation() == generation {
+        if engine.block_generation() == generation {
             break;
         }
         (taking_part, lo, hi) = (0, usize::MAX, 0);

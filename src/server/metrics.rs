@@ -71,6 +71,7 @@ pub struct ServerMetrics {
     series: Gauge,
     query_seconds: Histogram,
     wal_bytes: Counter,
+    reads_ahead: Counter,
     wal_sync_seconds: SyncLatency,
     checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     nats_messages: Family<Vec<(String, String)>, Counter>,
@@ -83,7 +84,7 @@ pub struct ServerMetrics {
     pub(crate) nats_queued: Gauge,
     /// NATS workers holding back because the head is over its memory cap.
     pub(crate) nats_workers_holding: Gauge,
-    seen: Mutex<[u64; 6]>,
+    seen: Mutex<[u64; 7]>,
     http: std::sync::Arc<Counters>,
     nats: std::sync::Arc<Counters>,
     jobs: Vec<(JobMetric, Family<Labels, FloatGauge>)>,
@@ -116,6 +117,12 @@ impl ServerMetrics {
         registry.register("query_duration_seconds", "Latency of /api/query", query_seconds.clone());
         let wal_bytes = Counter::default();
         registry.register("wal_bytes", "Bytes appended to the WAL", wal_bytes.clone());
+        let reads_ahead = Counter::default();
+        registry.register(
+            "query_reads_ahead",
+            "Batches of series whose data a query found not in the page cache, and asked the disk for at once",
+            reads_ahead.clone(),
+        );
         let wal_sync_seconds = SyncLatency::default();
         registry.register("wal_fsync_duration_seconds", "Latency of WAL fsyncs", wal_sync_seconds.clone());
         let checkpoint_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
@@ -189,6 +196,7 @@ impl ServerMetrics {
             series,
             query_seconds,
             wal_bytes,
+            reads_ahead,
             wal_sync_seconds,
             checkpoint_age,
             nats_messages,
@@ -197,7 +205,7 @@ impl ServerMetrics {
             nats_slow_consumer,
             nats_queued,
             nats_workers_holding,
-            seen: Mutex::new([0; 6]),
+            seen: Mutex::new([0; 7]),
         }
     }
 
@@ -277,6 +285,7 @@ impl ServerMetrics {
             st.wal_syncs.load(Ordering::Relaxed),
             st.checkpoints.load(Ordering::Relaxed),
             st.wal_bytes.load(Ordering::Relaxed),
+            st.query_reads_ahead.load(Ordering::Relaxed),
         ];
         {
             let mut seen = self.seen.lock();
@@ -287,6 +296,7 @@ impl ServerMetrics {
             self.wal_syncs.inc_by(now[3].saturating_sub(seen[3]));
             self.checkpoints.inc_by(now[4].saturating_sub(seen[4]));
             self.wal_bytes.inc_by(now[5].saturating_sub(seen[5]));
+            self.reads_ahead.inc_by(now[6].saturating_sub(seen[6]));
             *seen = now;
         }
         {

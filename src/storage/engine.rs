@@ -188,6 +188,9 @@ pub struct EngineStats {
     pub merge_chunks_copied: AtomicU64,
     /// Chunks merges wrote anew (merged from several, or re-encoded).
     pub merge_chunks_encoded: AtomicU64,
+    /// Batches of series (up to 256) whose reads a query asked for at once, having found their data not in
+    /// the page cache (`query::source::Ahead`).
+    pub query_reads_ahead: AtomicU64,
 }
 
 /// Which runs of adjacent blocks [`Engine::merge_blocks_with`] merges.

@@ -406,9 +406,7 @@ impl Block {
 
     /// The chunks of one series, sorted by start, read from the file.
     pub fn chunks_of(&self, id: SeriesId) -> Result<Vec<ChunkMeta>, StorageError> {
-        let Ok(k) = self.series.binary_search_by_key(&id, |(s, _)| *s) else { return Ok(Vec::new()) };
-        let lo = self.series[k].1 as usize;
-        let hi = self.series.get(k + 1).map_or(self.count, |(_, first)| *first as usize);
+        let Some((lo, hi)) = self.descriptors_of(id) else { return Ok(Vec::new()) };
         let mut out = Vec::with_capacity(hi - lo);
         self.read_descriptors(lo, hi, &mut out)?;
         if out.iter().any(|c| c.series != id) {
@@ -416,6 +414,30 @@ impl Block {
             return Err(StorageError::Corruption { file: self.path.clone(), offset: self.descriptor_at(lo), kind });
         }
         Ok(out)
+    }
+
+    /// The indexes `lo..hi` of series `id`'s descriptors, from the directory (no I/O); `None` if the block
+    /// does not hold the series.
+    fn descriptors_of(&self, id: SeriesId) -> Option<(usize, usize)> {
+        let k = self.series.binary_search_by_key(&id, |(s, _)| *s).ok()?;
+        let lo = self.series[k].1 as usize;
+        let hi = self.series.get(k + 1).map_or(self.count, |(_, first)| *first as usize);
+        Some((lo, hi))
+    }
+
+    /// Where series `id`'s descriptors lie in the file, `(offset, len)`, from the directory (no I/O); `None`
+    /// if the block does not hold the series.
+    pub fn descriptor_bytes(&self, id: SeriesId) -> Option<(u64, u64)> {
+        let (lo, hi) = self.descriptors_of(id)?;
+        Some((self.descriptor_at(lo), ((hi - lo) * DESCRIPTOR_LEN) as u64))
+    }
+
+    /// Asks for bytes `offset..offset + len` of the file (descriptors, [`Block::descriptor_bytes`], or chunk
+    /// bytes, [`ChunkMeta::offset`]) to be read from disk ahead of use, without waiting
+    /// ([`ReadRegion::will_need`]). A query about to read many series asks for all of them first, so that
+    /// their reads overlap.
+    pub fn will_need(&self, offset: u64, len: u64) {
+        self.region.will_need(offset as usize, len as usize);
     }
 
     /// Values per chunk, on average (0 for an empty block).

@@ -224,6 +224,12 @@ impl HeadFile {
         &self.region.words()[start..start + self.slots]
     }
 
+    /// Asks for bytes `offset..offset + len` of the file to be read from disk ahead of use, without waiting
+    /// ([`MappedRegion::will_need`]).
+    pub fn will_need(&self, offset: u64, len: u64) {
+        self.region.will_need(offset as usize, len as usize);
+    }
+
     /// The live length of page `page`.
     pub fn len(&self, page: u32) -> &AtomicU32 {
         &self.lens[page as usize]

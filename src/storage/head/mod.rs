@@ -294,6 +294,28 @@ impl Head {
         Some((pages, s.frequency))
     }
 
+    /// Where the pages of series `id` that hold slots in `[from, to)` lie: `(file, offset, len)` per page,
+    /// appended to `out`. For [`Head::will_need`].
+    pub fn page_bytes_of(&self, id: SeriesId, from: i64, to: i64, out: &mut Vec<(u32, u64, u64)>) {
+        let Some((pages, f)) = self.pages(id) else { return };
+        let span = self.page_span(f);
+        let bytes = self.page_bytes();
+        for p in pages.iter().filter(|p| p.start < to && p.start.saturating_add(span) > from) {
+            let (file, page) = (p.no / self.pages_per_file, p.no % self.pages_per_file);
+            out.push((file, u64::from(page) * bytes, bytes));
+        }
+    }
+
+    /// Asks for bytes `offset..offset + len` of head file `file` to be read from disk ahead of use, without
+    /// waiting ([`HeadFile::will_need`]). Pages let go of ([`Head::discard_idle`]) stay in the page cache
+    /// only as long as the OS keeps them there; a query about to read many series asks for all their pages
+    /// first, so that the reads of those the OS dropped overlap.
+    pub fn will_need(&self, file: u32, offset: u64, len: u64) {
+        if let Some(f) = self.files.read().get(file as usize) {
+            f.will_need(offset, len);
+        }
+    }
+
     /// Reads the values of series `id` whose nominal times lie in `[from, to)`, clamped to what the series
     /// holds. `None` when the series has no data in the range.
     pub fn read(&self, id: SeriesId, from: i64, to: i64) -> Option<HeadRead> {

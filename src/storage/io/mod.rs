@@ -6,7 +6,7 @@
 //!
 //! This module is the only place in the crate that may use `unsafe` (the `silt` binary has its own, for the
 //! allocator): for memory maps, and for the few system calls std has no wrapper for (`posix_fallocate`,
-//! `madvise`, a thread's nice value), all in `std_vfs.rs`. The rules that make the maps sound:
+//! `madvise`, a thread's nice value and resource usage), all in `std_vfs.rs`. The rules that make the maps sound:
 //! - the data directory is locked exclusively ([`Vfs::lock_dir`]), so no other process of ours maps the same
 //!   files;
 //! - a mapped file is never truncated or shrunk while mapped ([`VFile::set_len`] is only called on files
@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-pub(crate) use std_vfs::lower_thread_priority;
 pub use std_vfs::StdVfs;
+pub(crate) use std_vfs::{lower_thread_priority, thread_disk_reads};
 
 /// How [`Vfs::open`] opens a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,12 +94,23 @@ pub trait MappedRegion: Send + Sync {
         let _ = (offset, len);
         Ok(())
     }
+    /// Asks for bytes `offset..offset + len` (clamped to the region) to be read into the page cache ahead of
+    /// use, without waiting for them (`madvise(MADV_WILLNEED)`). Only a hint: nothing else changes, and it is
+    /// not an error if it is not taken. By default nothing is asked.
+    fn will_need(&self, offset: usize, len: usize) {
+        let _ = (offset, len);
+    }
 }
 
 /// An immutable file (a block) seen as bytes: mapped read-only by [`StdVfs`], copied by the simulation.
 pub trait ReadRegion: Send + Sync {
     /// The whole file.
     fn bytes(&self) -> &[u8];
+    /// As [`MappedRegion::will_need`]: asks for bytes `offset..offset + len` to be read ahead, without
+    /// waiting. By default (bytes held in memory) nothing is asked.
+    fn will_need(&self, offset: usize, len: usize) {
+        let _ = (offset, len);
+    }
 }
 
 /// A [`ReadRegion`] held in memory.

@@ -64,6 +64,18 @@ impl MappedRegion for StdRegion {
         // where DONTNEED would zero the pages). memmap2 checks the range against the mapping.
         unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }
     }
+    fn will_need(&self, offset: usize, len: usize) {
+        if let Some((offset, len)) = clamp(offset, len, self.map.len()) {
+            // A hint: a refusal changes nothing, so it is not reported.
+            let _ = self.map.advise_range(memmap2::Advice::WillNeed, offset, len);
+        }
+    }
+}
+
+/// `offset..offset + len` clamped to a map of `map_len` bytes, `None` if nothing of it is left.
+fn clamp(offset: usize, len: usize, map_len: usize) -> Option<(usize, usize)> {
+    let end = offset.saturating_add(len).min(map_len);
+    (offset < end).then(|| (offset, end - offset))
 }
 
 struct StdLock(#[allow(dead_code)] File);
@@ -75,6 +87,12 @@ struct StdReadRegion(memmap2::Mmap);
 impl ReadRegion for StdReadRegion {
     fn bytes(&self) -> &[u8] {
         &self.0
+    }
+    fn will_need(&self, offset: usize, len: usize) {
+        if let Some((offset, len)) = clamp(offset, len, self.0.len()) {
+            // A hint: a refusal changes nothing, so it is not reported.
+            let _ = self.0.advise_range(memmap2::Advice::WillNeed, offset, len);
+        }
     }
 }
 
@@ -212,4 +230,24 @@ pub(crate) fn lower_thread_priority(nice: i32) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
+}
+
+/// How many times the calling thread has waited for the disk to read: its major page faults plus its block
+/// input operations (`getrusage(RUSAGE_THREAD)`, Linux; elsewhere 0). A query compares it before and after
+/// reading some series to tell whether their data was in the page cache.
+pub(crate) fn thread_disk_reads() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `usage` is a valid, writable `rusage` that the call fills in; RUSAGE_THREAD asks about the
+        // calling thread only. On failure (it cannot fail with these arguments) the zeroed value is read.
+        #[expect(unsafe_code)]
+        let usage = unsafe {
+            libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
+            usage.assume_init()
+        };
+        (usage.ru_majflt as u64).wrapping_add(usage.ru_inblock as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
 }
