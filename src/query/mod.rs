@@ -51,6 +51,7 @@ pub(crate) mod source;
 use parking_lot::RwLock;
 
 use crate::keys::Namespace;
+use crate::storage::block::{Block, ChunkMeta};
 use crate::storage::{Aggregation, Engine, SeriesId, StorageError};
 use index::{Index, Level};
 use resample::{resample, Resampler, ResolutionError};
@@ -223,85 +224,89 @@ fn combine(
         }
         return Ok(Combined { values: acc, taking_part, lo, hi });
     }
-    if let Aggregation::Max | Aggregation::Min = agg {
-        // Each series is sampled from the head and the blocks (head first, blocks after, as `sample_into`
-        // always does), so a compaction publishing a block meanwhile cannot hide a page: no retry needed.
-        let wins: fn(f64, f64) -> bool = if agg == Aggregation::Max { |v, a| v > a } else { |v, a| v < a };
-        let mut tmp = Vec::new();
-        for &id in ids {
-            let Some((a, b)) = source::sample_into(engine, id, f, t0, n, &mut tmp)? else { continue };
-            if taking_part == 0 {
-                // Stored, not folded into NaN, so one series comes back bit for bit.
-                acc = std::mem::take(&mut tmp);
-            } else {
-                for (x, &v) in acc.iter_mut().zip(&tmp) {
-                    // NaN (no value) never wins; -0.0 < +0.0, so the order of the series never matters.
-                    if !v.is_nan() && (x.is_nan() || wins(v, *x) || (v == *x && wins(sign(v), sign(*x)))) {
-                        *x = v;
+    // Max and min sample each series in full and keep the winner; the others add.
+    let wins: Option<fn(f64, f64) -> bool> = match agg {
+        Aggregation::Max => Some(|v, a| v > a),
+        Aggregation::Min => Some(|v, a| v < a),
+        Aggregation::Sum | Aggregation::Avg | Aggregation::None => None,
+    };
+    let mut tmp = Vec::new();
+    // Folds series `id`, sampled from the head and `found` (its block chunks; `None`: read them after the
+    // head), into `acc`. The first series taking part is stored, not folded into 0.0 or NaN, so one series
+    // comes back bit for bit (-0.0 stays -0.0).
+    let mut fold = |id: SeriesId,
+                    found: Option<&[(&Block, ChunkMeta)]>,
+                    acc: &mut Vec<f64>,
+                    taking_part: &mut usize,
+                    lo: &mut usize,
+                    hi: &mut usize|
+     -> Result<(), QueryError> {
+        let first = *taking_part == 0;
+        let r = match (wins, found) {
+            (None, Some([])) => engine.head().sample_add(id, t0, acc, first),
+            (None, Some(found)) => source::add_found(engine, id, found, f, t0, acc, first, &mut tmp)?,
+            (None, None) => source::add_into(engine, id, f, t0, acc, first, &mut tmp)?,
+            (Some(wins), found) => {
+                let r = match found {
+                    Some(found) => source::sample_found(engine, id, found, f, t0, n, &mut tmp)?,
+                    None => source::sample_into(engine, id, f, t0, n, &mut tmp)?,
+                };
+                if r.is_some() {
+                    if first {
+                        acc.copy_from_slice(&tmp);
+                    } else {
+                        for (x, &v) in acc.iter_mut().zip(&tmp) {
+                            // NaN (no value) never wins; -0.0 < +0.0, so the order of the series never
+                            // matters.
+                            if !v.is_nan() && (x.is_nan() || wins(v, *x) || (v == *x && wins(sign(v), sign(*x)))) {
+                                *x = v;
+                            }
+                        }
                     }
                 }
+                r
             }
-            taking_part += 1;
-            lo = lo.min(a);
-            hi = hi.max(b);
+        };
+        if let Some((a, b)) = r {
+            *taking_part += 1;
+            *lo = (*lo).min(a);
+            *hi = (*hi).max(b);
         }
-        if taking_part == 0 {
-            acc.clear();
-        }
-        return Ok(Combined { values: acc, taking_part, lo, hi });
-    }
-    acc = vec![0.0f64; n];
-    let mut tmp = Vec::new();
+        Ok(())
+    };
     // The series are taken a batch at a time, each batch's block chunks found before any of its values are
     // read, so that reads of cold data can be asked for together (`source::Ahead`). Series without blocks
     // are added straight from their pages. The head is read after the block list was taken: if a compaction
-    // publishes a block meanwhile, a page it frees may be missed, the block generation tells, and the sum
-    // starts over. The third attempt reads each series as `sample_into` does, head first, which no
-    // compaction can fool.
-    let mut attempts = 0;
+    // publishes a block meanwhile, a page it frees may be missed, the block generation tells, and the
+    // combination starts over. The third attempt reads each series as `sample_into` does, head first, which
+    // no compaction can fool.
     let to = t0.saturating_add((n as i64).saturating_mul(f));
-    while ids.len() > 1 {
-        let generation = engine.block_generation();
-        let blocks = engine.blocks();
-        attempts += 1;
-        // Counts a series that took part (had data in the steps `a..=b`).
-        let add = |r: Option<(usize, usize)>, taking_part: &mut usize, lo: &mut usize, hi: &mut usize| {
-            if let Some((a, b)) = r {
-                *taking_part += 1;
-                *lo = (*lo).min(a);
-                *hi = (*hi).max(b);
-            }
-        };
-        if attempts > 2 {
+    for attempt in 1.. {
+        acc.clear();
+        acc.resize(n, if wins.is_some() { f64::NAN } else { 0.0 });
+        (taking_part, lo, hi) = (0, usize::MAX, 0);
+        if attempt > 2 {
             for &id in ids {
-                let first = taking_part == 0;
-                let r = source::add_into(engine, id, f, t0, &mut acc, first, &mut tmp)?;
-                add(r, &mut taking_part, &mut lo, &mut hi);
+                fold(id, None, &mut acc, &mut taking_part, &mut lo, &mut hi)?;
             }
             break;
         }
+        let generation = engine.block_generation();
+        let blocks = engine.blocks();
         for batch in ids.chunks(source::AHEAD) {
             let mut ahead = source::Ahead::new(engine, &blocks, t0, to);
             let found = ahead.chunks(batch)?;
             for (k, &id) in batch.iter().enumerate() {
                 ahead.before_sampling(k, batch, &found);
-                let found = &found[k];
-                // The first series taking part is stored, not added to 0.0, so one series comes back bit for
-                // bit (-0.0 stays -0.0).
-                let first = taking_part == 0;
-                let r = if found.is_empty() {
-                    engine.head().sample_add(id, t0, &mut acc, first)
-                } else {
-                    source::add_found(engine, id, found, f, t0, &mut acc, first, &mut tmp)?
-                };
-                add(r, &mut taking_part, &mut lo, &mut hi);
+                fold(id, Some(&found[k]), &mut acc, &mut taking_part, &mut lo, &mut hi)?;
             }
         }
         if engine.block_generation() == generation {
             break;
         }
-        (taking_part, lo, hi) = (0, usize::MAX, 0);
-        acc.iter_mut().for_each(|x| *x = 0.0);
+    }
+    if taking_part == 0 {
+        acc.clear();
     }
     Ok(Combined { values: acc, taking_part, lo, hi })
 }
