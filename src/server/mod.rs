@@ -642,6 +642,16 @@ fn selectors(cluster: &str, q: &ApiQuery, steps: u64, budget: &mut QueryBudget) 
         .collect()
 }
 
+/// NaNs to put before an answer starting at `from` so that it starts at the step of the requested `req_from`
+/// (`with-padding`, as cc-metric-store pads): the steps of `resolution` between them, counted on the grid
+/// of `resolution` (floor division, so times before 1970 count as after).
+fn front_padding(req_from: i64, from: i64, resolution: i64) -> usize {
+    if resolution <= 0 {
+        return 0;
+    }
+    usize::try_from(from.div_euclid(resolution) - req_from.div_euclid(resolution)).unwrap_or(0)
+}
+
 fn stats_of(values: &[f64]) -> StatsResult {
     let mut r = StatsResult { samples: 0, avg: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, series: 1 };
     for &v in values.iter().filter(|v| !v.is_nan()) {
@@ -746,8 +756,8 @@ fn run_query(db: &Db, req: &QueryRequest, limits: RequestLimits) -> Result<Query
                         st.max *= f;
                     }
                     let mut from = r.from;
-                    if req.with_padding && r.resolution > 0 && from / r.resolution > req.from / r.resolution {
-                        let pad = (from / r.resolution - req.from / r.resolution) as usize;
+                    let pad = if req.with_padding { front_padding(req.from, from, r.resolution) } else { 0 };
+                    if pad > 0 {
                         let mut padded = vec![f64::NAN; pad];
                         padded.extend_from_slice(&values);
                         values = padded;
@@ -1153,5 +1163,24 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::front_padding;
+
+    #[test]
+    fn front_padding_counts_steps_on_the_grid_before_1970_too() {
+        assert_eq!(front_padding(0, 120, 60), 2);
+        assert_eq!(front_padding(30, 120, 60), 2, "the request's step is 0");
+        assert_eq!(front_padding(120, 120, 60), 0);
+        assert_eq!(front_padding(180, 120, 60), 0, "an answer starting early is not padded");
+        // -30 lies in the step [-60, 0): one step before an answer starting at 0 (truncating division
+        // said none).
+        assert_eq!(front_padding(-30, 0, 60), 1);
+        assert_eq!(front_padding(-60, 60, 60), 2);
+        assert_eq!(front_padding(-61, 60, 60), 3);
+        assert_eq!(front_padding(0, 120, 0), 0, "no resolution, no padding");
     }
 }
