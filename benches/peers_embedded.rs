@@ -10,7 +10,8 @@
 //! Each under the durability `silt serve` uses (`sync`: an fsync per batch, group-committed) and under
 //! `100ms` (the `silt-100ms` column of the HTTP run), with a checkpoint every 10 s as the server has. After
 //! criterion it prints what a day of the workload takes on disk once compacted into blocks, for a few hosts
-//! (the floor of silt's bytes per sample with today's block codec).
+//! (the floor of silt's bytes per sample with today's block codec), and what two days take when fed as a live
+//! cluster sends them, a step a minute with a maintenance pass after each (short chunks, then merges).
 //!
 //! Run: `cargo bench --bench peers_embedded`. Under `cargo test --benches` it runs each once on 2 hosts.
 
@@ -172,8 +173,63 @@ fn compacted_bytes_per_sample(hosts: usize) {
     );
 }
 
+/// `days` of `hosts` hosts written as a live cluster sends them, one step a minute, with the maintenance pass
+/// `silt serve` runs (retention 1h, as the HTTP run; page class 64, as `silt serve`) after every step: what the
+/// blocks take on disk when data arrives in real time rather than as a backfill.
+fn live_bytes_per_sample(hosts: usize, days: i64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        durability: Durability::IntervalMs(100),
+        checkpoint_interval: Some(Duration::from_secs(10)),
+        page_slots: 64,
+        retention: Some(Duration::from_secs(3600)),
+        // The passes are run below, at the data's clock; the background thread's wall clock would see the whole
+        // day past retention at once.
+        maintenance_interval: Duration::from_secs(365 * 86_400),
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), options).expect("open");
+    for (s, agg) in HW.iter().map(|s| (s, Aggregation::Sum)).chain(NODE.iter().map(|s| (s, Aggregation::Avg))) {
+        db.declare_metric(s.name, MetricConfig { frequency: FREQ, aggregation: agg }).expect("declare");
+    }
+    let ids = intern(&db, hosts);
+    let mut gen = Writer::new(0, 1, hosts);
+    let steps = days * 1440;
+    let t0 = 1_700_000_000i64;
+    let scale = |dec: u32| 10f64.powi(-(dec as i32));
+    let mut batch = Batch::new();
+    for step in 0..steps {
+        let ts = t0 + step * FREQ;
+        for (i, host_ids) in ids.iter().enumerate() {
+            batch.clear();
+            gen.step(i, |k, _, v, dec| batch.push_id(host_ids[k], ts, v as f64 * scale(dec)));
+            db.write(&batch).expect("write");
+        }
+        db.enforce_retention(ts + FREQ).expect("maintenance pass");
+    }
+    let (mut blocks, mut files) = (0u64, 0usize);
+    for e in std::fs::read_dir(dir.path().join("blocks")).expect("blocks").flatten() {
+        blocks += e.metadata().map_or(0, |m| m.len());
+        files += 1;
+    }
+    // Samples in blocks: all but the last hour or so, which the head still holds.
+    let st = db.engine().stats();
+    let compacted = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64
+        - db.head_bytes_in_use().min(u64::MAX) / 8;
+    use std::sync::atomic::Ordering::Relaxed;
+    println!(
+        "peers_embedded: {days} day(s) of {hosts} hosts live, a maintenance pass a step: {blocks} bytes in {files} \
+         block(s), about {:.3} bytes per compacted sample; {} blocks written, {} chunks copied and {} encoded by merges",
+        blocks as f64 / compacted as f64,
+        st.blocks_written.load(Relaxed),
+        st.merge_chunks_copied.load(Relaxed),
+        st.merge_chunks_encoded.load(Relaxed),
+    );
+}
+
 fn compaction(_: &mut Criterion) {
     compacted_bytes_per_sample(if full_run() { 4 } else { 1 });
+    live_bytes_per_sample(if full_run() { 4 } else { 1 }, if full_run() { 2 } else { 1 });
 }
 
 criterion_group!(benches, ingest, compaction);

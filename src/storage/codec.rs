@@ -34,7 +34,7 @@
 use pco::errors::{ErrorKind, PcoError};
 use pco::metadata::DeltaEncoding;
 use pco::wrapped::{FileCompressor, FileDecompressor};
-use pco::{ChunkConfig, PagingSpec};
+use pco::{ChunkConfig, DeltaSpec, PagingSpec};
 
 /// A value codec; the discriminant is stored on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -526,6 +526,13 @@ const PCO_MAX_WINDOW_LOG: u32 = 15;
 /// values/s); level 2 is 1.9 % larger at 3.3×. Any level decodes the same way.
 const PCO_LEVEL: usize = 4;
 
+/// Chunks of fewer values are encoded with first-order deltas (`DeltaSpec::TryConsecutive(1)`) rather than
+/// letting pco search for the best delta encoding, a search whose cost is per chunk. Measured on the peer
+/// benchmark's series at level 4: 64 values 13.5 against 4.8 M values/s for 2.006 against 1.945 bytes per
+/// value; 256 values 26 against 8.6 M values/s, the same size. Short chunks are what compactions of a live
+/// cluster write, and merges rewrite them into long ones, which get the search.
+const PCO_QUICK_BELOW: usize = 512;
+
 fn pco_encode(valid: &[f64], out: &mut Vec<u8>) {
     // Writing to a Vec cannot fail, and the configuration is valid for any count from 1 to
     // PCO_CHUNK_MAX: pco has no other reason to return an error here.
@@ -533,9 +540,12 @@ fn pco_encode(valid: &[f64], out: &mut Vec<u8>) {
     let fc = FileCompressor::default();
     fc.write_header(&mut *out).expect(BUG);
     for chunk in valid.chunks(PCO_CHUNK_MAX) {
-        let config = ChunkConfig::default()
+        let mut config = ChunkConfig::default()
             .with_compression_level(PCO_LEVEL)
             .with_paging_spec(PagingSpec::Exact(vec![chunk.len()]));
+        if chunk.len() < PCO_QUICK_BELOW {
+            config = config.with_delta_spec(DeltaSpec::TryConsecutive(1));
+        }
         let mut cc = fc.chunk_compressor(chunk, &config).expect(BUG);
         cc.write_meta(&mut *out).expect(BUG);
         cc.write_page(0, &mut *out).expect(BUG);
