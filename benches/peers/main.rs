@@ -32,7 +32,7 @@
 //! Run: `benches/peers/run.sh` (installs the peers, then `cargo bench --bench peers`). Environment:
 //! `PEERS_STEPS` (default 1440: one day, 152 M samples), `PEERS_HOSTS` (82), `PEERS_SYSTEMS` (default
 //! `silt,silt-100ms,victoria-metrics,influxdb`; `silt-100ms` is `silt serve --durability 100ms`; those
-//! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_QUERY_TIMES` (set: print each query's times and the server's page faults in run order), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64),
+//! not installed are skipped), `PEERS_QUERY_RUNS` (21), `PEERS_QUERY_TIMES` (set: print each query's times and the server's page faults in run order), `PEERS_SILT_RETENTION` (1h), `PEERS_SILT_PAGE_SLOTS` (64), `PEERS_SILT_CHECKPOINT` (silt's checkpoint interval in seconds, 10),
 //! `PEERS_SILT_WRITE_WORKERS` (silt's `main.write-workers`; default the server's), `PEERS_SILT_WRAP` (a command silt runs under, e.g. `valgrind --tool=massif`; the memory and CPU figures are then the wrapper's), `PEERS_OUT` (the Markdown file, default `target/peers/results.md`). Without `--bench` (under
 //! `cargo test --benches`) it runs silt alone on 2 hosts × 3 steps.
 
@@ -149,9 +149,10 @@ impl Server {
                 metrics.pop();
                 let config = format!(
                     r#"{{"main": {{"addr": "{addr}"{workers}}}, "metrics": {{{metrics}}},
-                        "metric-store": {{"retention-in-memory": "{retention}", "memory-cap": 0, "checkpoint-interval": "10s",
+                        "metric-store": {{"retention-in-memory": "{retention}", "memory-cap": 0, "checkpoint-interval": "{checkpoint}s",
                                           "page-slots": {slots}, "checkpoints": {{"directory": "{}"}}}}}}"#,
                     data.display(),
+                    checkpoint = silt_checkpoint_secs(),
                     retention = std::env::var("PEERS_SILT_RETENTION").unwrap_or_else(|_| "1h".into()),
                     slots = std::env::var("PEERS_SILT_PAGE_SLOTS").unwrap_or_else(|_| "64".into()),
                     workers = std::env::var("PEERS_SILT_WRITE_WORKERS")
@@ -251,7 +252,7 @@ impl Server {
         // Each system's own flush has a timer: silt checkpoints (and drops the WAL below it) every 10 s,
         // InfluxDB compacts a shard fully after 30 s without writes. Wait past it before the size may settle.
         let settle = match self.system {
-            System::Silt | System::SiltInterval => Duration::from_secs(12),
+            System::Silt | System::SiltInterval => Duration::from_secs(silt_checkpoint_secs() + 2),
             System::Influx => Duration::from_secs(40),
             System::Victoria => Duration::ZERO,
         };
@@ -588,6 +589,12 @@ fn table(figs: &[Figures], hosts: usize, steps: i64) -> String {
     }
     out.push('\n');
     out
+}
+
+/// silt's `checkpoint-interval` in the bench, in seconds (`PEERS_SILT_CHECKPOINT`, default 10): the flush waits
+/// for one checkpoint past the last write.
+fn silt_checkpoint_secs() -> u64 {
+    env_or("PEERS_SILT_CHECKPOINT", 10u64)
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
