@@ -424,6 +424,9 @@ fn json_str<'a>(root: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 /// - `retention-in-memory` and `checkpoint-interval` (`checkpoints.interval` in the legacy layout) are
 ///   exactly what [`parse_duration`](crate::server::config::parse_duration) gives for their text, and
 ///   positive; [`Config::db_options`](crate::server::config::Config::db_options) carries them;
+/// - `block-retention` (`archive.interval` in the legacy layout) is what `parse_duration` gives for its text
+///   and no shorter than the retention; the options' block retention is it, else the retention when there
+///   is a `cleanup` section, else none; the archive directory is `cleanup.directory` in archive mode only;
 /// - the metrics are the `metrics` object's keys, each a valid name with a frequency in
 ///   `1..=MAX_FREQUENCY`, and `metric_configs` lists them all;
 /// - `memory-cap` in bytes does not overflow; `main.addr` ends in a port; the data directory is
@@ -434,7 +437,7 @@ fn json_str<'a>(root: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 ///
 /// Nothing is resolved or opened (no `listen_addr`, no TLS files).
 pub fn check_config(data: &[u8]) {
-    use crate::server::config::{parse_duration, Config, ConfigLayout, DEFAULT_DATA_DIR, MEMORY_CAP_UNIT};
+    use crate::server::config::{parse_duration, CleanupMode, Config, ConfigLayout, DEFAULT_DATA_DIR, MEMORY_CAP_UNIT};
     use crate::stream::spec::PipelineSpec;
 
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -469,6 +472,18 @@ pub fn check_config(data: &[u8]) {
     if let Some(d) = ms.checkpoint_interval {
         assert_eq!(opts.checkpoint_interval, Some(d));
     }
+    let block_path: &[&str] = if legacy { &["archive", "interval"] } else { &["metric-store", "block-retention"] };
+    let block = json_str(&root, block_path);
+    assert_eq!(block.map(|s| parse_duration(s).ok()), ms.block_retention.map(Some), "block retention {block:?}");
+    assert!(ms.block_retention.is_none_or(|d| d >= ms.retention_in_memory), "block retention under retention");
+    let want_block = match &ms.cleanup {
+        None => ms.block_retention,
+        Some(_) => Some(ms.block_retention.unwrap_or(ms.retention_in_memory)),
+    };
+    assert_eq!(opts.block_retention, want_block, "block retention in the options");
+    let archive = ms.cleanup.as_ref().filter(|c| c.mode == CleanupMode::Archive);
+    assert_eq!(opts.archive_dir, archive.and_then(|c| c.directory.clone()), "archive directory in the options");
+    assert!(archive.is_none_or(|c| c.directory.is_some()), "archive mode without a directory accepted");
 
     let names: Vec<&String> = root["metrics"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
     assert_eq!(c.metrics.keys().collect::<Vec<_>>(), names, "metrics differ from the file's keys");

@@ -179,3 +179,62 @@ fn the_retention_pass_compacts_then_archives_by_the_options() {
     let r = db.read(&HostKey::new("emmy", "n0").unwrap(), "mem_used", now - 11 * 86_400, now).unwrap();
     assert!(r.values.is_empty(), "archived data is gone from silt");
 }
+
+/// `silt serve`'s config drives the same pass: a day of data three days old is compacted (retention 24h)
+/// but kept (block-retention 120h); four days later it is archived into `cleanup.directory` in archive
+/// mode, deleted in delete mode (writing nothing), and kept with no `cleanup` section. The maintenance
+/// thread is held off; the passes run at explicit times.
+#[test]
+fn the_server_configs_cleanup_archives_deletes_or_keeps_old_blocks() {
+    let day = 86_400;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for mode in ["archive", "delete", "none"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = tmp.path().join("archive");
+        let mut store = serde_json::json!({"retention-in-memory": "24h", "memory-cap": 0});
+        if mode != "none" {
+            store["block-retention"] = "120h".into();
+            store["cleanup"] = serde_json::json!({"mode": mode, "directory": archive.to_str().unwrap()});
+        }
+        let metrics = serde_json::json!({
+            "cpu_load": {"frequency": F, "aggregation": "avg"},
+            "mem_used": {"frequency": F, "aggregation": "avg"},
+        });
+        let text = serde_json::json!({"main": {"addr": "127.0.0.1:0"}, "metrics": metrics, "metric-store": store});
+        let config = silt::server::config::Config::from_json(&text.to_string()).unwrap();
+        let o = Options { maintenance_interval: std::time::Duration::from_secs(3600), ..config.db_options() };
+        let db = Db::open(tmp.path().join("data"), o).unwrap();
+        for (name, metric) in config.metric_configs() {
+            db.declare_metric(&name, metric).unwrap();
+        }
+        let t0 = now - 3 * day;
+        fill(&db, t0, 1536); // 25.6 hours from three days ago
+        let node = HostKey::new("emmy", "n0").unwrap();
+
+        db.enforce_retention(now).unwrap();
+        assert!(!db.engine().blocks().is_empty(), "{mode}: past retention-in-memory, the pages are in blocks");
+        assert!(!archive.exists(), "{mode}: nothing is past block-retention yet");
+        assert_eq!(db.read(&node, "mem_used", t0, now).unwrap().values.len(), 1536, "{mode}");
+
+        db.enforce_retention(now + 4 * day).unwrap();
+        let read = db.read(&node, "mem_used", t0, now).unwrap();
+        match mode {
+            "archive" => {
+                let files: Vec<_> = std::fs::read_dir(&archive).unwrap().map(|e| e.unwrap().path()).collect();
+                assert_eq!(files.len(), 1, "one file for the one cluster");
+                let rows = read_generic(&files[0]);
+                assert_eq!(rows.len(), 2 * 5 * 1536);
+                let key = ("emmy".into(), "n0".into(), "mem_used".into(), "node".into(), String::new(), t0);
+                assert_eq!(rows.get(&key), Some(&1e10), "{:?}", rows.keys().next());
+            }
+            _ => assert!(!archive.exists(), "{mode}: no archive is written"),
+        }
+        if mode == "none" {
+            assert!(!db.engine().blocks().is_empty(), "without cleanup the blocks are kept");
+            assert_eq!(read.values.len(), 1536);
+        } else {
+            assert!(db.engine().blocks().is_empty(), "{mode}: past block-retention the blocks are gone");
+            assert!(read.values.is_empty(), "{mode}: the data is gone from silt");
+        }
+    }
+}

@@ -713,6 +713,11 @@ mod seeds {
             ),
             ("legacy-minimal", r#"{"http-api": {"address": ":8081"}, "metrics": {}, "retention-in-memory": "1m"}"#),
             (
+                "block-retention",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "48h", "memory-cap": 0,
+                   "block-retention": "8760h", "cleanup": {"mode": "archive", "directory": "./var/archive"}}}"#,
+            ),
+            (
                 "nulls",
                 r#"{"main": {"addr": ":1", "debug": null}, "metrics": {}, "nats": null,
                           "metric-store": {"retention-in-memory": "48h", "memory-cap": 0, "checkpoint-interval": null},
@@ -774,6 +779,10 @@ mod seeds {
             (
                 "archive-without-directory",
                 r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "1h", "memory-cap": 0, "cleanup": {"mode": "archive"}}}"#,
+            ),
+            (
+                "block-retention-too-short",
+                r#"{"main": {"addr": ":1"}, "metrics": {}, "metric-store": {"retention-in-memory": "48h", "block-retention": "24h", "memory-cap": 0}}"#,
             ),
             (
                 "duplicate-pipeline",

@@ -112,9 +112,11 @@ fn shipped_config_parses() {
     assert_eq!(ms.num_workers, 0);
     assert_eq!(ms.checkpoints.file_format, CheckpointFormat::Wal);
     assert_eq!(ms.checkpoints.directory.as_deref(), Some(Path::new("./var/checkpoints")));
-    assert_eq!(ms.cleanup.mode, CleanupMode::Archive);
-    assert_eq!(ms.cleanup.directory.as_deref(), Some(Path::new("./var/archive")));
+    let cleanup = ms.cleanup.as_ref().unwrap();
+    assert_eq!(cleanup.mode, CleanupMode::Archive);
+    assert_eq!(cleanup.directory.as_deref(), Some(Path::new("./var/archive")));
     assert_eq!(ms.nats_subscriptions, vec![sub("hpc-nats", "fritz"), sub("hpc-nats", "alex")]);
+    assert_eq!(ms.block_retention, None);
 
     let nats = c.nats.as_ref().unwrap();
     assert_eq!(nats.address, "nats://0.0.0.0:4222");
@@ -140,9 +142,11 @@ fn shipped_legacy_nats_config_parses() {
     assert_eq!(ms.checkpoint_interval, Some(hours(12)));
     assert_eq!(ms.memory_cap, 0);
     assert_eq!(ms.checkpoints.directory.as_deref(), Some(Path::new("./var/checkpoints")));
-    assert_eq!(ms.cleanup.mode, CleanupMode::Archive);
-    assert_eq!(ms.cleanup.directory.as_deref(), Some(Path::new("./var/archive")));
+    let cleanup = ms.cleanup.as_ref().unwrap();
+    assert_eq!(cleanup.mode, CleanupMode::Archive);
+    assert_eq!(cleanup.directory.as_deref(), Some(Path::new("./var/archive")));
     assert_eq!(ms.nats_subscriptions, vec![sub("ee-hpc-nats", "fritz2")]);
+    assert_eq!(ms.block_retention, Some(hours(50)), "archive.interval");
     let nats = c.nats.as_ref().unwrap();
     assert_eq!(nats.address, "nats://localhost:4222");
     assert_eq!(nats.creds_file_path.as_deref(), Some(Path::new("test.creds")));
@@ -154,7 +158,7 @@ fn minimal_configs_parse() {
     let c = parse(&minimal()).unwrap();
     assert_eq!(c.layout, ConfigLayout::Current);
     assert_eq!(c.metric_store.checkpoint_interval, None);
-    assert_eq!(c.metric_store.cleanup.mode, CleanupMode::Delete);
+    assert_eq!(c.metric_store.cleanup.as_ref().unwrap().mode, CleanupMode::Delete);
     assert_eq!(
         c.metric_store.nats_subscriptions,
         vec![NatsSubscription { subscribe_to: "hpc-nats".into(), cluster_tag: None }]
@@ -364,7 +368,7 @@ fn bad_values_name_the_field() {
     let c = parse(&ms("memory-cap", json!(0))).unwrap();
     assert_eq!(c.metric_store.memory_cap_bytes(), 0);
     let c = parse(&with(minimal_legacy(), "/archive/delete-instead", json!(true))).unwrap();
-    assert_eq!(c.metric_store.cleanup.mode, CleanupMode::Delete);
+    assert_eq!(c.metric_store.cleanup.as_ref().unwrap().mode, CleanupMode::Delete);
 }
 
 #[test]
@@ -957,4 +961,113 @@ fn max_series_is_the_cardinality_limit() {
     assert_eq!(parse(&with(minimal(), "/metric-store/max-series", json!(0))).unwrap().db_options().max_series, 0);
     invalid_at(&with(minimal(), "/metric-store/max-series", json!(-1)), "metric-store.max-series");
     invalid_at(&with(minimal(), "/metric-store/max-series", json!(1u64 << 40)), "metric-store.max-series");
+}
+
+/// `db_options`' long-term retention: (block_retention, archive_dir).
+fn long_term(c: &Config) -> (Option<Duration>, Option<PathBuf>) {
+    let o = c.db_options();
+    (o.block_retention, o.archive_dir)
+}
+
+#[test]
+fn block_retention_is_a_positive_duration_no_shorter_than_retention_in_memory() {
+    let br = |v: Value| with(minimal(), "/metric-store/block-retention", v);
+    assert_eq!(parse(&minimal()).unwrap().metric_store.block_retention, None);
+    assert_eq!(parse(&br(json!(null))).unwrap().metric_store.block_retention, None);
+    assert_eq!(parse(&br(json!("720h"))).unwrap().metric_store.block_retention, Some(hours(720)));
+    assert_eq!(parse(&br(json!("1h30m47h"))).unwrap().metric_store.block_retention, Some(hours(48) + hours(1) / 2));
+    // Equal to retention-in-memory is fine: it is what a cleanup section alone means.
+    assert_eq!(parse(&br(json!("48h"))).unwrap().metric_store.block_retention, Some(hours(48)));
+
+    let field = "metric-store.block-retention";
+    let msg = invalid_at(&br(json!("30d")), field);
+    assert!(msg.contains("invalid duration \"30d\"") && msg.contains("unknown unit \"d\""), "{msg}");
+    let msg = invalid_at(&br(json!("0")), field);
+    assert!(msg.contains("must be positive"), "{msg}");
+    let msg = invalid_at(&br(json!("-720h")), field);
+    assert!(msg.contains("negative"), "{msg}");
+    let msg = invalid_at(&br(json!(720)), field);
+    assert!(msg.contains("expected a string, found a number"), "{msg}");
+
+    // Shorter than retention-in-memory: the error names both keys and both values.
+    let msg = invalid_at(&br(json!("47h59m")), field);
+    assert_eq!(
+        msg,
+        "metric-store.block-retention: \"47h59m\" is shorter than metric-store.retention-in-memory (\"48h\"): data \
+         must stay on disk at least as long as in memory"
+    );
+    // Whatever the order of the keys, and with or without a cleanup section.
+    let mut v = without(br(json!("1h")), "/metric-store/cleanup");
+    v["metric-store"]["retention-in-memory"] = json!("2h");
+    let msg = invalid_at(&v, field);
+    assert!(msg.contains("\"1h\"") && msg.contains("metric-store.retention-in-memory (\"2h\")"), "{msg}");
+
+    // A silt extension of the current layout only: the legacy layout has archive.interval instead.
+    assert_eq!(
+        parse(&with(minimal_legacy(), "/block-retention", json!("720h"))).unwrap_err().to_string(),
+        "unknown key \"block-retention\""
+    );
+    let msg = invalid_at(&with(minimal_legacy(), "/archive/interval", json!("24h")), "archive.interval");
+    assert!(msg.contains("\"24h\" is shorter than retention-in-memory (\"48h\")"), "{msg}");
+}
+
+#[test]
+fn db_options_long_term_retention_follows_cleanup() {
+    let ms = |v: Value, key: &str, value: Value| with(v, &format!("/metric-store/{key}"), value);
+    let no_cleanup = without(minimal(), "/metric-store/cleanup");
+    let archive = json!({"mode": "archive", "directory": "./var/archive"});
+
+    // No cleanup section: blocks are kept for ever (cc-metric-store would delete), unless block-retention
+    // asks for deletion.
+    assert_eq!(parse(&no_cleanup).unwrap().metric_store.cleanup, None);
+    assert_eq!(long_term(&parse(&no_cleanup).unwrap()), (None, None));
+    assert_eq!(long_term(&parse(&ms(minimal(), "cleanup", json!(null))).unwrap()), (None, None));
+    assert_eq!(long_term(&Config::default_loopback()), (None, None));
+    assert_eq!(
+        long_term(&parse(&ms(no_cleanup.clone(), "block-retention", json!("720h"))).unwrap()),
+        (Some(hours(720)), None)
+    );
+
+    // Delete mode (also an empty section, its default): blocks go at retention-in-memory, as in
+    // cc-metric-store, or at block-retention; a directory is ignored.
+    assert_eq!(long_term(&parse(&minimal()).unwrap()), (Some(hours(48)), None));
+    assert_eq!(long_term(&parse(&ms(minimal(), "cleanup", json!({}))).unwrap()), (Some(hours(48)), None));
+    let delete_dir = ms(minimal(), "cleanup", json!({"mode": "delete", "directory": "./var/archive"}));
+    assert_eq!(long_term(&parse(&delete_dir).unwrap()), (Some(hours(48)), None));
+    let v = ms(ms(minimal(), "retention-in-memory", json!("2h")), "block-retention", json!("168h"));
+    assert_eq!(long_term(&parse(&v).unwrap()), (Some(hours(168)), None));
+
+    // Archive mode: the same ages, archived into cleanup.directory first.
+    let archived = ms(minimal(), "cleanup", archive);
+    assert_eq!(long_term(&parse(&archived).unwrap()), (Some(hours(48)), Some(PathBuf::from("./var/archive"))));
+    let v = ms(archived, "block-retention", json!("8760h"));
+    assert_eq!(long_term(&parse(&v).unwrap()), (Some(hours(8760)), Some(PathBuf::from("./var/archive"))));
+    // cc-metric-store's shipped config archives after its 48h retention.
+    let shipped = Config::from_json(CONFIG_JSON).unwrap();
+    assert_eq!(long_term(&shipped), (Some(hours(48)), Some(PathBuf::from("./var/archive"))));
+    // The rest of the options is untouched by it.
+    assert_eq!(shipped.db_options().retention, Some(hours(48)));
+}
+
+#[test]
+fn legacy_archive_section_maps_onto_cleanup_and_block_retention() {
+    // archive.interval was the age past which cc-metric-store ≤ 0.x archived (or deleted) checkpoints.
+    let l = parse(&minimal_legacy()).unwrap();
+    assert_eq!(l.metric_store.block_retention, Some(hours(50)));
+    let cleanup = l.metric_store.cleanup.as_ref().unwrap();
+    assert_eq!((cleanup.mode, cleanup.directory.as_deref()), (CleanupMode::Archive, Some(Path::new("./var/archive"))));
+    assert_eq!(long_term(&l), (Some(hours(50)), Some(PathBuf::from("./var/archive"))));
+    assert_eq!(
+        long_term(&Config::from_json(CONFIG_NATS_JSON).unwrap()),
+        (Some(hours(50)), Some(PathBuf::from("./var/archive")))
+    );
+
+    let delete = with(minimal_legacy(), "/archive/delete-instead", json!(true));
+    assert_eq!(long_term(&parse(&delete).unwrap()), (Some(hours(50)), None));
+    // Without an interval, the age is retention-in-memory, as for a cleanup section.
+    let no_interval = without(minimal_legacy(), "/archive/interval");
+    assert_eq!(long_term(&parse(&no_interval).unwrap()), (Some(hours(48)), Some(PathBuf::from("./var/archive"))));
+    // No archive section: kept for ever.
+    let none = parse(&without(minimal_legacy(), "/archive")).unwrap();
+    assert_eq!((none.metric_store.cleanup.as_ref(), long_term(&none)), (None, (None, None)));
 }

@@ -56,13 +56,29 @@
 //!
 //! Used: `main.addr`, the TLS files (`https-cert-file`, `https-key-file`), `jwt-public-key`, `metrics`,
 //! `metric-store.retention-in-memory`, `memory-cap`, `checkpoint-interval` and `checkpoints.directory`
-//! (the data directory: [`Config::data_dir`]; see [`Config::db_options`]), `nats` and
+//! (the data directory: [`Config::data_dir`]; see [`Config::db_options`]), `cleanup` (long-term retention,
+//! below), `nats` and
 //! `nats-subscriptions`; and silt's own `metric-store.page-slots` (the head page class of a new data directory,
-//! [`DEFAULT_SERVER_PAGE_SLOTS`] when absent) and `metric-store.max-series` (a cardinality limit,
-//! [`DEFAULT_SERVER_MAX_SERIES`] when absent, 0 for none), and `main.write-workers` (how many `/api/write`
+//! [`DEFAULT_SERVER_PAGE_SLOTS`] when absent), `metric-store.max-series` (a cardinality limit,
+//! [`DEFAULT_SERVER_MAX_SERIES`] when absent, 0 for none) and `metric-store.block-retention` (below), and
+//! `main.write-workers` (how many `/api/write`
 //! bodies are decoded at once; [`crate::server::default_write_workers`] when absent or 0). Kept but ignored by silt for now (each field's documentation says so):
-//! `user`/`group`, `backend-url`, both `debug` sections, `num-workers`, `checkpoints.file-format`,
-//! `max-wal-size` and `cleanup`.
+//! `user`/`group`, `backend-url`, both `debug` sections, `num-workers`, `checkpoints.file-format` and
+//! `max-wal-size`.
+//!
+//! # Long-term retention
+//!
+//! Data older than `retention-in-memory` leaves silt's head for compacted block files on disk (so does data
+//! the memory cap pushes out). cc-metric-store's cleanup worker deletes (`"mode": "delete"`, its default) or
+//! archives to Parquet in `cleanup.directory` (`"mode": "archive"`) what is older than
+//! `retention-in-memory` on disk; silt does the same with its blocks
+//! ([`Options::block_retention`](crate::Options::block_retention) and
+//! [`Options::archive_dir`](crate::Options::archive_dir), enforced by the maintenance thread). silt's own
+//! `metric-store.block-retention` (a positive Go duration) keeps blocks longer than that; it may not be
+//! shorter than `retention-in-memory` (an error naming both keys). One deliberate difference: with no
+//! `cleanup` section (or `"cleanup": null`) cc-metric-store deletes, silt keeps the blocks for ever unless
+//! `block-retention` is given (then it deletes them past it): silt does not delete data the file did not ask
+//! it to. The whole mapping is in [`Config::db_options`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -170,8 +186,10 @@ pub enum ConfigLayout {
     /// `main.{addr,…}`; `jwt-public-key`, `debug` → `main.…`; `retention-in-memory` → `metric-store.…`;
     /// `checkpoints.{interval,directory,file-format}` → `metric-store.{checkpoint-interval,checkpoints.…}`;
     /// `archive.{directory,delete-instead}` → `metric-store.cleanup` (mode `delete` when `delete-instead`);
+    /// `archive.interval` → `metric-store.block-retention` (cc-metric-store ≤ 0.x deleted or archived the
+    /// checkpoints older than it; so it too may not be shorter than `retention-in-memory`);
     /// the one `nats` server → `nats`, its `subscriptions` → `metric-store.nats-subscriptions`. Checked and
-    /// dropped (no counterpart in 1.5): `checkpoints.restore` and `archive.interval` (both durations). More
+    /// dropped (no counterpart in 1.5): `checkpoints.restore` (a duration). More
     /// than one NATS server is an error. `memory-cap` is 0 (no cap) and `num-workers` 0 (automatic).
     Legacy,
 }
@@ -280,8 +298,15 @@ pub struct MetricStoreConfig {
     pub checkpoints: CheckpointsConfig,
     /// `debug`. Ignored by silt.
     pub debug: DebugConfig,
-    /// `cleanup`: what happens to data past the retention. Ignored by silt.
-    pub cleanup: CleanupConfig,
+    /// `cleanup`: what happens to compacted blocks past the block retention, `None` when the file has no
+    /// `cleanup` section (or `null`). With one, blocks older than `block_retention`, else than
+    /// `retention-in-memory` (cc-metric-store's cleanup age), are deleted or archived; without one they are
+    /// kept for ever unless `block_retention` is set. See [`Config::db_options`].
+    pub cleanup: Option<CleanupConfig>,
+    /// `block-retention` (a silt extension): how long compacted blocks are kept on disk, a positive Go
+    /// duration no shorter than `retention-in-memory` (blocks hold what leaves memory, so a shorter one is an
+    /// error naming both keys). `None` when absent. In the legacy layout, `archive.interval`.
+    pub block_retention: Option<Duration>,
     /// `nats-subscriptions`: NATS subjects to ingest from (empty when absent).
     pub nats_subscriptions: Vec<NatsSubscription>,
     /// `page-slots` (a silt extension): values per head page of a new data directory, a power of two from 8
@@ -312,7 +337,8 @@ const SERVER_HEAD_FILE_BYTES: u32 = 16 << 20;
 
 impl Default for MetricStoreConfig {
     /// No cap, 48h retention (the value cc-metric-store ships), everything else at cc-metric-store's default
-    /// except the data directory, which is left unset.
+    /// except the data directory, which is left unset, and `cleanup`, which is absent (blocks are kept for
+    /// ever, where cc-metric-store would delete).
     fn default() -> Self {
         MetricStoreConfig {
             num_workers: 0,
@@ -321,7 +347,8 @@ impl Default for MetricStoreConfig {
             memory_cap: 0,
             checkpoints: CheckpointsConfig::default(),
             debug: DebugConfig::default(),
-            cleanup: CleanupConfig::default(),
+            cleanup: None,
+            block_retention: None,
             nats_subscriptions: Vec::new(),
             page_slots: DEFAULT_SERVER_PAGE_SLOTS,
             max_series: DEFAULT_SERVER_MAX_SERIES,
@@ -361,22 +388,25 @@ pub enum CheckpointFormat {
     Avro,
 }
 
-/// `metric-store.cleanup`.
+/// `metric-store.cleanup` (in the legacy layout, `archive`): what happens to blocks past the block
+/// retention ([`MetricStoreConfig::block_retention`], else `retention-in-memory`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CleanupConfig {
     /// `mode`: `"delete"` (the default) or `"archive"`.
     pub mode: CleanupMode,
-    /// `directory`: where archive mode writes (required in that mode).
+    /// `directory`: where archive mode writes (required in that mode; ignored in delete mode, as in
+    /// cc-metric-store). [`crate::Options::archive_dir`].
     pub directory: Option<PathBuf>,
 }
 
 /// `metric-store.cleanup.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CleanupMode {
-    /// Drop data past the retention.
+    /// Delete blocks past the block retention.
     #[default]
     Delete,
-    /// Write it to Parquet files in `cleanup.directory` first.
+    /// Archive them first, as Parquet files in `cleanup.directory` (cc-metric-store's long format, one file
+    /// per cluster; see [`crate::export`]), then delete them.
     Archive,
 }
 
@@ -449,8 +479,19 @@ impl Config {
     }
 
     /// [`crate::Options::default`] with `retention` from `retention-in-memory`, `memory_cap_bytes` from
-    /// `memory-cap`, `checkpoint_interval` from `checkpoint-interval` when the file sets it, and the head's
-    /// page class from `page-slots` (in 16 MiB files).
+    /// `memory-cap`, `checkpoint_interval` from `checkpoint-interval` when the file sets it, the head's
+    /// page class from `page-slots` (in 16 MiB files), and long-term retention from `cleanup` and
+    /// `block-retention`:
+    ///
+    /// | `cleanup` | `block_retention` | `archive_dir` |
+    /// | --- | --- | --- |
+    /// | absent | `block-retention`, else `None` (kept for ever) | `None` |
+    /// | `"mode": "delete"` | `block-retention`, else `retention-in-memory` | `None` |
+    /// | `"mode": "archive"` | `block-retention`, else `retention-in-memory` | `cleanup.directory` |
+    ///
+    /// With a `cleanup` section this is cc-metric-store's behaviour (data older than `retention-in-memory`
+    /// leaves the store). Without one, cc-metric-store deletes too; silt deliberately keeps the blocks: it does
+    /// not delete data unless the file asks it to.
     pub fn db_options(&self) -> crate::Options {
         let ms = &self.metric_store;
         let mut opts = crate::Options {
@@ -464,6 +505,15 @@ impl Config {
         };
         if let Some(interval) = ms.checkpoint_interval {
             opts.checkpoint_interval = Some(interval);
+        }
+        match &ms.cleanup {
+            None => opts.block_retention = ms.block_retention,
+            Some(cleanup) => {
+                opts.block_retention = Some(ms.block_retention.unwrap_or(ms.retention_in_memory));
+                if cleanup.mode == CleanupMode::Archive {
+                    opts.archive_dir = cleanup.directory.clone();
+                }
+            }
         }
         opts
     }
@@ -830,6 +880,7 @@ fn parse_metrics(o: &Obj<'_>, aggregation_required: bool) -> Result<BTreeMap<Str
 
 fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
     o.deny_unknown(&[
+        "block-retention",
         "checkpoint-interval",
         "checkpoints",
         "cleanup",
@@ -864,8 +915,8 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
         }
     };
     let cleanup = match o.obj("cleanup")? {
-        None => CleanupConfig::default(),
-        Some(c) => {
+        None => None,
+        Some(c) => Some({
             c.deny_unknown(&["directory", "mode"])?;
             let mode = match c.str("mode")? {
                 None | Some("delete") => CleanupMode::Delete,
@@ -882,8 +933,11 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
                 return Err(invalid(c.field("directory"), "required in archive mode"));
             }
             CleanupConfig { mode, directory }
-        }
+        }),
     };
+    let retention_in_memory = o.required("retention-in-memory", o.duration("retention-in-memory")?)?;
+    let block_retention = o.duration("block-retention")?;
+    check_block_retention(o, "block-retention", block_retention, o, "retention-in-memory", retention_in_memory)?;
     let mut nats_subscriptions = Vec::new();
     for (i, v) in o.array("nats-subscriptions")?.unwrap_or_default().iter().enumerate() {
         nats_subscriptions.push(parse_subscription(&Obj::new(format!("{}[{i}]", o.field("nats-subscriptions")), v)?)?);
@@ -892,12 +946,13 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
     Ok(MetricStoreConfig {
         num_workers: usize::try_from(num_workers)
             .map_err(|_| invalid(o.field("num-workers"), format!("{num_workers} is too large")))?,
-        retention_in_memory: o.required("retention-in-memory", o.duration("retention-in-memory")?)?,
+        retention_in_memory,
         checkpoint_interval: o.duration("checkpoint-interval")?,
         memory_cap,
         checkpoints,
         debug: parse_debug(o.obj("debug")?)?,
         cleanup,
+        block_retention,
         nats_subscriptions,
         page_slots,
         max_series: match o.non_negative("max-series")? {
@@ -908,6 +963,34 @@ fn parse_metric_store(o: &Obj<'_>) -> Result<MetricStoreConfig, ConfigError> {
                 .ok_or_else(|| invalid(o.field("max-series"), format!("{n} is more than {}", u32::MAX - 2)))?,
         },
     })
+}
+
+/// Rejects a block retention (`o.key`, already parsed into `block_retention`) shorter than the in-memory
+/// retention (`r.retention_key`): blocks hold what leaves memory (past the retention, or earlier under the
+/// memory cap), so the disk must keep data at least as long as memory does.
+fn check_block_retention(
+    o: &Obj<'_>,
+    key: &str,
+    block_retention: Option<Duration>,
+    r: &Obj<'_>,
+    retention_key: &str,
+    retention: Duration,
+) -> Result<(), ConfigError> {
+    match block_retention {
+        Some(b) if b < retention => {
+            let text = |o: &Obj<'_>, key: &str| o.str(key).ok().flatten().unwrap_or_default().to_owned();
+            Err(invalid(
+                o.field(key),
+                format!(
+                    "{:?} is shorter than {} ({:?}): data must stay on disk at least as long as in memory",
+                    text(o, key),
+                    r.field(retention_key),
+                    text(r, retention_key),
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn parse_file_format(c: &Obj<'_>) -> Result<CheckpointFormat, ConfigError> {
@@ -980,13 +1063,22 @@ fn parse_legacy(top: &Obj<'_>) -> Result<Config, ConfigError> {
     }
     if let Some(a) = top.obj("archive")? {
         a.deny_unknown(&["delete-instead", "directory", "interval"])?;
-        a.duration("interval")?;
+        // cc-metric-store ≤ 0.x removed the checkpoints older than `interval`, every `interval`.
+        metric_store.block_retention = a.duration("interval")?;
+        check_block_retention(
+            &a,
+            "interval",
+            metric_store.block_retention,
+            top,
+            "retention-in-memory",
+            metric_store.retention_in_memory,
+        )?;
         let directory = a.opt_path("directory")?;
         let mode = if a.bool("delete-instead")?.unwrap_or(false) { CleanupMode::Delete } else { CleanupMode::Archive };
         if mode == CleanupMode::Archive && directory.is_none() {
             return Err(invalid(a.field("directory"), "required unless delete-instead is true"));
         }
-        metric_store.cleanup = CleanupConfig { mode, directory };
+        metric_store.cleanup = Some(CleanupConfig { mode, directory });
     }
 
     let servers = top.array("nats")?.unwrap_or_default();

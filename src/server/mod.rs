@@ -1041,6 +1041,13 @@ pub async fn serve(
         None => None,
     };
     let data_dir = opts.data_dir.clone();
+    match (opts.db.block_retention, &opts.db.archive_dir) {
+        (None, _) => tracing::info!("blocks are kept for ever (no metric-store.cleanup or block-retention)"),
+        (Some(r), None) => tracing::info!(older_than = ?r, "blocks past the block retention are deleted"),
+        (Some(r), Some(dir)) => {
+            tracing::info!(older_than = ?r, to = %dir.display(), "blocks past the block retention are archived")
+        }
+    }
     let db = tokio::task::spawn_blocking(move || -> Result<Db, Error> {
         let db = Db::open(&data_dir, opts.db)?;
         for (name, config) in &opts.metrics {
