@@ -143,7 +143,7 @@ fn chunks_no_other_chunk_touches_are_copied_unchanged_and_give_the_bytes_of_enco
         chunks.push(ChunkData { series: c.series, start: c.start, frequency: c.frequency, values });
     }
     assert_eq!(chunks.iter().map(|c| c.values.len()).collect::<Vec<_>>(), [1024, 512, 512, 512]);
-    let whole = encode_block_by(chunks, |c| codec_for(c.values.len()));
+    let whole = encode_block_by(chunks, |c| codec_for(c.values.len(), false));
     let file = silt::storage::io::Vfs::open(&vfs, block.path(), silt::storage::io::OpenMode::Read).expect("open block");
     assert!(silt::storage::io::VFile::read_all(&*file).expect("read block") == whole);
     drop(db);

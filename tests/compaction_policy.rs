@@ -1,11 +1,11 @@
-//! How pages leave the head and how blocks settle: small page classes, pco for all but tiny chunks,
+//! How pages leave the head and how blocks settle: small page classes, Gorilla for short chunks until they settle,
 //! merges that turn a compaction's short chunks into long ones, compactions split into bounded
 //! blocks, and compacting retention that reuses the pages it frees.
 
 use std::sync::Arc;
 
 use silt::storage::codec::Codec;
-use silt::storage::engine::{MergePolicy, COMPACT_BATCH_VALUES, LONG_CHUNK_VALUES};
+use silt::storage::engine::{MergePolicy, COMPACT_BATCH_VALUES, PCO_MIN_VALUES};
 use silt::storage::io::sim::SimVfs;
 use silt::{Aggregation, Batch, Db, HostKey, MetricConfig, Options, Selector};
 
@@ -58,7 +58,7 @@ fn all() -> Selector {
 }
 
 #[test]
-fn a_compaction_writes_short_chunks_and_settling_makes_them_long() {
+fn a_compaction_writes_short_chunks_with_gorilla_and_settling_makes_them_longer_and_pco() {
     let vfs = SimVfs::new();
     let db = open(&vfs, Options::default());
     let pages = 24;
@@ -72,7 +72,7 @@ fn a_compaction_writes_short_chunks_and_settling_makes_them_long() {
     assert!(blocks
         .iter()
         .flat_map(|b| b.chunks().map(Result::unwrap))
-        .all(|c| c.codec == Codec::Pco && c.count == 64));
+        .all(|c| c.codec == Codec::Gorilla && c.count == 64));
     assert_eq!(read_all(&db, 3, pages * SLOTS), expected(3, pages * SLOTS));
 
     // Tiered merges only runs of one size tier; these are all tiny (one tier), so all of them go.
@@ -81,7 +81,7 @@ fn a_compaction_writes_short_chunks_and_settling_makes_them_long() {
     assert_eq!(blocks.len(), 1);
     // One chunk per series: 1,536 values, long enough for pco.
     assert!(blocks[0].chunks().map(Result::unwrap).all(|c| c.codec == Codec::Pco && c.count as i64 == pages * SLOTS));
-    assert!(pages * SLOTS >= LONG_CHUNK_VALUES as i64);
+    assert!(pages * SLOTS >= PCO_MIN_VALUES as i64);
     assert_eq!(read_all(&db, 3, pages * SLOTS), expected(3, pages * SLOTS));
 
     // Two more pages compacted: two blocks of short chunks beside the long one. Settle merges the short

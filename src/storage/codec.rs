@@ -529,8 +529,8 @@ const PCO_LEVEL: usize = 4;
 /// Chunks of fewer values are encoded with first-order deltas (`DeltaSpec::TryConsecutive(1)`) rather than
 /// letting pco search for the best delta encoding, a search whose cost is per chunk. Measured on the peer
 /// benchmark's series at level 4: 64 values 13.5 against 4.8 M values/s for 2.006 against 1.945 bytes per
-/// value; 256 values 26 against 8.6 M values/s, the same size. Short chunks are what compactions of a live
-/// cluster write, and merges rewrite them into long ones, which get the search.
+/// value; 256 values 26 against 8.6 M values/s, the same size. Short pco chunks are what settle merges write
+/// of a live cluster's last hours; later merges make them long, and those get the search.
 const PCO_QUICK_BELOW: usize = 512;
 
 fn pco_encode(valid: &[f64], out: &mut Vec<u8>) {

@@ -141,21 +141,24 @@ pub struct CompactReport {
 /// The codec long chunks are written with: pco, chosen by measurement (`format/block.md`, "Values").
 pub const BLOCK_CODEC: crate::storage::codec::Codec = crate::storage::codec::Codec::Pco;
 
-/// Chunks of fewer values are written with Gorilla rather than pco: below it pco's headers outweigh what it
-/// saves. Measured on the peer benchmark's series (`format/block.md`, "Values"): bytes per value at 8 values
-/// Gorilla 6.6, pco 7.5; at 16, 6.3 against 3.5; at 64, 6.1 against 2.0. Gorilla gains nothing from decimal
-/// fractions, which most metrics are, so every chunk a live cluster's hourly compaction writes (about 60 values)
-/// is pco.
-pub const PCO_MIN_VALUES: usize = 16;
+/// Chunks of fewer values that a compaction or a tiered merge writes are Gorilla rather than pco: these
+/// chunks are short-lived (the next merges make them long), and pco's cost per chunk makes it slow on short
+/// ones (4–14 M values/s on 64-value chunks, ~21 M on 1,440; Gorilla ~200 M). It is also the chunk length
+/// below which a block is one that [`MergePolicy::Settle`] merges.
+pub const PCO_MIN_VALUES: usize = 512;
 
-/// Chunks of fewer values on average make a block one that [`MergePolicy::Settle`] merges: long chunks are where
-/// pco gains most (1.14 bytes per value at 512 values against 2.0 at 64 on the peer benchmark), and where a
-/// chunk's 80-byte descriptor costs little per value.
-pub const LONG_CHUNK_VALUES: usize = 512;
+/// Chunks of fewer values that a settle merge writes are Gorilla rather than pco: below it pco's headers
+/// outweigh what it saves. Settled chunks are the ones that stay: a live cluster's last hours, whose hourly
+/// compactions write about 60 values a series. Measured on the peer benchmark's series (`format/block.md`,
+/// "Compaction"), bytes per value at 8 values Gorilla 6.6, pco 7.5; at 16, 6.3 against 3.6; at 64, 6.1
+/// against 2.0: Gorilla gains nothing from decimal fractions, which most metrics are.
+pub const SETTLED_PCO_MIN_VALUES: usize = 16;
 
-/// The codec a chunk of `len` values is written with.
-pub fn codec_for(len: usize) -> crate::storage::codec::Codec {
-    if len >= PCO_MIN_VALUES {
+/// The codec a chunk of `len` values is written with: by a settle merge (`settled`), whose chunks stay, or
+/// by a compaction or another merge, whose short chunks are soon merged again.
+pub fn codec_for(len: usize, settled: bool) -> crate::storage::codec::Codec {
+    let min = if settled { SETTLED_PCO_MIN_VALUES } else { PCO_MIN_VALUES };
+    if len >= min {
         BLOCK_CODEC
     } else {
         crate::storage::codec::Codec::Gorilla
@@ -209,9 +212,9 @@ pub enum MergePolicy {
     /// 1–3 MiB, 4–15 MiB, …), so that while blocks keep coming each value is rewritten about once per tier
     /// rather than once per merge.
     Tiered,
-    /// At least 2 blocks of short chunks (fewer than [`LONG_CHUNK_VALUES`] values on average), whatever their
+    /// At least 2 blocks of short chunks (fewer than [`PCO_MIN_VALUES`] values on average), whatever their
     /// sizes, together at most `target`: once pages stop leaving the head, the short chunks compactions
-    /// wrote are merged into long ones, which compress better.
+    /// wrote are merged into long ones, and written with pco from [`SETTLED_PCO_MIN_VALUES`] on.
     Settle,
 }
 
@@ -258,7 +261,7 @@ impl Engine {
         let mut total = 0u64;
         for b in list.iter() {
             let small = match policy {
-                MergePolicy::Settle => b.mean_chunk_values() < LONG_CHUNK_VALUES,
+                MergePolicy::Settle => b.mean_chunk_values() < PCO_MIN_VALUES,
                 _ => b.size() < target / 2,
             };
             let same_tier = !tiered || run.first().is_none_or(|f| size_tier(f.size()) == size_tier(b.size()));
@@ -282,7 +285,8 @@ impl Engine {
         }
         let newest = run.iter().map(|b| b.seq()).max().unwrap_or(0);
         let dir = self.dir.join(BLOCK_DIR);
-        let block = write_merged(&*self.vfs, &self.shared.stats, &run, &dir, newest)
+        let settled = policy == MergePolicy::Settle;
+        let block = write_merged(&*self.vfs, &self.shared.stats, &run, &dir, newest, settled)
             .and_then(|path| Block::open(&*self.vfs, &path, newest))
             .inspect_err(|_| {
                 let tmp = crate::storage::io::tmp_path(&dir.join(crate::storage::block::block_name(newest)));
@@ -366,6 +370,7 @@ fn write_merged(
     run: &[Arc<Block>],
     dir: &Path,
     seq: u64,
+    settled: bool,
 ) -> Result<PathBuf, StorageError> {
     use rayon::prelude::*;
     type Chunks = Vec<(usize, crate::storage::block::ChunkMeta)>;
@@ -405,7 +410,7 @@ fn write_merged(
             break;
         }
         let merged: Vec<Result<Vec<Merged>, StorageError>> =
-            group.par_iter().map(|(series, chunks)| merge_series(run, &files, *series, chunks.clone())).collect();
+            group.par_iter().map(|(series, chunks)| merge_series(run, &files, *series, chunks.clone(), settled)).collect();
         for series in merged {
             for chunk in series? {
                 let counter = match chunk {
@@ -449,14 +454,15 @@ impl Merged {
 
 /// The chunks of one series from the blocks of `run` (oldest block first) merged: chunks that overlap or
 /// touch become one, slot by slot with the newer block's values (NaN included) over the older's, and are
-/// encoded anew. A chunk that touches no other and already has the codec its length calls for is copied
-/// unchanged, without decoding: merging blocks of different series, or of times apart, costs a read and a
-/// write. Sorted by start.
+/// encoded anew ([`codec_for`], `settled` for a settle merge). A chunk that touches no other and is pco or
+/// already has the codec its length calls for is copied unchanged, without decoding: merging blocks of
+/// different series, or of times apart, costs a read and a write. Sorted by start.
 fn merge_series(
     run: &[Arc<Block>],
     files: &[Box<dyn crate::storage::io::VFile>],
     series: SeriesId,
     mut chunks: Vec<(usize, crate::storage::block::ChunkMeta)>,
+    settled: bool,
 ) -> Result<Vec<Merged>, StorageError> {
     // Group chunks that overlap or touch (same frequency), in start order.
     chunks.sort_by_key(|(i, c)| (c.frequency, c.start, *i));
@@ -466,7 +472,7 @@ fn merge_series(
         let (mut tmp, mut buf) = (Vec::new(), Vec::new());
         match group.as_slice() {
             [] => return Ok(()),
-            [(i, c)] if c.codec == codec_for(c.count as usize) => {
+            [(i, c)] if c.codec == BLOCK_CODEC || c.codec == codec_for(c.count as usize, settled) => {
                 run[*i].read_encoded(&*files[*i], c, &mut buf)?;
                 out.push(Merged::Copied(*c, buf));
                 group.clear();
@@ -488,7 +494,7 @@ fn merge_series(
         while values.last().is_some_and(|v| v.is_nan()) {
             values.pop();
         }
-        let codec = codec_for(values.len());
+        let codec = codec_for(values.len(), settled);
         let mut bytes = Vec::new();
         crate::storage::codec::encode(codec, &values, &mut bytes);
         out.push(Merged::Encoded(ChunkData { series, start, frequency: f, values }, codec, bytes));
@@ -1296,7 +1302,7 @@ impl Engine {
             };
             let c = ChunkData { series: id, start: first.start, frequency: f, values: std::mem::take(&mut values) };
             bytes.clear();
-            let codec = codec_for(c.values.len());
+            let codec = codec_for(c.values.len(), false);
             crate::storage::codec::encode(codec, &c.values, &mut bytes);
             let seq = *seq;
             w.push(&c, codec, &bytes).map_err(|e| self.abandon_block(&dir, seq, e))?;
@@ -1837,9 +1843,14 @@ mod tests {
     }
 
     #[test]
-    fn tiny_chunks_are_gorilla_and_others_pco() {
-        assert_eq!(codec_for(1), crate::storage::codec::Codec::Gorilla);
-        assert_eq!(codec_for(PCO_MIN_VALUES - 1), crate::storage::codec::Codec::Gorilla);
-        assert_eq!(codec_for(PCO_MIN_VALUES), BLOCK_CODEC);
+    fn short_chunks_are_gorilla_until_settled_and_long_ones_pco() {
+        use crate::storage::codec::Codec::Gorilla;
+        for settled in [false, true] {
+            assert_eq!(codec_for(1, settled), Gorilla);
+            assert_eq!(codec_for(PCO_MIN_VALUES, settled), BLOCK_CODEC);
+        }
+        assert_eq!(codec_for(PCO_MIN_VALUES - 1, false), Gorilla);
+        assert_eq!(codec_for(SETTLED_PCO_MIN_VALUES - 1, true), Gorilla);
+        assert_eq!(codec_for(SETTLED_PCO_MIN_VALUES, true), BLOCK_CODEC);
     }
 }
