@@ -461,19 +461,26 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
         .unwrap_or_default();
     parts.sort();
     eprintln!("{}: on disk after the flush: {}", system.name(), parts.join(", "));
-    if let Ok(blocks) = std::fs::read_dir(server.data.join("blocks")) {
-        let mut sizes: Vec<String> = blocks
-            .flatten()
-            .map(|e| {
-                format!(
-                    "{} {:.1} MiB",
-                    e.file_name().to_string_lossy(),
-                    disk_bytes_of(&e.path()) as f64 / (1 << 20) as f64
-                )
+    let list_blocks = || -> Vec<String> {
+        let mut sizes: Vec<String> = std::fs::read_dir(server.data.join("blocks"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        format!(
+                            "{} {:.1} MiB",
+                            e.file_name().to_string_lossy(),
+                            disk_bytes_of(&e.path()) as f64 / (1 << 20) as f64
+                        )
+                    })
+                    .collect()
             })
-            .collect();
+            .unwrap_or_default();
         sizes.sort();
-        eprintln!("{}: blocks: {}", system.name(), sizes.join(", "));
+        sizes
+    };
+    let blocks_before = list_blocks();
+    if !blocks_before.is_empty() {
+        eprintln!("{}: blocks: {}", system.name(), blocks_before.join(", "));
     }
     let (from, to) = (t0, t0 + steps * FREQ);
     let mut client = Client::connect(addr);
@@ -506,6 +513,11 @@ fn run(system: System, hosts: usize, steps: i64, runs: usize) -> Figures {
         took.sort_by(f64::total_cmp);
         let p99 = took[((took.len() * 99).div_ceil(100)).saturating_sub(1).min(took.len() - 1)];
         queries.push((what, took[took.len() / 2], p99, points));
+    }
+    // A compaction or merge during the queries (silt's blocks changed) competes with them for the CPU.
+    let blocks_after = list_blocks();
+    if blocks_after != blocks_before {
+        eprintln!("{}: blocks changed during the queries, now: {}", system.name(), blocks_after.join(", "));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mib = |field| status_bytes(&pid, field) as f64 / (1 << 20) as f64;
