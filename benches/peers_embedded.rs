@@ -10,8 +10,9 @@
 //! Each under the durability `silt serve` uses (`sync`: an fsync per batch, group-committed) and under
 //! `100ms` (the `silt-100ms` column of the HTTP run), with a checkpoint every 10 s as the server has. After
 //! criterion it prints what a day of the workload takes on disk once compacted into blocks, for a few hosts
-//! (the floor of silt's bytes per sample with today's block codec), and what two days take when fed as a live
-//! cluster sends them, a step a minute with a maintenance pass after each (short chunks, then merges).
+//! (the floor of silt's bytes per sample with today's block codec), what two days take when fed as a live
+//! cluster sends them, a step a minute with a maintenance pass after each (short chunks, then merges), and the
+//! workload's entropy (each value given the one before): the floor of any lossless store.
 //!
 //! Run: `cargo bench --bench peers_embedded`. Under `cargo test --benches` it runs each once on 2 hosts.
 
@@ -227,7 +228,40 @@ fn live_bytes_per_sample(hosts: usize, days: i64) {
     );
 }
 
+/// The workload's entropy: the bits of each value given the one before, averaged over a day of `hosts` hosts
+/// (the walks' states as they are visited). No lossless encoding of these samples takes less on average.
+fn entropy_bytes_per_sample(hosts: usize) {
+    let mut gen = Writer::new(0, 1, hosts);
+    let shapes: Vec<&workload::Shape> = HW.iter().cycle().take(THREADS * HW.len()).chain(NODE.iter()).collect();
+    let mut prev: Vec<Vec<i64>> = Vec::new();
+    let (mut bits, mut n) = (0.0, 0u64);
+    for step in 0..1440 {
+        for i in 0..hosts {
+            let mut now = Vec::with_capacity(shapes.len());
+            gen.step(i, |_, _, v, _| now.push(v));
+            if step > 0 {
+                for (k, s) in shapes.iter().enumerate() {
+                    bits += workload::next_value_entropy_bits(s, prev[i][k]);
+                    n += 1;
+                }
+            }
+            if step == 0 {
+                prev.push(now);
+            } else {
+                prev[i] = now;
+            }
+        }
+    }
+    println!(
+        "peers_embedded: the workload's entropy (each value given the one before, {hosts} hosts for a day): {:.2} \
+         bits, {:.3} bytes per sample",
+        bits / n as f64,
+        bits / n as f64 / 8.0
+    );
+}
+
 fn compaction(_: &mut Criterion) {
+    entropy_bytes_per_sample(if full_run() { 4 } else { 1 });
     compacted_bytes_per_sample(if full_run() { 4 } else { 1 });
     live_bytes_per_sample(if full_run() { 4 } else { 1 }, if full_run() { 2 } else { 1 });
 }

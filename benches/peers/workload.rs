@@ -141,3 +141,28 @@ impl Writer {
         });
     }
 }
+
+/// The entropy in bits of `s`'s next value given its current one, `x` (units of `10^-dec`): with probability
+/// `1 - moves` it stays; otherwise it moves by a step drawn uniformly from `-step..=step` and is clamped to
+/// `[lo, hi]`, so `lo` and `hi` take the mass of every step past them. What any lossless encoding of the walk
+/// must spend on average, at least, whatever it knows of the walk.
+pub fn next_value_entropy_bits(s: &Shape, x: i64) -> f64 {
+    let n = (2 * s.step + 1) as f64;
+    let p = s.moves;
+    // Steps that land at or below lo, at or above hi, and strictly between them.
+    let at_lo = (s.lo - (x - s.step) + 1).clamp(0, 2 * s.step + 1);
+    let at_hi = ((x + s.step) - s.hi + 1).clamp(0, 2 * s.step + 1);
+    let inner = (s.step * 2 + 1) - at_lo - at_hi;
+    let term = |pv: f64| if pv > 0.0 { -pv * pv.log2() } else { 0.0 };
+    let stay = 1.0 - p;
+    let mut h = 0.0;
+    h += term(p * at_lo as f64 / n + if x == s.lo { stay } else { 0.0 });
+    h += term(p * at_hi as f64 / n + if x == s.hi { stay } else { 0.0 });
+    if x > s.lo && x < s.hi {
+        // x itself is one of the inner values.
+        h += term(p / n + stay) + (inner - 1) as f64 * term(p / n);
+    } else {
+        h += inner as f64 * term(p / n);
+    }
+    h
+}
