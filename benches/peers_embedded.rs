@@ -215,8 +215,7 @@ fn live_bytes_per_sample(hosts: usize, days: i64) {
     }
     // Samples in blocks: all but the last hour or so, which the head still holds.
     let st = db.engine().stats();
-    let compacted = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64
-        - db.head_bytes_in_use().min(u64::MAX) / 8;
+    let compacted = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64 - db.head_bytes_in_use() / 8;
     use std::sync::atomic::Ordering::Relaxed;
     println!(
         "peers_embedded: {days} day(s) of {hosts} hosts live, a maintenance pass a step: {blocks} bytes in {files} \

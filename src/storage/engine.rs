@@ -409,8 +409,10 @@ fn write_merged(
         if group.is_empty() {
             break;
         }
-        let merged: Vec<Result<Vec<Merged>, StorageError>> =
-            group.par_iter().map(|(series, chunks)| merge_series(run, &files, *series, chunks.clone(), settled)).collect();
+        let merged: Vec<Result<Vec<Merged>, StorageError>> = group
+            .par_iter()
+            .map(|(series, chunks)| merge_series(run, &files, *series, chunks.clone(), settled))
+            .collect();
         for series in merged {
             for chunk in series? {
                 let counter = match chunk {
