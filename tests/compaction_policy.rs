@@ -104,6 +104,54 @@ fn a_compaction_writes_short_chunks_with_gorilla_and_settling_makes_them_longer_
 }
 
 #[test]
+fn a_settle_merge_writes_lone_short_chunks_with_pco_and_other_merges_copy_them() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let vfs = SimVfs::new();
+    let db = open(&vfs, Options::default());
+    let chunks = |db: &Db| -> Vec<(Codec, u32)> {
+        db.engine().blocks().iter().flat_map(|b| b.chunks().map(Result::unwrap)).map(|c| (c.codec, c.count)).collect()
+    };
+    let st = || {
+        let s = db.engine().stats();
+        (s.merge_chunks_copied.load(Relaxed), s.merge_chunks_encoded.load(Relaxed))
+    };
+    // Pages 0 and 3 of 3 series, each compacted alone: their chunks touch no other.
+    for p in [0, 3] {
+        write(&db, 3, p * SLOTS..(p + 1) * SLOTS);
+        db.compact_selector(&all(), T - F / 2 + (p + 1) * SLOTS * F).expect("compact");
+    }
+    assert_eq!(chunks(&db), vec![(Codec::Gorilla, 64); 6]);
+    // Settling re-encodes them, lone as they are: they stay.
+    let (copied, encoded) = st();
+    assert_eq!(db.engine().merge_blocks_with(1 << 30, MergePolicy::Settle).expect("settle"), 1);
+    assert_eq!(st(), (copied, encoded + 6));
+    assert_eq!(chunks(&db), vec![(Codec::Pco, 64); 6]);
+    // Three more lone pages, then a merge that does not settle: the pco chunks are copied as they are, not
+    // made Gorilla again, and so are the new Gorilla ones.
+    for p in [6, 9, 12] {
+        write(&db, 3, p * SLOTS..(p + 1) * SLOTS);
+        db.compact_selector(&all(), T - F / 2 + (p + 1) * SLOTS * F).expect("compact");
+    }
+    let (copied, encoded) = st();
+    assert_eq!(db.engine().merge_blocks_with(1 << 30, MergePolicy::Tiered).expect("tiered"), 3);
+    assert_eq!(st(), (copied + 15, encoded));
+    let after = chunks(&db);
+    assert_eq!(after.iter().filter(|c| **c == (Codec::Pco, 64)).count(), 6);
+    assert_eq!(after.iter().filter(|c| **c == (Codec::Gorilla, 64)).count(), 9);
+    for h in 0..3 {
+        let got = db.read(&key(h), "m", T, T + 13 * SLOTS * F).expect("read").values;
+        for (i, v) in got.iter().enumerate() {
+            let i = i as i64;
+            if [0, 3, 6, 9, 12].contains(&(i / SLOTS)) {
+                assert_eq!(*v, value(h, i), "host {h} slot {i}");
+            } else {
+                assert!(v.is_nan(), "host {h} slot {i}: {v}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_large_compaction_is_split_into_bounded_blocks() {
     let vfs = SimVfs::new();
     let db = open(&vfs, Options { pages_per_file: 8192, ..Options::default() });
