@@ -1,5 +1,6 @@
-//! A minimal blocking HTTP/1.1 client for the benches: one keep-alive connection, bodies by
-//! Content-Length or chunked transfer encoding. Small on purpose, so that a load generator's own CPU stays
+//! A minimal blocking HTTP/1.1 client for the benches: one keep-alive connection (a new one after a response
+//! that says `Connection: close`, as VictoriaMetrics sends once a connection is older than its
+//! `-http.connTimeout`), bodies by Content-Length or chunked transfer encoding. Small on purpose, so that a load generator's own CPU stays
 //! low and is measurable (see `thread_cpu_seconds`).
 
 #![allow(dead_code)]
@@ -13,6 +14,8 @@ pub struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
     head: Vec<u8>,
+    /// The last response said `Connection: close`: connect again before the next request.
+    closed: bool,
 }
 
 impl Client {
@@ -20,11 +23,14 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        Client { addr, stream, buf: Vec::with_capacity(1 << 16), head: Vec::with_capacity(256) }
+        Client { addr, stream, buf: Vec::with_capacity(1 << 16), head: Vec::with_capacity(256), closed: false }
     }
 
     /// Sends a request and reads the whole response; returns its status and body.
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        if self.closed {
+            *self = Client::connect(self.addr);
+        }
         self.head.clear();
         write!(self.head, "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n", self.addr, body.len())
             .expect("head");
@@ -62,6 +68,7 @@ impl Client {
         let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
         let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
         let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+        self.closed = header("connection:").is_some_and(|v| v == "close");
         let mut pos = end + 4;
         if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
             let mut body = Vec::new();
