@@ -294,3 +294,40 @@ pub(crate) fn not_logged(e: StorageError) -> StorageError {
     let full = matches!(&e, StorageError::Io { source, .. } if crate::storage::error::is_disk_full(source));
     StorageError::NotLogged { full, message: e.to_string() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::io::sim::{FaultOp, SimVfs};
+
+    fn open(vfs: &SimVfs) -> Result<(Wal, ReplayReport), StorageError> {
+        Wal::open(Arc::new(vfs.clone()), Path::new("/w"), 4096, Lsn(0), 1, |_, _, _| Ok(()))
+    }
+
+    /// A rotate whose new segment could not be created, nor its file removed, leaves that file behind (length 0,
+    /// its directory entry not synced). Records then go on into the old segment; unsynced, a crash can tear
+    /// them while keeping the new segment's entry, and recovery, which removes the empty newest segment and
+    /// judges the one before as sealed, refuses the tear as damage. This is how
+    /// `tests/crash_recovery.rs`'s background-checkpoint proptest failed (seed `c21e07e7…`); not fixed yet:
+    /// making the next append rotate first (tried) made that proptest fail far more often.
+    #[test]
+    #[ignore = "known bug: a failed rotate's leftover segment makes a later torn tail unrecoverable"]
+    fn a_failed_rotate_that_left_its_file_does_not_make_a_later_torn_tail_unrecoverable() {
+        let vfs = SimVfs::new();
+        let (mut wal, _) = open(&vfs).expect("open");
+        wal.append(1, &[1; 100]).expect("append");
+        wal.sync().expect("sync");
+        // The new segment's file is created, then writing its zeros fails, and so does removing it.
+        vfs.fail_next(FaultOp::Write, std::io::ErrorKind::Other);
+        vfs.fail_next(FaultOp::Remove, std::io::ErrorKind::Other);
+        assert!(matches!(wal.rotate(), Err(StorageError::NotLogged { .. })));
+        assert!(vfs.exists(Path::new("/w").join(segment_name(2)).as_path()), "the failed attempt left its file");
+        wal.append(1, &[2; 100]).expect("append after the failed rotate");
+        wal.flush().expect("flush");
+        // Unsynced as the second record is, whatever a crash keeps of it, the log must open.
+        for seed in 0..64 {
+            let (_, report) = open(&vfs.crash(seed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert!(report.last_lsn >= 1, "seed {seed}: the synced record survives");
+        }
+    }
+}
