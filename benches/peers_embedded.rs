@@ -44,7 +44,11 @@ fn hosts() -> usize {
 
 fn open(dir: &std::path::Path, durability: Durability) -> Db {
     // As the HTTP run's server: a checkpoint every 10 s.
-    let options = Options { durability, checkpoint_interval: Some(Duration::from_secs(10)), ..Options::default() };
+    open_with(dir, Options { durability, checkpoint_interval: Some(Duration::from_secs(10)), ..Options::default() })
+}
+
+/// Opens a database with `options` and declares the workload's metrics.
+fn open_with(dir: &std::path::Path, options: Options) -> Db {
     let db = Db::open(dir, options).expect("open");
     for (s, agg) in HW.iter().map(|s| (s, Aggregation::Sum)).chain(NODE.iter().map(|s| (s, Aggregation::Avg))) {
         db.declare_metric(s.name, MetricConfig { frequency: FREQ, aggregation: agg }).expect("declare");
@@ -163,15 +167,21 @@ fn compacted_bytes_per_sample(hosts: usize) {
     let all = silt::Selector::all_hosts("bench").expect("selector");
     // Every page whose slots all lie before the end: the day's full pages (a partly filled page stays).
     db.compact_selector(&all, t0 + steps * FREQ + 512 * FREQ).expect("compact");
-    let blocks: u64 = std::fs::read_dir(dir.path().join("blocks"))
-        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0);
+    let (blocks, _) = block_files(dir.path());
     let samples = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64;
     println!(
         "peers_embedded: a day of {hosts} hosts ({samples} samples) compacted: {blocks} bytes of blocks, {:.3} bytes \
          per sample",
         blocks as f64 / samples as f64
     );
+}
+
+/// Bytes and number of the block files of the database in `dir`.
+fn block_files(dir: &std::path::Path) -> (u64, usize) {
+    let sizes: Vec<u64> = std::fs::read_dir(dir.join("blocks"))
+        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).collect())
+        .unwrap_or_default();
+    (sizes.iter().sum(), sizes.len())
 }
 
 /// `days` of `hosts` hosts written as a live cluster sends them, one step a minute, with the maintenance pass
@@ -189,10 +199,7 @@ fn live_bytes_per_sample(hosts: usize, days: i64) {
         maintenance_interval: Duration::from_secs(365 * 86_400),
         ..Options::default()
     };
-    let db = Db::open(dir.path(), options).expect("open");
-    for (s, agg) in HW.iter().map(|s| (s, Aggregation::Sum)).chain(NODE.iter().map(|s| (s, Aggregation::Avg))) {
-        db.declare_metric(s.name, MetricConfig { frequency: FREQ, aggregation: agg }).expect("declare");
-    }
+    let db = open_with(dir.path(), options);
     let ids = intern(&db, hosts);
     let mut gen = Writer::new(0, 1, hosts);
     let steps = days * 1440;
@@ -208,11 +215,7 @@ fn live_bytes_per_sample(hosts: usize, days: i64) {
         }
         db.enforce_retention(ts + FREQ).expect("maintenance pass");
     }
-    let (mut blocks, mut files) = (0u64, 0usize);
-    for e in std::fs::read_dir(dir.path().join("blocks")).expect("blocks").flatten() {
-        blocks += e.metadata().map_or(0, |m| m.len());
-        files += 1;
-    }
+    let (blocks, files) = block_files(dir.path());
     // Samples in blocks: all but the last hour or so, which the head still holds.
     let st = db.engine().stats();
     let compacted = (hosts * (THREADS * HW.len() + NODE.len())) as u64 * steps as u64 - db.head_bytes_in_use() / 8;
@@ -232,23 +235,22 @@ fn live_bytes_per_sample(hosts: usize, days: i64) {
 fn entropy_bytes_per_sample(hosts: usize) {
     let mut gen = Writer::new(0, 1, hosts);
     let shapes: Vec<&workload::Shape> = HW.iter().cycle().take(THREADS * HW.len()).chain(NODE.iter()).collect();
-    let mut prev: Vec<Vec<i64>> = Vec::new();
+    // Each host's values after the day's first step, then each later step's entropy given them.
+    let mut prev: Vec<Vec<i64>> = (0..hosts)
+        .map(|i| {
+            let mut first = Vec::with_capacity(shapes.len());
+            gen.step(i, |_, _, v, _| first.push(v));
+            first
+        })
+        .collect();
     let (mut bits, mut n) = (0.0, 0u64);
-    for step in 0..1440 {
-        for i in 0..hosts {
-            let mut now = Vec::with_capacity(shapes.len());
-            gen.step(i, |_, _, v, _| now.push(v));
-            if step > 0 {
-                for (k, s) in shapes.iter().enumerate() {
-                    bits += workload::next_value_entropy_bits(s, prev[i][k]);
-                    n += 1;
-                }
-            }
-            if step == 0 {
-                prev.push(now);
-            } else {
-                prev[i] = now;
-            }
+    for _ in 1..1440 {
+        for (i, prev) in prev.iter_mut().enumerate() {
+            gen.step(i, |k, _, v, _| {
+                bits += workload::next_value_entropy_bits(shapes[k], prev[k]);
+                n += 1;
+                prev[k] = v;
+            });
         }
     }
     println!(
